@@ -1,0 +1,4 @@
+// Command edge is the pull-through OCI registry of one namespace.
+package main
+
+func main() {}

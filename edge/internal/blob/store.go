@@ -1,0 +1,70 @@
+// Package blob defines the edge's storage boundary: a small object store
+// whose writes become visible only after their digest and size are verified.
+// Implementations live in sub-packages (fs, s3) and all pass the conformance
+// suite in blobtest.
+package blob
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+)
+
+// Sentinel errors. Implementations wrap them with %w.
+var (
+	// ErrNotFound means no object is stored at the key.
+	ErrNotFound = errors.New("object not found")
+	// ErrVerify means a write's content did not match what was expected of
+	// it (digest or size); nothing was made visible.
+	ErrVerify = errors.New("content verification failed")
+	// ErrInvalidKey means a key is not one the layout produces.
+	ErrInvalidKey = errors.New("invalid storage key")
+)
+
+// Info describes a stored object.
+type Info struct {
+	Size        int64
+	ContentType string
+	ModTime     time.Time
+}
+
+// Expect is what a verified write must turn out to be.
+type Expect struct {
+	Digest oci.Digest
+	// Size is the expected length in bytes, or -1 when only the digest is
+	// known in advance.
+	Size        int64
+	ContentType string
+}
+
+// Store is the storage boundary of the edge.
+type Store interface {
+	// Stat returns the object's Info, or an error wrapping ErrNotFound.
+	Stat(ctx context.Context, key string) (Info, error)
+	// Open returns the bytes [offset, offset+length) of the object; a
+	// negative length means to the end.
+	Open(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+	// Create starts a verified write to key. Nothing is visible at key until
+	// Commit has checked the digest and size of everything written.
+	Create(ctx context.Context, key string, want Expect) (Writer, error)
+	// Put atomically replaces the small mutable object at key (tag records).
+	Put(ctx context.Context, key string, data []byte, contentType string) error
+	// Delete removes the object at key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// List calls fn for every committed object whose key starts with prefix.
+	List(ctx context.Context, prefix string, fn func(key string, info Info) error) error
+}
+
+// Writer is an in-progress verified write.
+type Writer interface {
+	io.Writer
+	// Commit verifies what was written against the Expect given to Create
+	// and makes it visible; on a mismatch it discards the data and returns
+	// an error wrapping ErrVerify.
+	Commit(ctx context.Context) error
+	// Abort discards the data. It is safe to call after Commit (no-op).
+	Abort(ctx context.Context) error
+}

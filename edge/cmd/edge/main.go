@@ -1,4 +1,103 @@
-// Command edge is the pull-through OCI registry of one namespace.
+// Command edge is the pull-through OCI registry of one namespace
+// (DESIGN §3.1–3.5). Standalone it needs no control plane and no cluster:
+//
+//	edge --listen 127.0.0.1:5000 --storage ./data
+//
+// serves /v2/dockerhub/..., /v2/ghcr/..., /v2/quay/..., /v2/k8s/... from the
+// local disk and fetches misses from the upstream registries.
 package main
 
-func main() {}
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/server"
+)
+
+func main() {
+	cfg, level, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "edge:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := server.Run(ctx, cfg, log, nil); err != nil {
+		log.Error("edge stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// listFlag is a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseFlags reads flags, with EDGE_<NAME> environment variables as their
+// defaults (EDGE_UPSTREAM takes a comma-separated list).
+func parseFlags(args []string) (server.Config, slog.Level, error) {
+	var cfg server.Config
+	var ups listFlag
+	var level slog.Level
+	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: edge [flags]\n\nA pull-through OCI registry cache. Every flag can also be set as an environment\nvariable EDGE_<FLAG> (upper case, '-' as '_'); a flag on the command line wins.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	env := func(name, def string) string {
+		if v, ok := os.LookupEnv("EDGE_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
+			return v
+		}
+		return def
+	}
+	fs.StringVar(&cfg.Listen, "listen", env("listen", ":5000"), "address of the registry API (`ADDR`)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", env("metrics-listen", ""), "separate address for Prometheus /metrics (`ADDR`); empty: /metrics on --listen")
+	fs.StringVar(&cfg.Storage, "storage", env("storage", "./data"), "cache storage: a directory, or s3://BUCKET[/PREFIX] (`PATH|URL`)")
+	fs.StringVar(&cfg.S3Endpoint, "s3-endpoint", env("s3-endpoint", ""), "S3 endpoint for MinIO and other S3-compatible servers (`URL`); empty: AWS")
+	fs.StringVar(&cfg.S3Region, "s3-region", env("s3-region", ""), "S3 region (default from AWS_REGION, else us-east-1)")
+	pathStyle, _ := strconv.ParseBool(env("s3-path-style", "false"))
+	fs.BoolVar(&cfg.S3PathStyle, "s3-path-style", pathStyle, "address the bucket as ENDPOINT/BUCKET (MinIO, versitygw); S3 credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, shared files, IAM roles)")
+	fs.Var(&ups, "upstream", "add or override an upstream as `PREFIX=URL` (repeatable; http:// allowed). Defaults: dockerhub=https://registry-1.docker.io, ghcr=https://ghcr.io, quay (alias quayio)=https://quay.io, k8s=https://registry.k8s.io")
+	fs.StringVar(&cfg.CredentialsFile, "upstream-credentials", env("upstream-credentials", ""), "JSON file of upstream credentials: {\"PREFIX\": {\"username\": \"…\", \"password\": \"…\"}} (`FILE`)")
+	fs.StringVar(&cfg.Namespace, "namespace", env("namespace", "default"), "namespace whose tag index this edge keeps (`NAME`)")
+	ttl, err := time.ParseDuration(env("tag-ttl", "5m"))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_TAG_TTL: %w", err)
+	}
+	fs.DurationVar(&cfg.TagTTL, "tag-ttl", ttl, "how long a tag is trusted before it is revalidated upstream with HEAD")
+	fs.StringVar(&cfg.SpoolDir, "spool-dir", env("spool-dir", ""), "directory for in-flight upstream transfers (default: <storage>/_spool, or the temp dir for S3)")
+	logLevel := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return cfg, level, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, level, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if len(ups) == 0 {
+		if v := env("upstream", ""); v != "" {
+			ups = strings.Split(v, ",")
+		}
+	}
+	cfg.Upstreams = ups
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return cfg, level, fmt.Errorf("--log-level: %w", err)
+	}
+	if cfg.TagTTL < 0 {
+		return cfg, level, fmt.Errorf("--tag-ttl must not be negative")
+	}
+	return cfg, level, nil
+}

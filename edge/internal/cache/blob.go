@@ -1,0 +1,210 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+)
+
+// Blob is a blob ready to serve: from storage or from a running fill.
+// Close it when done.
+type Blob struct {
+	// Size in bytes, or -1 when a cold upstream sent no length.
+	Size int64
+	// Source is metrics.SourceCache or metrics.SourceUpstream.
+	Source string
+	open   func(ctx context.Context, off, n int64) (io.ReadCloser, error)
+	close  func()
+}
+
+// Open returns the bytes [off, off+n) (n < 0: to the end). A reader of a
+// cold blob follows the upstream transfer and fails if the transfer fails
+// or does not verify.
+func (b *Blob) Open(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+	return b.open(ctx, off, n)
+}
+
+// Close releases the blob.
+func (b *Blob) Close() {
+	if b.close != nil {
+		b.close()
+	}
+}
+
+// Blob returns the blob rt addresses.
+func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
+	key := blob.BlobKey(rt.Digest)
+	if b, ok := c.storedBlob(ctx, key); ok {
+		c.m.Hits.WithLabelValues("blob").Inc()
+		return b, nil
+	}
+	c.m.Misses.WithLabelValues("blob").Inc()
+	f, leader := c.fills.join(key)
+	if leader {
+		// The fill may have committed between our Stat and join.
+		if b, ok := c.storedBlob(ctx, key); ok {
+			c.fills.remove(f)
+			f.finish(errSuperseded)
+			f.release()
+			f.release()
+			return b, nil
+		}
+		go c.runFill(context.WithoutCancel(ctx), f, rt)
+	}
+	size, err := f.wait(ctx)
+	if err != nil {
+		f.release()
+		if errors.Is(err, errSuperseded) {
+			if b, ok := c.storedBlob(ctx, key); ok {
+				return b, nil
+			}
+		}
+		return nil, fmt.Errorf("fetch blob %s/%s@%s: %w", rt.Prefix, rt.Repository, rt.Digest, err)
+	}
+	var once sync.Once
+	return &Blob{
+		Size:   size,
+		Source: metrics.SourceUpstream,
+		open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			return f.reader(ctx, off, n), nil
+		},
+		close: func() { once.Do(f.release) },
+	}, nil
+}
+
+func (c *Cache) storedBlob(ctx context.Context, key string) (*Blob, bool) {
+	if !c.storeUsable() {
+		return nil, false
+	}
+	info, err := c.store.Stat(ctx, key)
+	if err != nil {
+		c.noteStoreErr("stat", err)
+		return nil, false
+	}
+	return &Blob{
+		Size:   info.Size,
+		Source: metrics.SourceCache,
+		open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			rc, err := c.store.Open(ctx, key, off, n)
+			if err != nil {
+				c.noteStoreErr("open", err)
+			}
+			return rc, err
+		},
+	}, true
+}
+
+// fillBufSize is the unit of upstream reads; large enough that syscalls do
+// not dominate at loopback speed.
+const fillBufSize = 256 << 10
+
+var fillBufs = sync.Pool{New: func() any { b := make([]byte, fillBufSize); return &b }}
+
+// runFill streams the blob from upstream into a spool (read by every
+// waiting request) and into the store, then verifies and commits it.
+func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
+	ctx, cancel := context.WithTimeout(ctx, c.fillTTL)
+	defer cancel()
+	defer c.fills.remove(f)
+	defer f.release()
+	c.m.FillsInFlight.Inc()
+	defer c.m.FillsInFlight.Dec()
+
+	err := c.fillFrom(ctx, f, rt)
+	if err != nil {
+		c.log.Warn("blob fill failed", "prefix", rt.Prefix, "repository", rt.Repository, "digest", rt.Digest.String(), "err", err)
+	}
+	f.finish(err)
+}
+
+func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
+	fetcher, err := c.fetcher(rt.Prefix)
+	if err != nil {
+		return err
+	}
+	ub, err := fetcher.Blob(ctx, rt.Repository, rt.Digest)
+	c.countUpstream(rt.Prefix, "blob", http.MethodGet, err)
+	if err != nil {
+		return err
+	}
+	defer ub.Body.Close()
+
+	spool, err := os.CreateTemp(c.spoolDir, "fill-*")
+	if err != nil {
+		return fmt.Errorf("create spool: %w", err)
+	}
+	// Unlinked at once: the open descriptor keeps it readable, and nothing
+	// is left behind if the process dies.
+	_ = os.Remove(spool.Name())
+	f.start(ub.Size, spool)
+
+	key := blob.BlobKey(rt.Digest)
+	var w blob.Writer
+	if c.storeUsable() {
+		w, err = c.store.Create(ctx, key, blob.Expect{Digest: rt.Digest, Size: ub.Size, ContentType: "application/octet-stream"})
+		if err != nil {
+			c.storageFault("create", err)
+			w = nil
+		}
+	}
+	abort := func() {
+		if w != nil {
+			_ = w.Abort(context.WithoutCancel(ctx))
+		}
+	}
+	verifier := blob.NewVerifier(blob.Expect{Digest: rt.Digest, Size: ub.Size})
+	bufp := fillBufs.Get().(*[]byte)
+	defer fillBufs.Put(bufp)
+	buf := *bufp
+	for {
+		n, rerr := ub.Body.Read(buf)
+		if n > 0 {
+			chunk := buf[:n]
+			_, _ = verifier.Write(chunk)
+			if w != nil {
+				if _, werr := w.Write(chunk); werr != nil {
+					c.storageFault("write", werr)
+					abort()
+					w = nil
+				}
+			}
+			if err := f.append(chunk); err != nil {
+				abort()
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			abort()
+			return fmt.Errorf("read upstream body after %d bytes: %w", verifier.Written(), rerr)
+		}
+	}
+	if err := verifier.Check(); err != nil {
+		abort()
+		c.m.UpstreamErrors.WithLabelValues(rt.Prefix, "digest_mismatch").Inc()
+		return fmt.Errorf("verify %s: %w", rt.Digest, err)
+	}
+	if w != nil {
+		if err := w.Commit(ctx); err != nil {
+			// The clients got verified bytes; only the caching failed.
+			c.storageFault("commit", err)
+		} else {
+			c.storageOK()
+		}
+	}
+	return nil
+}
+
+// errSuperseded ends a fill that found the blob already committed; its
+// followers read the stored blob instead.
+var errSuperseded = errors.New("blob committed by an earlier fill")

@@ -1,0 +1,26 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+)
+
+// Tags passes a tag list request through to the upstream. Lists are not
+// cached: they change whenever anything is pushed, and clients rarely ask.
+func (c *Cache) Tags(ctx context.Context, rt route.Route, query url.Values) (*upstream.TagList, error) {
+	f, err := c.fetcher(rt.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	tl, err := f.Tags(ctx, rt.Repository, query)
+	c.countUpstream(rt.Prefix, "tags", http.MethodGet, err)
+	if err != nil {
+		return nil, fmt.Errorf("list tags %s/%s: %w", rt.Prefix, rt.Repository, err)
+	}
+	return tl, nil
+}

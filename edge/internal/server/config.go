@@ -1,0 +1,118 @@
+// Package server assembles a standalone edge from its Config: storage,
+// upstream clients, the pull-through cache and the HTTP listeners. It is
+// what cmd/edge calls after parsing flags.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/fs"
+	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+)
+
+// Config is everything a standalone edge is started with.
+type Config struct {
+	Listen          string
+	MetricsListen   string
+	Storage         string // a directory, or s3://BUCKET[/PREFIX]
+	S3Endpoint      string
+	S3Region        string
+	S3PathStyle     bool
+	Upstreams       []string // PREFIX=URL, adding to or overriding the defaults
+	CredentialsFile string   // JSON: {"<prefix>": {"username": "...", "password": "..."}}
+	Namespace       string
+	TagTTL          time.Duration
+	SpoolDir        string
+}
+
+// Credentials are an upstream's username and password.
+type Credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// RouteTable builds the routing table: the defaults plus cfg.Upstreams.
+func (cfg Config) RouteTable() (*route.Table, error) {
+	ups := route.Defaults()
+	for _, spec := range cfg.Upstreams {
+		prefix, raw, ok := strings.Cut(spec, "=")
+		if !ok {
+			return nil, fmt.Errorf("--upstream %q: want PREFIX=URL", spec)
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("--upstream %q: %w", prefix, err)
+		}
+		if u.Path != "" && u.Path != "/" {
+			return nil, fmt.Errorf("--upstream %q: URL must have no path (got %q)", prefix, u.Path)
+		}
+		u.Path = ""
+		ups = append(ups, route.Upstream{Prefix: prefix, URL: u})
+	}
+	t, err := route.NewTable(ups)
+	if err != nil {
+		return nil, fmt.Errorf("--upstream: %w", err)
+	}
+	return t, nil
+}
+
+// LoadCredentials reads the per-upstream credentials file, if any.
+func (cfg Config) LoadCredentials() (map[string]Credentials, error) {
+	if cfg.CredentialsFile == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(cfg.CredentialsFile)
+	if err != nil {
+		return nil, fmt.Errorf("--upstream-credentials: %w", err)
+	}
+	creds := map[string]Credentials{}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&creds); err != nil {
+		// The decoder's message never contains the file's values beyond a
+		// type name, so it is safe to show.
+		return nil, fmt.Errorf("--upstream-credentials %s: %w", cfg.CredentialsFile, err)
+	}
+	for prefix, c := range creds {
+		if c.Username == "" || c.Password == "" {
+			return nil, fmt.Errorf("--upstream-credentials %s: %q needs username and password", cfg.CredentialsFile, prefix)
+		}
+	}
+	return creds, nil
+}
+
+// OpenStore opens the configured storage.
+func (cfg Config) OpenStore(ctx context.Context) (blob.Store, string, error) {
+	if rest, ok := strings.CutPrefix(cfg.Storage, "s3://"); ok {
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if bucket == "" {
+			return nil, "", errors.New("--storage s3://BUCKET[/PREFIX]: bucket is empty")
+		}
+		client, err := s3store.NewClient(ctx, s3store.Options{Endpoint: cfg.S3Endpoint, Region: cfg.S3Region, PathStyle: cfg.S3PathStyle})
+		if err != nil {
+			return nil, "", fmt.Errorf("--storage: %w", err)
+		}
+		st, err := s3store.New(client, bucket, prefix)
+		if err != nil {
+			return nil, "", fmt.Errorf("--storage: %w", err)
+		}
+		return st, "s3", nil
+	}
+	if strings.Contains(cfg.Storage, "://") {
+		return nil, "", fmt.Errorf("--storage %q: want a directory or s3://BUCKET[/PREFIX]", cfg.Storage)
+	}
+	st, err := fs.New(cfg.Storage)
+	if err != nil {
+		return nil, "", fmt.Errorf("--storage: %w", err)
+	}
+	return st, "filesystem", nil
+}

@@ -37,8 +37,11 @@ func TagKey(namespace, prefix, repository, tag string) (string, error) {
 
 // ValidKey reports whether key is safe to map onto a file path or an object
 // name: relative, no empty, "." or ".." segments, no backslashes or NULs.
+// The first segment must not start with "_": the layout never produces such
+// keys, so stores can keep their own bookkeeping there (the filesystem store
+// keeps "_uploads" and "_meta" beside the objects).
 func ValidKey(key string) bool {
-	if key == "" || strings.HasPrefix(key, "/") || strings.ContainsAny(key, "\\\x00") {
+	if key == "" || strings.HasPrefix(key, "/") || strings.HasPrefix(key, "_") || strings.ContainsAny(key, "\\\x00") {
 		return false
 	}
 	for _, seg := range strings.Split(key, "/") {
@@ -47,4 +50,11 @@ func ValidKey(key string) bool {
 		}
 	}
 	return true
+}
+
+// ValidPrefix reports whether prefix is acceptable to Store.List: empty, or
+// a key prefix that would be a valid key once a trailing "/" is removed. It
+// may end inside a segment ("blobs/sha256/ab").
+func ValidPrefix(prefix string) bool {
+	return prefix == "" || ValidKey(strings.TrimSuffix(prefix, "/"))
 }

@@ -26,9 +26,23 @@ var (
 
 // Info describes a stored object.
 type Info struct {
-	Size        int64
+	Size int64
+	// ContentType is the type given when the object was written, or
+	// DefaultContentType when none was given (so every store reports the
+	// same, whatever its server's own default is).
 	ContentType string
 	ModTime     time.Time
+}
+
+// DefaultContentType is the type of an object written without one.
+const DefaultContentType = "application/octet-stream"
+
+// ContentTypeOr returns contentType, or DefaultContentType when it is empty.
+func ContentTypeOr(contentType string) string {
+	if contentType == "" {
+		return DefaultContentType
+	}
+	return contentType
 }
 
 // Expect is what a verified write must turn out to be.
@@ -54,16 +68,24 @@ type Store interface {
 	Put(ctx context.Context, key string, data []byte, contentType string) error
 	// Delete removes the object at key; deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
-	// List calls fn for every committed object whose key starts with prefix.
+	// List calls fn for every committed object whose key starts with prefix
+	// (a plain string prefix, see ValidPrefix), in no guaranteed order. The
+	// Info carries Size and ModTime; ContentType is left empty because an S3
+	// listing does not return it (Stat the key when it is needed). An error
+	// returned by fn stops the listing and is returned.
 	List(ctx context.Context, prefix string, fn func(key string, info Info) error) error
 }
 
-// Writer is an in-progress verified write.
+// Writer is an in-progress verified write. It is not safe for concurrent use.
+// Its lifetime is bound to the context given to Create: once that is
+// cancelled, Write fails. After any error the caller still calls Abort
+// (typically deferred), which releases whatever the write held.
 type Writer interface {
 	io.Writer
 	// Commit verifies what was written against the Expect given to Create
 	// and makes it visible; on a mismatch it discards the data and returns
-	// an error wrapping ErrVerify.
+	// an error wrapping ErrVerify. A failed Commit discards the data too.
+	// Commit after a successful Commit is a no-op.
 	Commit(ctx context.Context) error
 	// Abort discards the data. It is safe to call after Commit (no-op).
 	Abort(ctx context.Context) error

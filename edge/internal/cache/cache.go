@@ -36,17 +36,17 @@ type Upstreams interface {
 
 // Cache is the pull-through cache of one namespace.
 type Cache struct {
-	store     blob.Store
-	upstreams Upstreams
-	namespace string
-	tagTTL    time.Duration
-	fillTTL   time.Duration
+	store      blob.Store
+	upstreams  Upstreams
+	namespace  string
+	tagTTL     time.Duration
+	fillTTL    time.Duration
 	requestTTL time.Duration
-	spoolDir  string
-	retryAt   atomic.Int64 // unix nanos before which storage is bypassed
-	log       *slog.Logger
-	m         *metrics.Metrics
-	now       func() time.Time
+	spoolDir   string
+	retryAt    atomic.Int64 // unix nanos before which storage is bypassed
+	log        *slog.Logger
+	m          *metrics.Metrics
+	now        func() time.Time
 
 	fills   fillSet
 	flights singleflight.Group

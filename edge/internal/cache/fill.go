@@ -129,13 +129,19 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		r.f.mu.Lock()
-		avail, done, err, notify := r.f.written, r.f.done, r.f.err, r.f.notify
+		avail, size, done, err, notify := r.f.written, r.f.size, r.f.done, r.f.err, r.f.notify
 		r.f.mu.Unlock()
 		if done && err != nil {
 			return 0, errFillAborted
 		}
 		if !done {
-			avail-- // hold the last byte back until verified
+			// Hold the blob's last byte back until it is verified. With an
+			// unknown size any byte may be the last one.
+			if size < 0 {
+				avail--
+			} else if avail > size-1 {
+				avail = size - 1
+			}
 		}
 		if r.end >= 0 && avail > r.end {
 			avail = r.end

@@ -109,7 +109,8 @@ const fillBufSize = 256 << 10
 var fillBufs = sync.Pool{New: func() any { b := make([]byte, fillBufSize); return &b }}
 
 // runFill streams the blob from upstream into a spool (read by every
-// waiting request) and into the store, then verifies and commits it.
+// waiting request) and into the store, then verifies and commits it. The
+// fill is finished exactly once: by fillFrom on success, here on failure.
 func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
 	ctx, cancel := context.WithTimeout(ctx, c.fillTTL)
 	defer cancel()
@@ -118,11 +119,10 @@ func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
 	c.m.FillsInFlight.Inc()
 	defer c.m.FillsInFlight.Dec()
 
-	err := c.fillFrom(ctx, f, rt)
-	if err != nil {
+	if err := c.fillFrom(ctx, f, rt); err != nil {
 		c.log.Warn("blob fill failed", "prefix", rt.Prefix, "repository", rt.Repository, "digest", rt.Digest.String(), "err", err)
+		f.finish(err)
 	}
-	f.finish(err)
 }
 
 func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
@@ -194,6 +194,9 @@ func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
 		c.m.UpstreamErrors.WithLabelValues(rt.Prefix, "digest_mismatch").Inc()
 		return fmt.Errorf("verify %s: %w", rt.Digest, err)
 	}
+	// Release the held-back last byte now: the content is verified, and the
+	// clients need not wait for the store's fsync and rename.
+	f.finish(nil)
 	if w != nil {
 		if err := w.Commit(ctx); err != nil {
 			// The clients got verified bytes; only the caching failed.

@@ -62,6 +62,9 @@ func withAccessLog(next http.Handler, m *metrics.Metrics, log *slog.Logger) http
 		defer func() {
 			rec := recover()
 			status := sw.status
+			if status == 0 {
+				status = http.StatusOK // net/http's implicit status (HEAD answers write no body)
+			}
 			if rec != nil {
 				status = 499 // aborted mid-body
 			}

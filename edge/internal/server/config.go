@@ -56,7 +56,15 @@ func (cfg Config) RouteTable() (*route.Table, error) {
 			return nil, fmt.Errorf("--upstream %q: URL must have no path (got %q)", prefix, u.Path)
 		}
 		u.Path = ""
-		ups = append(ups, route.Upstream{Prefix: prefix, URL: u})
+		up := route.Upstream{Prefix: prefix, URL: u}
+		for _, d := range route.Defaults() {
+			if d.Prefix == prefix {
+				// Overriding a default's URL keeps its aliases and mirror
+				// hosts: a Docker Hub mirror still answers ?ns=docker.io.
+				up.Aliases, up.Hosts = d.Aliases, d.Hosts
+			}
+		}
+		ups = append(ups, up)
 	}
 	t, err := route.NewTable(ups)
 	if err != nil {

@@ -33,8 +33,12 @@ func (s *upstreamSet) Fetcher(prefix string) (upstream.Fetcher, bool) {
 func buildSnapshot(t *route.Table, creds map[string]Credentials, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	snap := &upstreamSnapshot{table: t, fetchers: map[string]upstream.Fetcher{}}
 	for p := range creds {
-		if _, ok := t.Lookup(p); !ok {
+		u, ok := t.Lookup(p)
+		if !ok {
 			return nil, fmt.Errorf("credentials for unknown upstream prefix %q", p)
+		}
+		if u.Prefix != p {
+			return nil, fmt.Errorf("credentials for %q: use the upstream's prefix %q, not an alias", p, u.Prefix)
 		}
 	}
 	for _, u := range t.Upstreams() {

@@ -1,0 +1,15 @@
+# Thin shortcuts; test/all.sh is the real test command (and what CI runs).
+.PHONY: test e2e tools
+
+# Everything: packages, tools, gofmt, vet, race tests, fuzz.
+test:
+	test/all.sh
+
+# Only the end-to-end tests, assuming test/all.sh ran once (packages and
+# bin/tools present).
+e2e:
+	PATH="$(CURDIR)/bin/tools:$$PATH" go test -race -count=1 -timeout 60m ./test/e2e/
+
+# The Go tools pinned in tools/go.mod.
+tools:
+	cd tools && go build -o ../bin/tools/ tool

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# test/all.sh — the one test command of this repository, locally and in CI
+# (.ci/run execs it). It works on a fresh Debian 12 machine that has only Go:
+#
+#   1. installs the Debian packages the tests run (skipped when every binary
+#      is already there) and keeps their system services stopped: every test
+#      starts its own servers on its own 127.0.0.1 ports;
+#   2. builds the Go tools pinned by `tool` lines in tools/go.mod (crane,
+#      versitygw, crictl) into bin/tools, and the edge and the test token
+#      proxy into bin/test, once for every test package;
+#   3. gofmt check, go vet, go test -race of every package (unit and the
+#      end-to-end tests in test/e2e), then a short fuzz run of every Fuzz
+#      target found;
+#   4. prints a one-line summary per step and exits non-zero if any failed.
+#
+# Idempotent; runs from any working directory. Go build cache: an existing
+# GOCACHE is respected; otherwise Go's default (~/.cache/go-build) is used,
+# which CI keeps between runs — a cold run compiles for ~5 minutes on 2 cores
+# (versitygw and crictl are most of it), a warm one for seconds.
+#
+# Environment: FUZZTIME (default 10s) per fuzz target; TEST_TIMEOUT (default
+# 30m per test binary, so that a hung package fails well inside CI's 90 min);
+# GOTEST_FLAGS adds flags to `go test` (e.g. GOTEST_FLAGS='-run=TestPull -v').
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+FUZZTIME=${FUZZTIME:-10s}
+TEST_TIMEOUT=${TEST_TIMEOUT:-30m}
+START=$(date +%s)
+
+log() { printf '\n=== %s\n' "$*"; }
+
+# ---------------------------------------------------------------- packages
+# Binary → Debian package. ca-certificates has no binary; its bundle is
+# checked by file.
+declare -A PKG_OF=(
+	[docker-registry]=docker-registry [skopeo]=skopeo [containerd]=containerd
+	[ctr]=containerd [runc]=runc [nginx]=nginx-light [wrk]=wrk [ip]=iproute2
+	[curl]=curl
+)
+PACKAGES=(docker-registry skopeo containerd runc nginx-light wrk iproute2 curl ca-certificates)
+# Services those packages may start on installation.
+SERVICES=(nginx docker-registry containerd)
+
+missing=()
+for bin in "${!PKG_OF[@]}"; do
+	# /usr/sbin is not on every root PATH; the packages install there too.
+	if ! command -v "$bin" >/dev/null 2>&1 && [[ ! -x /usr/sbin/$bin && ! -x /usr/bin/$bin ]]; then
+		missing+=("$bin")
+	fi
+done
+[[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
+	SUDO=(sudo)
+fi
+
+# A service is stopped only through the service manager, never by process
+# name: a name match could hit another engineer's (or this run's) test
+# daemons.
+stop_services() {
+	local svc
+	if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+		for svc in "${SERVICES[@]}"; do
+			if systemctl list-unit-files "$svc.service" >/dev/null 2>&1 &&
+				systemctl cat "$svc.service" >/dev/null 2>&1; then
+				"${SUDO[@]}" systemctl disable --now "$svc.service" >/dev/null 2>&1 ||
+					echo "warning: could not stop $svc.service" >&2
+			fi
+		done
+	else
+		for svc in "${SERVICES[@]}"; do
+			if [[ -x /etc/init.d/$svc ]] && "${SUDO[@]}" /etc/init.d/"$svc" status >/dev/null 2>&1; then
+				"${SUDO[@]}" /etc/init.d/"$svc" stop
+			fi
+		done
+	fi
+}
+
+if ((${#missing[@]} > 0)); then
+	log "apt: installing ${PACKAGES[*]} (missing: ${missing[*]})"
+	# policy-rc.d 101 keeps the packages' services from starting at all
+	# (honoured by invoke-rc.d and deb-systemd-invoke); an existing policy
+	# is left alone.
+	policy_added=0
+	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+		printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+		"${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
+		policy_added=1
+	fi
+	apt_status=0
+	{
+		"${SUDO[@]}" apt-get update &&
+			"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}"
+	} || apt_status=$?
+	if ((policy_added)); then "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d; fi
+	if ((apt_status != 0)); then
+		echo "all.sh: apt-get failed (exit $apt_status)" >&2
+		exit "$apt_status"
+	fi
+fi
+stop_services
+
+# ------------------------------------------------------------------- tools
+log "go: $(go version) — GOCACHE=$(go env GOCACHE)"
+log "building the pinned Go tools (tools/go.mod) into bin/tools"
+mkdir -p bin/tools bin/test
+(cd tools && go build -o ../bin/tools/ tool)
+export PATH="$ROOT/bin/tools:$PATH:/usr/sbin"
+export VERSITYGW="$ROOT/bin/tools/versitygw" CRANE="$ROOT/bin/tools/crane" CRICTL="$ROOT/bin/tools/crictl"
+for t in "$VERSITYGW" "$CRANE" "$CRICTL"; do
+	[[ -x $t ]] || { echo "all.sh: $t was not built" >&2; exit 1; }
+done
+
+# Built once here instead of once per test binary (see test/harness).
+log "building the edge and the test token proxy into bin/test"
+go build -o bin/test/edge ./edge/cmd/edge
+go build -o bin/test/tokenproxy ./edge/internal/upstream/upstreamtest/tokenproxy
+export HARNESS_EDGE_BIN="$ROOT/bin/test/edge" HARNESS_TOKENPROXY_BIN="$ROOT/bin/test/tokenproxy"
+
+# ------------------------------------------------------------------- checks
+declare -a SUMMARY=()
+failed=0
+step() { # step NAME CMD...: run, record, keep going
+	local name=$1 t0=$SECONDS
+	shift
+	log "$name"
+	if "$@"; then
+		SUMMARY+=("PASS  $name ($((SECONDS - t0))s)")
+	else
+		SUMMARY+=("FAIL  $name ($((SECONDS - t0))s)")
+		failed=1
+	fi
+}
+
+go_files() {
+	find . -name '*.go' -not -path './bin/*' -not -path './.cache/*' -not -path '*/testdata/*' -not -path './.git/*' -print0
+}
+
+check_gofmt() {
+	local bad
+	bad=$(go_files | xargs -0 gofmt -l)
+	if [[ -n $bad ]]; then
+		echo "gofmt: these files need formatting (run gofmt -w):"
+		echo "$bad"
+		return 1
+	fi
+}
+
+run_tests() {
+	# shellcheck disable=SC2086 # GOTEST_FLAGS is a list of flags
+	go test -race -count=1 -timeout "$TEST_TIMEOUT" ${GOTEST_FLAGS:-} ./...
+}
+
+fuzz_targets=0
+run_fuzz() {
+	local file dir name status=0
+	# Every "func FuzzX(f *testing.F)" in a _test.go file: new targets are
+	# picked up without editing this script.
+	while IFS=: read -r file name; do
+		dir=$(dirname "$file")
+		name=${name#func }
+		name=${name%%(*}
+		fuzz_targets=$((fuzz_targets + 1))
+		echo "--- fuzz $name in $dir for $FUZZTIME"
+		if ! go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "./${dir#./}"; then
+			echo "FAIL: fuzz $name in $dir"
+			status=1
+		fi
+	done < <(grep -rHoE --include='*_test.go' --exclude-dir=bin --exclude-dir=.git --exclude-dir=testdata \
+		'^func Fuzz[A-Za-z0-9_]*\(' . | sort -u)
+	return $status
+}
+
+step "gofmt" check_gofmt
+step "go vet ./..." go vet ./...
+step "go test -race ./..." run_tests
+step "fuzz (${FUZZTIME} per target)" run_fuzz
+
+log "summary"
+printf '%s\n' "${SUMMARY[@]}"
+if ((failed)); then
+	echo "all.sh: FAILED after $(($(date +%s) - START))s"
+	exit 1
+fi
+echo "all.sh: OK — gofmt, vet, race tests and ${fuzz_targets} fuzz targets passed in $(($(date +%s) - START))s"

@@ -1,0 +1,14 @@
+// Package harness starts the real servers and clients the end-to-end tests
+// run against: Debian's docker-registry (the test upstream and the
+// proxy-mode peer), the edge binary built from this repository, a private
+// containerd daemon driven through crictl and ctr, and the skopeo and crane
+// command-line clients. It also builds test images with go-containerregistry
+// and offers a fault-injecting reverse proxy for upstream failures.
+//
+// Every Start function takes a testing.TB, binds to a free 127.0.0.1 port,
+// waits for readiness with a deadline and registers a t.Cleanup that stops
+// the process (and dumps the tail of its log when the test failed). A
+// missing binary is a t.Fatal with an install hint, never a skip: test/all.sh
+// installs everything, and a silently skipped end-to-end test is worse than
+// a red one.
+package harness

@@ -4,7 +4,12 @@
 //	edge --listen 127.0.0.1:5000 --storage ./data
 //
 // serves /v2/dockerhub/..., /v2/ghcr/..., /v2/quay/..., /v2/k8s/... from the
-// local disk and fetches misses from the upstream registries.
+// local disk and fetches misses from the upstream registries. With
+// --control-plane it takes its upstreams and policy from the control plane
+// (DESIGN §3.6):
+//
+//	edge --storage ./data --namespace team-a \
+//	  --control-plane 127.0.0.1:9090 --control-plane-token-file ./token
 package main
 
 import (
@@ -15,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,6 +45,20 @@ func main() {
 		log.Error("edge stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// buildVersion is set at link time (-ldflags "-X main.buildVersion=v1.2.3");
+// otherwise the module version from the build info is used.
+var buildVersion string
+
+func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 // listFlag is a repeatable flag.
@@ -80,6 +100,16 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	}
 	fs.DurationVar(&cfg.TagTTL, "tag-ttl", ttl, "how long a tag is trusted before it is revalidated upstream with HEAD")
 	fs.StringVar(&cfg.SpoolDir, "spool-dir", env("spool-dir", ""), "directory for in-flight upstream transfers (default: <storage>/_spool, or the temp dir for S3)")
+	fs.StringVar(&cfg.ControlPlane, "control-plane", env("control-plane", ""), "gRPC address of the control plane (`ADDR`, e.g. 127.0.0.1:9090). Its snapshots replace --upstream, --upstream-credentials and the policy; until the first one (or the persisted one) arrives the flags apply. Empty: flags only")
+	fs.StringVar(&cfg.ControlPlaneTokenFile, "control-plane-token-file", env("control-plane-token-file", ""), "bearer token for the control plane, e.g. a projected ServiceAccount token (`FILE`); read again on every reconnect")
+	fs.StringVar(&cfg.StateDir, "state-dir", env("state-dir", ""), "directory for the last good control-plane configuration (`DIR`); the file holds credentials and is written mode 0600 (default: <storage>/_state, or ./edge-state for S3)")
+	fs.StringVar(&cfg.PodName, "pod-name", env("pod-name", ""), "pod name this edge reports to the control plane (`NAME`; default: the host name)")
+	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", env("advertise-address", ""), "address clients pull from, reported to the control plane (`ADDR`; default: the bound --listen address)")
+	statsEvery, err := time.ParseDuration(env("stats-interval", "10s"))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_STATS_INTERVAL: %w", err)
+	}
+	fs.DurationVar(&cfg.StatsInterval, "stats-interval", statsEvery, "how often cache counters are reported to the control plane")
 	logLevel := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, level, err
@@ -99,5 +129,9 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	if cfg.TagTTL < 0 {
 		return cfg, level, fmt.Errorf("--tag-ttl must not be negative")
 	}
+	if cfg.StatsInterval <= 0 {
+		return cfg, level, fmt.Errorf("--stats-interval must be positive")
+	}
+	cfg.Version = version()
 	return cfg, level, nil
 }

@@ -116,6 +116,12 @@ func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
 	defer cancel()
 	defer c.fills.remove(f)
 	defer f.release()
+	if err := c.limiter.acquire(ctx); err != nil {
+		c.log.Warn("blob fill gave up waiting for a fill slot", "prefix", rt.Prefix, "digest", rt.Digest.String(), "err", err)
+		f.finish(fmt.Errorf("wait for a fill slot: %w", err))
+		return
+	}
+	defer c.limiter.release()
 	c.m.FillsInFlight.Inc()
 	defer c.m.FillsInFlight.Dec()
 
@@ -126,7 +132,7 @@ func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
 }
 
 func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
-	fetcher, err := c.fetcher(rt.Prefix)
+	fetcher, err := c.fetcher(ctx, rt.Prefix)
 	if err != nil {
 		return err
 	}

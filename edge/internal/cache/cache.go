@@ -28,12 +28,6 @@ import (
 // ErrUnknownUpstream means a route names a prefix with no configured upstream.
 var ErrUnknownUpstream = errors.New("no upstream for prefix")
 
-// Upstreams gives the fetcher of an upstream prefix. The config watcher
-// swaps what it returns; a request keeps the fetcher it started with.
-type Upstreams interface {
-	Fetcher(prefix string) (upstream.Fetcher, bool)
-}
-
 // Cache is the pull-through cache of one namespace.
 type Cache struct {
 	store      blob.Store
@@ -49,6 +43,7 @@ type Cache struct {
 	now        func() time.Time
 
 	fills   fillSet
+	limiter fillLimiter
 	flights singleflight.Group
 }
 
@@ -134,8 +129,8 @@ func (c *Cache) CheckStorage(ctx context.Context) error {
 	return nil
 }
 
-func (c *Cache) fetcher(prefix string) (upstream.Fetcher, error) {
-	f, ok := c.upstreams.Fetcher(prefix)
+func (c *Cache) fetcher(ctx context.Context, prefix string) (upstream.Fetcher, error) {
+	f, ok := c.upstreamsFor(ctx).Fetcher(prefix)
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownUpstream, prefix)
 	}

@@ -39,7 +39,7 @@ type tagRecord struct {
 
 // Manifest returns the manifest rt addresses, by tag or by digest.
 func (c *Cache) Manifest(ctx context.Context, rt route.Route) (*Manifest, error) {
-	f, err := c.fetcher(rt.Prefix)
+	f, err := c.fetcher(ctx, rt.Prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (c *Cache) manifestByTag(ctx context.Context, f upstream.Fetcher, rt route.
 		c.m.Misses.WithLabelValues("manifest").Inc()
 		return c.fetchManifest(ctx, f, rt, rt.Tag)
 	}
-	if c.now().Sub(rec.LastChecked) < c.tagTTL {
+	if c.now().Sub(rec.LastChecked) < c.tagTTLFor(ctx, rt.Prefix) {
 		if m, err := c.loadManifest(ctx, d); err == nil {
 			c.m.Hits.WithLabelValues("manifest").Inc()
 			return m, nil

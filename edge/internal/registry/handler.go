@@ -21,9 +21,19 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
 )
 
-// Routes gives the current routing table; the config watcher swaps it.
-type Routes interface {
+// Snapshot is one immutable configuration of the edge: routing table,
+// upstream clients and the namespace's policy.
+type Snapshot interface {
 	Table() *route.Table
+	cache.Upstreams
+	Policy() Policy
+}
+
+// Routes gives the current Snapshot; the control client swaps it. Each
+// request loads it once and keeps it to the end, so a configuration change
+// never mixes two snapshots in one pull.
+type Routes interface {
+	Current() Snapshot
 }
 
 // Handler serves /v2/.
@@ -41,7 +51,15 @@ func New(routes Routes, c *cache.Cache, m *metrics.Metrics, log *slog.Logger) *H
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
-	rt, err := h.routes.Table().Parse(r.URL.Path, r.URL.Query())
+	snap := h.routes.Current()
+	policy := snap.Policy()
+	// The token comes first: a client without it learns nothing, not even
+	// which prefixes exist.
+	if !policy.authorized(r) {
+		challenge(w, r)
+		return
+	}
+	rt, err := snap.Table().Parse(r.URL.Path, r.URL.Query())
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		// Checked after parsing only to label metrics; the edge is pull-only.
 		w.Header().Set("Allow", "GET, HEAD")
@@ -52,6 +70,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		oci.WriteError(w, r, routeError(err))
 		return
 	}
+	if rt.Kind != route.KindBase && !policy.Allows(rt.Prefix) {
+		oci.WriteError(w, r, oci.NewError(http.StatusNotFound, oci.CodeNameUnknown,
+			"prefix not allowed for this namespace: "+rt.Prefix))
+		return
+	}
+	r = r.WithContext(cache.WithUpstreams(r.Context(), snap))
 	switch rt.Kind {
 	case route.KindBase:
 		w.Header().Set("Content-Type", "application/json")

@@ -22,8 +22,11 @@ import (
 type staticRoutes struct {
 	t *route.Table
 	f map[string]upstream.Fetcher
+	p Policy
 }
 
+func (s staticRoutes) Current() Snapshot   { return s }
+func (s staticRoutes) Policy() Policy      { return s.p }
 func (s staticRoutes) Table() *route.Table { return s.t }
 func (s staticRoutes) Fetcher(p string) (upstream.Fetcher, bool) {
 	f, ok := s.f[p]
@@ -40,6 +43,13 @@ type fixture struct {
 // client talking to an in-memory registry on a loopback listener.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
+	return newPolicyFixture(t, Policy{}, nil)
+}
+
+// newPolicyFixture is newFixture with a namespace policy and, when log is
+// not nil, a logger.
+func newPolicyFixture(t *testing.T, p Policy, log *slog.Logger) *fixture {
+	t.Helper()
 	reg := upstreamtest.NewRegistry()
 	up := httptest.NewServer(reg)
 	t.Cleanup(up.Close)
@@ -52,10 +62,12 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := staticRoutes{t: table, f: map[string]upstream.Fetcher{"test": client}}
+	rs := staticRoutes{t: table, f: map[string]upstream.Fetcher{"test": client}, p: p}
 	mem := blobtest.NewMemory()
 	m := metrics.New()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	c, err := cache.New(mem, rs, "default", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,25 @@ type Config struct {
 	Namespace       string
 	TagTTL          time.Duration
 	SpoolDir        string
+
+	// Version is the edge's build version, reported to the control plane.
+	Version string
+	// ControlPlane is the gRPC target of the control plane; empty runs the
+	// edge on its flags alone. With it, the flags are the configuration
+	// until the first snapshot (or the persisted one) is applied.
+	ControlPlane string
+	// ControlPlaneTokenFile holds the bearer token for the control plane
+	// (a projected ServiceAccount token); read again on every reconnect.
+	ControlPlaneTokenFile string
+	// StateDir keeps the last good configuration (default <storage>/_state,
+	// or ./edge-state with S3 storage).
+	StateDir string
+	// PodName and AdvertiseAddress introduce the edge in its hello
+	// (defaults: the host name, the bound listen address).
+	PodName          string
+	AdvertiseAddress string
+	// StatsInterval is how often counters are reported to the control plane.
+	StatsInterval time.Duration
 }
 
 // Credentials are an upstream's username and password.

@@ -10,11 +10,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 )
@@ -34,49 +36,53 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	snap, err := buildSnapshot(table, creds, log)
+	snap, err := flagSnapshot(table, creds, log)
 	if err != nil {
 		return err
 	}
 	ups := &upstreamSet{}
 	ups.cur.Store(snap)
-
 	m := metrics.New()
-	spool := cfg.SpoolDir
-	if spool == "" {
-		spool = filepath.Join(cfg.Storage, "_spool")
-		if kind == "s3" {
-			spool = filepath.Join(os.TempDir(), "edge-spool")
-		}
-	}
 	c, err := cache.New(store, ups, cfg.Namespace, m,
-		cache.WithTagTTL(cfg.TagTTL), cache.WithSpoolDir(spool), cache.WithLogger(log))
+		cache.WithTagTTL(cfg.TagTTL), cache.WithSpoolDir(cfg.spoolDir(kind)), cache.WithLogger(log))
 	if err != nil {
 		return err
-	}
-	reg := registry.New(ups, c, m, log)
-
-	mux := http.NewServeMux()
-	mux.Handle("/v2/", withAccessLog(reg, m, log))
-	mux.Handle("/v2", withAccessLog(reg, m, log))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.Handle("GET /readyz", readiness(c, kind))
-	if cfg.MetricsListen == "" {
-		mux.Handle("GET /metrics", m.Handler())
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 	}
+	// The listener is open but not yet served: the persisted configuration
+	// is applied before the first request is answered.
+	var cp *control.Client
+	if cfg.ControlPlane != "" {
+		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, log); err != nil {
+			_ = ln.Close()
+			return err
+		}
+	}
+
+	reg := registry.New(ups, c, m, log)
+	mux := http.NewServeMux()
+	api := withAccessLog(reg, m, log)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("GET /readyz", readiness(c, kind, cp))
+	if cfg.MetricsListen == "" {
+		mux.Handle("GET /metrics", m.Handler())
+	}
 	log.Info("edge serving", "addr", ln.Addr().String(), "storage", kind, "namespace", cfg.Namespace,
-		"upstreams", len(table.Upstreams()), "tag_ttl", cfg.TagTTL.String())
+		"upstreams", len(ups.cur.Load().table.Upstreams()), "tag_ttl", cfg.TagTTL.String(),
+		"control_plane", cfg.ControlPlane, "config_version", ups.cur.Load().version)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	srv := &http.Server{Handler: registryFirst(api, mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serve(gctx, srv, ln) })
+	if cp != nil {
+		g.Go(func() error { return cp.Run(gctx) })
+	}
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -90,6 +96,58 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		})
 	}
 	return g.Wait()
+}
+
+// newControlClient wires the control-plane client to the edge and applies
+// the persisted configuration, if any.
+func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, log *slog.Logger) (*control.Client, error) {
+	pod := cfg.PodName
+	if pod == "" {
+		pod, _ = os.Hostname()
+	}
+	addr := cfg.AdvertiseAddress
+	if addr == "" {
+		addr = boundAddr
+	}
+	if cfg.ControlPlaneTokenFile == "" {
+		log.Warn("no --control-plane-token-file: the control plane will see an unauthenticated edge")
+	}
+	applier := &configApplier{set: ups, fills: c, log: log}
+	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c},
+		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
+		control.WithEdgeVersion(cfg.Version), control.WithStateDir(cfg.stateDir(kind)),
+		control.WithStatsInterval(cfg.StatsInterval), control.WithLogger(log.With("component", "control")))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cp.Restore(); err != nil {
+		// The edge still serves, on its flags, until the control plane
+		// sends a snapshot.
+		log.Warn("persisted configuration not applied; starting on the flag defaults", "err", err)
+	}
+	return cp, nil
+}
+
+// spoolDir is where in-flight fills are spooled.
+func (cfg Config) spoolDir(kind string) string {
+	switch {
+	case cfg.SpoolDir != "":
+		return cfg.SpoolDir
+	case kind == "s3":
+		return filepath.Join(os.TempDir(), "edge-spool")
+	}
+	return filepath.Join(cfg.Storage, "_spool")
+}
+
+// stateDir is where the last good configuration is kept.
+func (cfg Config) stateDir(kind string) string {
+	switch {
+	case cfg.StateDir != "":
+		return cfg.StateDir
+	case kind == "s3":
+		return "edge-state"
+	}
+	return filepath.Join(cfg.Storage, "_state")
 }
 
 // serve runs srv on ln until ctx ends, then drains in-flight pulls briefly.
@@ -109,18 +167,55 @@ func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
 	return nil
 }
 
+// readyStatus is the /readyz body.
+type readyStatus struct {
+	Storage string `json:"storage"`
+	Mode    string `json:"mode"`
+	Error   string `json:"error,omitempty"`
+	// ControlPlane is connected, disconnected or disabled (no
+	// --control-plane).
+	ControlPlane string `json:"control_plane"`
+	// ConfigVersion is the control-plane configuration in effect; empty
+	// while the edge runs on its flags.
+	ConfigVersion string `json:"config_version"`
+	LastNACK      string `json:"last_nack,omitempty"`
+}
+
 // readiness reports ready while storage answers; when it does not, the edge
-// still serves (from upstream, without caching) and says so.
-func readiness(c *cache.Cache, kind string) http.Handler {
+// still serves (from upstream, without caching) and says so. A lost control
+// plane does not make the edge unready either: it serves its last good
+// configuration.
+func readiness(c *cache.Cache, kind string, cp *control.Client) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		status := map[string]string{"storage": kind, "mode": "caching"}
+		st := readyStatus{Storage: kind, Mode: "caching", ControlPlane: "disabled"}
 		if err := c.CheckStorage(ctx); err != nil {
-			status["mode"] = "degraded: storage unavailable, streaming from upstream without caching"
-			status["error"] = err.Error()
+			st.Mode = "degraded: storage unavailable, streaming from upstream without caching"
+			st.Error = err.Error()
+		}
+		if cp != nil {
+			cs := cp.Status()
+			st.ControlPlane, st.ConfigVersion, st.LastNACK = "disconnected", cs.Version, cs.LastNACK
+			if cs.Connected {
+				st.ControlPlane = "connected"
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(status)
+		_ = json.NewEncoder(w).Encode(st)
+	})
+}
+
+// registryFirst sends every /v2 request to the registry handler before
+// ServeMux sees it: ServeMux answers paths with "." or ".." segments with a
+// redirect to the cleaned path, and a registry must refuse them with
+// NAME_INVALID instead.
+func registryFirst(api, rest http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2" || strings.HasPrefix(r.URL.Path, "/v2/") {
+			api.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
 	})
 }

@@ -4,51 +4,126 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
 )
 
-// upstreamSnapshot is one immutable routing table with its clients. A new
-// configuration replaces the whole snapshot at once, so a request that
-// already resolved its route keeps a consistent view.
+// upstreamSnapshot is one immutable configuration: routing table, one
+// client per upstream, per-upstream tag TTLs and the namespace policy. A new
+// configuration replaces the whole snapshot at once, and a request keeps
+// the snapshot it was routed with (registry.Routes), so no pull ever mixes
+// two configurations.
 type upstreamSnapshot struct {
+	version  string // control-plane version; "" for the flag defaults
 	table    *route.Table
 	fetchers map[string]upstream.Fetcher
+	clients  map[clientKey]*upstream.Client // for reuse by the next snapshot
+	tagTTL   map[string]time.Duration       // only upstreams that set one
+	policy   registry.Policy
 }
 
-// upstreamSet serves the current snapshot to the router and the cache.
+var _ registry.Snapshot = (*upstreamSnapshot)(nil)
+
+func (s *upstreamSnapshot) Table() *route.Table     { return s.table }
+func (s *upstreamSnapshot) Policy() registry.Policy { return s.policy }
+
+func (s *upstreamSnapshot) Fetcher(prefix string) (upstream.Fetcher, bool) {
+	f, ok := s.fetchers[prefix]
+	return f, ok
+}
+
+// TagTTL implements cache.TagTTLs.
+func (s *upstreamSnapshot) TagTTL(prefix string) (time.Duration, bool) {
+	d, ok := s.tagTTL[prefix]
+	return d, ok
+}
+
+// upstreamSet holds the current snapshot for the router and the cache.
 type upstreamSet struct {
 	cur atomic.Pointer[upstreamSnapshot]
 }
 
-func (s *upstreamSet) Table() *route.Table { return s.cur.Load().table }
+// Current implements registry.Routes.
+func (s *upstreamSet) Current() registry.Snapshot { return s.cur.Load() }
 
+// Fetcher and TagTTL serve cache calls made without a pinned snapshot.
 func (s *upstreamSet) Fetcher(prefix string) (upstream.Fetcher, bool) {
-	f, ok := s.cur.Load().fetchers[prefix]
-	return f, ok
+	return s.cur.Load().Fetcher(prefix)
 }
 
-// buildSnapshot makes one upstream client per canonical prefix.
-func buildSnapshot(t *route.Table, creds map[string]Credentials, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
-	snap := &upstreamSnapshot{table: t, fetchers: map[string]upstream.Fetcher{}}
-	for p := range creds {
-		u, ok := t.Lookup(p)
-		if !ok {
-			return nil, fmt.Errorf("credentials for unknown upstream prefix %q", p)
+func (s *upstreamSet) TagTTL(prefix string) (time.Duration, bool) { return s.cur.Load().TagTTL(prefix) }
+
+// clientKey is everything an upstream client is built from: a client whose
+// key is unchanged is carried over to the next snapshot, keeping its
+// connections and cached registry tokens across configuration pushes.
+type clientKey struct {
+	prefix, url, username, password string
+}
+
+// upstreamSpec is one upstream to build a client for.
+type upstreamSpec struct {
+	field string // for errors: "upstreams[2]" or "--upstream dockerhub"
+	route route.Upstream
+	creds Credentials
+}
+
+// buildClients makes one upstream client per canonical prefix, reusing the
+// clients of prev whose configuration is unchanged.
+func buildClients(snap *upstreamSnapshot, specs []upstreamSpec, prev *upstreamSnapshot, log *slog.Logger, opts ...upstream.Option) error {
+	snap.fetchers = map[string]upstream.Fetcher{}
+	snap.clients = map[clientKey]*upstream.Client{}
+	for _, sp := range specs {
+		key := clientKey{sp.route.Prefix, sp.route.URL.String(), sp.creds.Username, sp.creds.Password}
+		client := (*upstream.Client)(nil)
+		if prev != nil {
+			client = prev.clients[key]
 		}
-		if u.Prefix != p {
-			return nil, fmt.Errorf("credentials for %q: use the upstream's prefix %q, not an alias", p, u.Prefix)
+		if client == nil {
+			var err error
+			client, err = upstream.New(upstream.Registry{Prefix: sp.route.Prefix, URL: sp.route.URL, Username: sp.creds.Username, Password: sp.creds.Password},
+				append([]upstream.Option{upstream.WithLogger(log.With("upstream", sp.route.Prefix))}, opts...)...)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sp.field, err)
+			}
+		}
+		snap.fetchers[sp.route.Prefix] = client
+		snap.clients[key] = client
+	}
+	return nil
+}
+
+// retire releases the idle connections of the clients of old that next no
+// longer uses. Requests still running on old keep working: Close only drops
+// idle connections.
+func retire(old, next *upstreamSnapshot) {
+	if old == nil {
+		return
+	}
+	for k, c := range old.clients {
+		if next.clients[k] != c {
+			c.Close()
 		}
 	}
-	for _, u := range t.Upstreams() {
-		c := creds[u.Prefix]
-		client, err := upstream.New(upstream.Registry{Prefix: u.Prefix, URL: u.URL, Username: c.Username, Password: c.Password},
-			append([]upstream.Option{upstream.WithLogger(log.With("upstream", u.Prefix))}, opts...)...)
-		if err != nil {
-			return nil, fmt.Errorf("upstream %s: %w", u.Prefix, err)
+}
+
+// flagSnapshot builds the snapshot of the flag defaults: table plus the
+// credentials file.
+func flagSnapshot(t *route.Table, creds map[string]Credentials, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+	for p := range creds {
+		if _, ok := t.Lookup(p); !ok {
+			return nil, fmt.Errorf("credentials for unknown upstream prefix %q", p)
 		}
-		snap.fetchers[u.Prefix] = client
+	}
+	snap := &upstreamSnapshot{table: t}
+	var specs []upstreamSpec
+	for _, u := range t.Upstreams() {
+		specs = append(specs, upstreamSpec{field: "upstream " + u.Prefix, route: u, creds: creds[u.Prefix]})
+	}
+	if err := buildClients(snap, specs, nil, log, opts...); err != nil {
+		return nil, err
 	}
 	return snap, nil
 }

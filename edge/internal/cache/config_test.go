@@ -1,0 +1,212 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+)
+
+// ttlSet is an Upstreams with per-upstream tag TTLs.
+type ttlSet struct {
+	upstreamSet
+	ttl map[string]time.Duration
+}
+
+func (s ttlSet) TagTTL(p string) (time.Duration, bool) { d, ok := s.ttl[p]; return d, ok }
+
+func eventuallyTrue(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestMaxFillsBoundsUpstreamTransfers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.c.SetMaxFills(2)
+	gate := make(chan struct{})
+	e.up.gate = gate
+	var digests []oci.Digest
+	for i := 0; i < 5; i++ {
+		digests = append(digests, e.addBlob(blobtest.Content(64<<10, uint64(10+i))))
+	}
+	errs := make(chan error, len(digests))
+	for _, d := range digests {
+		go func() {
+			_, err := readBlob(context.Background(), e.c, blobRoute(d), 0, -1)
+			errs <- err
+		}()
+	}
+	eventuallyTrue(t, "two fills", func() bool { return e.up.blobGets.Load() == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n := e.up.blobGets.Load(); n != 2 {
+		t.Fatalf("%d upstream transfers with a limit of 2", n)
+	}
+	if n := testutil.ToFloat64(e.m.FillsInFlight); n != 2 {
+		t.Fatalf("fills in flight %v", n)
+	}
+	// Raising the limit (0: unlimited) starts the waiting fills at once.
+	e.c.SetMaxFills(0)
+	eventuallyTrue(t, "all fills", func() bool { return e.up.blobGets.Load() == 5 })
+	close(gate)
+	for range digests {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestMaxFillsWaiterRespectsContext(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.c.SetMaxFills(1)
+	gate := make(chan struct{})
+	e.up.gate = gate
+	first, second := e.addBlob(blobtest.Content(4096, 20)), e.addBlob(blobtest.Content(4096, 21))
+	go func() { _, _ = readBlob(context.Background(), e.c, blobRoute(first), 0, -1) }()
+	eventuallyTrue(t, "first fill", func() bool { return e.up.blobGets.Load() == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := readBlob(ctx, e.c, blobRoute(second), 0, -1); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("waiting request: %v, want its deadline", err)
+	}
+	// The queued fill is detached from the request that gave up (DESIGN
+	// §3.5): once a slot frees, it runs and caches the blob.
+	close(gate)
+	waitStored(t, e.mem, blob.BlobKey(second))
+	waitFillsDone(t, e.c)
+}
+
+func TestFillLimiter(t *testing.T) {
+	t.Parallel()
+	var l fillLimiter
+	l.setLimit(1)
+	if err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.acquire(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("acquire beyond the limit with a done context: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- l.acquire(context.Background()) }()
+	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-got:
+		t.Fatal("acquired beyond the limit")
+	default:
+	}
+	l.release()
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	l.release()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.active != 0 || len(l.waiters) != 0 {
+		t.Fatalf("leaked: active %d waiters %d", l.active, len(l.waiters))
+	}
+}
+
+func TestPerUpstreamTagTTL(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		ttl       map[string]time.Duration
+		wantHeads int64
+	}{
+		{"edge default 1m", nil, 1},
+		{"upstream 10m", map[string]time.Duration{"test": 10 * time.Minute}, 0},
+		{"other upstream's ttl", map[string]time.Duration{"other": 10 * time.Minute}, 1},
+		{"upstream 0: always revalidate", map[string]time.Duration{"test": 0}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.up.setTag("v1", []byte(`{"schemaVersion":2}`))
+			ctx := WithUpstreams(context.Background(), ttlSet{upstreamSet{"test": e.up}, tc.ttl})
+			if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.add(2 * time.Minute)
+			if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+				t.Fatal(err)
+			}
+			if n := e.up.manifestHeads.Load(); n != tc.wantHeads {
+				t.Fatalf("HEADs = %d, want %d", n, tc.wantHeads)
+			}
+		})
+	}
+}
+
+func TestWithUpstreamsPinsTheSnapshot(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t) // the Cache's own upstreams: "test" → e.up
+	pinned := newFakeUpstream()
+	pinned.setTag("v1", []byte(`{"schemaVersion":2,"pinned":true}`))
+	ctx := WithUpstreams(context.Background(), upstreamSet{"test": pinned})
+	if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+		t.Fatal(err)
+	}
+	d := oci.FromBytes([]byte("pinned blob"))
+	pinned.blobs[d.String()] = []byte("pinned blob")
+	if _, err := readBlob(ctx, e.c, blobRoute(d), 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	if e.up.manifestGets.Load()+e.up.blobGets.Load() != 0 || pinned.manifestGets.Load() != 1 || pinned.blobGets.Load() != 1 {
+		t.Fatal("cache did not use the pinned upstreams")
+	}
+	// A snapshot without the prefix: unknown upstream, not a fallback.
+	if _, err := e.c.Manifest(WithUpstreams(context.Background(), upstreamSet{}), tagRoute("v1")); !errors.Is(err, ErrUnknownUpstream) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestInvalidateTag(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.up.setTag("latest", []byte(`{"schemaVersion":2}`))
+	ctx := context.Background()
+	if _, err := e.c.Manifest(ctx, tagRoute("latest")); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := blob.TagKey("team-a", "test", "app", "latest")
+	if _, err := e.mem.Stat(ctx, key); err != nil {
+		t.Fatalf("tag record not stored: %v", err)
+	}
+	if err := e.c.InvalidateTag(ctx, "test", "app", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mem.Stat(ctx, key); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("tag record still there: %v", err)
+	}
+	if _, err := e.c.Manifest(ctx, tagRoute("latest")); err != nil || e.up.manifestGets.Load() != 2 {
+		t.Fatalf("next pull did not refetch: gets %d, err %v", e.up.manifestGets.Load(), err)
+	}
+	// Idempotent, and bad names never reach the store.
+	if err := e.c.InvalidateTag(ctx, "test", "app", "latest"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.c.InvalidateTag(ctx, "../x", "app", "latest"); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Fatalf("bad prefix: %v", err)
+	}
+}
+
+var _ TagTTLs = ttlSet{}
+var _ Upstreams = upstreamSet(map[string]upstream.Fetcher{})

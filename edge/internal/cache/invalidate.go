@@ -1,0 +1,24 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
+)
+
+// InvalidateTag forgets this namespace's record of prefix/repository:tag,
+// so the next pull of the tag goes upstream. The manifest and blobs stay:
+// they are content-addressed and may be shared. prefix must be canonical
+// and repository normalised (Docker Hub's "library/"), as in a route.
+func (c *Cache) InvalidateTag(ctx context.Context, prefix, repository, tag string) error {
+	key, err := blob.TagKey(c.namespace, prefix, repository, tag)
+	if err != nil {
+		return fmt.Errorf("invalidate tag %s/%s:%s: %w", prefix, repository, tag, err)
+	}
+	if err := c.store.Delete(ctx, key); err != nil {
+		c.noteStoreErr("delete", err)
+		return fmt.Errorf("invalidate tag %s/%s:%s: %w", prefix, repository, tag, err)
+	}
+	return nil
+}

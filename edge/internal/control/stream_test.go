@@ -1,0 +1,203 @@
+package control_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
+)
+
+// TestRestoreWithControlPlaneDown: an edge restarted while the control
+// plane is down applies its persisted configuration, keeps trying, and
+// reports the restored version once the control plane is back.
+func TestRestoreWithControlPlaneDown(t *testing.T) {
+	t.Parallel()
+	var n switchNet
+	srv := n.start(t)
+	state := t.TempDir()
+	first := startClient(t, n.dial(), nil, control.WithStateDir(state))
+	srv.SetConfig(edgeConfig("v1"))
+	controltest.Next(t, srv.Acks, wait)
+	first.stop()
+	srv.Stop()
+
+	second := newClient(t, n.dial(), nil, control.WithStateDir(state))
+	v, err := second.client.Restore()
+	if err != nil || v != "v1" {
+		t.Fatalf("Restore = %q, %v", v, err)
+	}
+	if second.applier.current() != "v1" {
+		t.Fatalf("applied %q", second.applier.current())
+	}
+	applied := second.applier.applied[0]
+	if applied.GetUpstreams()[0].GetCredentials().GetPassword() != "upstream-secret" || applied.GetPolicy().GetPullToken() != "pull-secret" {
+		t.Fatalf("restored config lost its secrets: %v", applied)
+	}
+	second.run(t)
+	time.Sleep(100 * time.Millisecond) // several failed attempts
+	if st := second.client.Status(); st.Connected || st.Version != "v1" {
+		t.Fatalf("status while down %+v", st)
+	}
+
+	srv2 := n.start(t)
+	hello := controltest.Next(t, srv2.Hellos, wait)
+	if hello.Msg.GetLastAppliedVersion() != "v1" {
+		t.Fatalf("hello after restart %v", hello.Msg)
+	}
+	srv2.SetConfig(edgeConfig("v1"))
+	if ack := controltest.Next(t, srv2.Acks, wait); !ack.GetAccepted() {
+		t.Fatalf("ack %v", ack)
+	}
+	eventually(t, "connected", func() bool { return second.client.Status().Connected })
+	if second.applier.count() != 1 {
+		t.Fatalf("v1 applied %d times, want once (restore only)", second.applier.count())
+	}
+}
+
+func TestRestoreNothingOrCorrupt(t *testing.T) {
+	t.Parallel()
+	_, dial := controltest.StartBufconn(t)
+	empty := newClient(t, dial, nil, control.WithStateDir(t.TempDir()))
+	if v, err := empty.client.Restore(); v != "" || err != nil {
+		t.Fatalf("empty dir: %q, %v", v, err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "edge-config.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	corrupt := newClient(t, dial, nil, control.WithStateDir(dir))
+	if _, err := corrupt.client.Restore(); err == nil || corrupt.applier.count() != 0 {
+		t.Fatalf("corrupt file: err %v, applied %d", err, corrupt.applier.count())
+	}
+}
+
+// TestReconnectBackoff: a control plane that breaks every stream is retried
+// with growing, jittered delays — never in a hot loop.
+func TestReconnectBackoff(t *testing.T) {
+	t.Parallel()
+	srv, dial := controltest.StartBufconn(t)
+	srv.RejectStreams(errors.New("broken"))
+	h := startClient(t, dial, nil, control.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
+	time.Sleep(time.Second)
+	n := srv.Streams.Load()
+	// Full jitter over [0, 20·2^n ms] capped at 100 ms averages ~50 ms per
+	// attempt once capped: about 20 in a second. A hot loop makes thousands.
+	if n < 4 || n > 60 {
+		t.Fatalf("%d stream attempts in 1s, want between 4 and 60", n)
+	}
+	// Accepting again: the client connects and applies.
+	srv.RejectStreams(nil)
+	srv.SetConfig(edgeConfig("v1"))
+	if ack := controltest.Next(t, srv.Acks, wait); !ack.GetAccepted() {
+		t.Fatalf("ack %v", ack)
+	}
+	if !strings.Contains(h.logs.String(), "reconnecting") {
+		t.Fatalf("no reconnect logged:\n%s", h.logs.String())
+	}
+}
+
+func TestStatsSent(t *testing.T) {
+	t.Parallel()
+	srv, dial := controltest.StartBufconn(t)
+	startClient(t, dial, nil, control.WithStatsInterval(20*time.Millisecond))
+	got := controltest.Next(t, srv.Stats, wait)
+	if !proto.Equal(got, fixedStats{}.Stats()) {
+		t.Fatalf("stats %v", got)
+	}
+	controltest.Next(t, srv.Stats, wait) // and again, periodically
+}
+
+func TestInvalidateTag(t *testing.T) {
+	t.Parallel()
+	srv, dial := controltest.StartBufconn(t)
+	mem := blobtest.NewMemory()
+	c, err := cache.New(mem, nil, namespace, metrics.New(), cache.WithSpoolDir(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key, _ := blob.TagKey(namespace, "test", "library/app", "latest")
+	keep, _ := blob.TagKey(namespace, "test", "library/app", "v1")
+	for _, k := range []string{key, keep} {
+		if err := mem.Put(ctx, k, []byte(`{"digest":"sha256:00"}`), "application/json"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startClient(t, dial, c)
+	srv.SetConfig(edgeConfig("v1"))
+	controltest.Next(t, srv.Acks, wait)
+	srv.InvalidateTag("test", "library/app", "latest")
+	eventually(t, "tag record deleted", func() bool {
+		_, err := mem.Stat(ctx, key)
+		return errors.Is(err, blob.ErrNotFound)
+	})
+	if _, err := mem.Stat(ctx, keep); err != nil {
+		t.Fatalf("other tag deleted: %v", err)
+	}
+}
+
+// TestUnauthenticatedRetries: a rejected token is logged as an error
+// (without the token) and retried with backoff; a rotated token file is
+// read on the next attempt.
+func TestUnauthenticatedRetries(t *testing.T) {
+	t.Parallel()
+	srv, dial := controltest.StartBufconn(t)
+	srv.RequireTokens("tok-NEW-3c9a")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	writeToken(t, tokenFile, "tok-OLD-7e21")
+	srv.SetConfig(edgeConfig("v1"))
+	h := startClient(t, dial, nil, control.WithTokenFile(tokenFile), control.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
+
+	for i := 0; i < 3; i++ {
+		if hello := controltest.Next(t, srv.Hellos, wait); hello.Token != "tok-OLD-7e21" {
+			t.Fatalf("attempt %d token %q", i, hello.Token)
+		}
+	}
+	if st := h.client.Status(); st.Connected || st.Version != "" || h.applier.count() != 0 {
+		t.Fatalf("rejected edge: status %+v, applied %d", st, h.applier.count())
+	}
+	writeToken(t, tokenFile, "tok-NEW-3c9a")
+	if ack := controltest.Next(t, srv.Acks, wait); !ack.GetAccepted() || ack.GetVersion() != "v1" {
+		t.Fatalf("ack after rotation %v", ack)
+	}
+	eventually(t, "connected", func() bool { return h.client.Status().Connected })
+	h.stop()
+	logs := h.logs.String()
+	if !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "rejected the edge's credentials") || !strings.Contains(logs, "Unauthenticated") {
+		t.Fatalf("rejection not logged as an error:\n%s", logs)
+	}
+	if strings.Contains(logs, "tok-OLD") || strings.Contains(logs, "tok-NEW") {
+		t.Fatalf("token in logs:\n%s", logs)
+	}
+	// Backoff, not a hot loop, while rejected.
+	if n := srv.Streams.Load(); n > 200 {
+		t.Fatalf("%d attempts", n)
+	}
+}
+
+func TestMissingTokenFileRetries(t *testing.T) {
+	t.Parallel()
+	srv, dial := controltest.StartBufconn(t)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	startClient(t, dial, nil, control.WithTokenFile(tokenFile))
+	time.Sleep(50 * time.Millisecond)
+	if n := srv.Streams.Load(); n != 0 {
+		t.Fatalf("%d streams opened without a token", n)
+	}
+	writeToken(t, tokenFile, "tok-late")
+	if hello := controltest.Next(t, srv.Hellos, wait); hello.Token != "tok-late" {
+		t.Fatalf("token %q", hello.Token)
+	}
+}

@@ -1,0 +1,88 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
+)
+
+// fillLimiter is the part of the cache a configuration sets besides the
+// upstreams: the per-edge bound on upstream blob fills.
+type fillLimiter interface {
+	SetMaxFills(n int)
+}
+
+// configApplier applies control-plane snapshots (control.Applier): it
+// builds a whole upstreamSnapshot, swaps it in with one pointer store, then
+// sets the fill limit.
+type configApplier struct {
+	set   *upstreamSet
+	fills fillLimiter
+	log   *slog.Logger
+	opts  []upstream.Option
+	mu    sync.Mutex // one Apply at a time: each builds on the previous snapshot
+}
+
+var _ control.Applier = (*configApplier)(nil)
+
+// Apply implements control.Applier. Its errors name the offending field.
+func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.set.cur.Load()
+	next, err := configSnapshot(cfg, old, a.log, a.opts...)
+	if err != nil {
+		return err
+	}
+	a.set.cur.Store(next)
+	a.fills.SetMaxFills(int(cfg.GetPolicy().GetMaxConcurrentFills()))
+	retire(old, next)
+	return nil
+}
+
+// configSnapshot builds the snapshot of an EdgeConfig. The snapshot is the
+// whole truth (state of the world): the flag defaults do not survive it.
+func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+	snap := &upstreamSnapshot{version: cfg.GetVersion(), tagTTL: map[string]time.Duration{}}
+	var routes []route.Upstream
+	var specs []upstreamSpec
+	for i, u := range cfg.GetUpstreams() {
+		field := fmt.Sprintf("upstreams[%d]", i)
+		pu, err := url.Parse(u.GetUrl())
+		if err != nil {
+			// url's error quotes the URL; the field is enough.
+			return nil, fmt.Errorf("%s.url: does not parse", field)
+		}
+		pu.Path = ""
+		r := route.Upstream{Prefix: u.GetPrefix(), Aliases: u.GetAliases(), URL: pu, Hosts: u.GetHosts()}
+		routes = append(routes, r)
+		specs = append(specs, upstreamSpec{field: field, route: r,
+			creds: Credentials{Username: u.GetCredentials().GetUsername(), Password: u.GetCredentials().GetPassword()}})
+		if d := u.GetTagTtl(); d != nil {
+			snap.tagTTL[u.GetPrefix()] = d.AsDuration()
+		}
+	}
+	table, err := route.NewTable(routes)
+	if err != nil {
+		return nil, fmt.Errorf("upstreams: %w", err)
+	}
+	snap.table = table
+	for i, p := range cfg.GetPolicy().GetAllowedPrefixes() {
+		if u, ok := table.Lookup(p); !ok || u.Prefix != p {
+			return nil, fmt.Errorf("policy.allowed_prefixes[%d]: %q is not the prefix of a configured upstream", i, p)
+		}
+	}
+	snap.policy = registry.NewPolicy(cfg.GetPolicy().GetAllowedPrefixes(), cfg.GetPolicy().GetPullToken())
+	if err := buildClients(snap, specs, prev, log, opts...); err != nil {
+		return nil, err
+	}
+	return snap, nil
+}

@@ -109,8 +109,8 @@ log "building the pinned Go tools (tools/go.mod) into bin/tools"
 mkdir -p bin/tools bin/test
 (cd tools && go build -o ../bin/tools/ tool)
 export PATH="$ROOT/bin/tools:$PATH:/usr/sbin"
-export VERSITYGW="$ROOT/bin/tools/versitygw" CRANE="$ROOT/bin/tools/crane" CRICTL="$ROOT/bin/tools/crictl"
-for t in "$VERSITYGW" "$CRANE" "$CRICTL"; do
+export VERSITYGW="$ROOT/bin/tools/versitygw" CRANE="$ROOT/bin/tools/crane" CRICTL="$ROOT/bin/tools/crictl" GRPCURL="$ROOT/bin/tools/grpcurl"
+for t in "$VERSITYGW" "$CRANE" "$CRICTL" "$GRPCURL" "$ROOT/bin/tools/buf"; do
 	[[ -x $t ]] || { echo "all.sh: $t was not built" >&2; exit 1; }
 done
 
@@ -174,7 +174,28 @@ run_fuzz() {
 	return $status
 }
 
+# proto/: lint, breaking changes against the previous commit, and the
+# committed generated code must be what buf generates now.
+check_proto() {
+	local against=HEAD tmp status=0
+	git rev-parse -q --verify HEAD~1 >/dev/null && against=HEAD~1
+	buf lint || status=1
+	buf breaking --against ".git#ref=$against" || { echo "buf breaking: proto changes break $against"; status=1; }
+	tmp=$(mktemp -d)
+	sed "s#out: proto/gen#out: $tmp#" buf.gen.yaml >"$tmp/buf.gen.yaml"
+	if buf generate --template "$tmp/buf.gen.yaml" && diff -r "$tmp" proto/gen --exclude=buf.gen.yaml >/dev/null; then
+		:
+	else
+		echo "proto/gen is stale: run 'bin/tools/buf generate' and commit the result"
+		diff -r "$tmp" proto/gen --exclude=buf.gen.yaml | head -20 || true
+		status=1
+	fi
+	rm -rf "$tmp"
+	return $status
+}
+
 step "gofmt" check_gofmt
+step "buf lint, breaking, generated code" check_proto
 step "go vet ./..." go vet ./...
 step "go test -race ./..." run_tests
 step "fuzz (${FUZZTIME} per target)" run_fuzz

@@ -157,8 +157,9 @@ func ValidateEdgeConfig(c *selfhostv1.EdgeConfig) error {
 	return nil
 }
 
+// redact shows only scheme, host and path of a URL in an error: user info,
+// queries and fragments may carry tokens.
 func redact(u *url.URL) string {
-	c := *u
-	c.User = nil
-	return c.Redacted()
+	c := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
+	return c.String()
 }

@@ -1,0 +1,78 @@
+// Command controlplane runs the k8s-selfhost-repo control plane
+// (DESIGN §3.6–3.7). Standalone, with no Kubernetes:
+//
+//	controlplane --standalone --config controlplane.yaml --grpc-listen 127.0.0.1:9090
+//
+// main only wires flags to constructors; the work is in
+// controlplane/internal/server and the packages it assembles.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configfile"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
+)
+
+func main() {
+	f, err := parseFlags(os.Args[1:], os.LookupEnv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "controlplane:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f, log); err != nil {
+		if problems := config.Problems(err); len(problems) > 1 {
+			// One line per bad value, each naming its field.
+			for _, p := range problems {
+				log.Error("invalid configuration", "config", f.config, "problem", p.Error())
+			}
+		}
+		log.Error("control plane stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags, log *slog.Logger) error {
+	opts := server.Options{
+		Source:   configfile.New(f.config, f.stateDir, log.With("component", "config")),
+		Logger:   log,
+		Debounce: f.debounce,
+	}
+	if f.tlsCert != "" {
+		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)
+		if err != nil {
+			return fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		opts.GRPCOptions = append(opts.GRPCOptions, grpc.Creds(creds))
+	}
+	srv, err := server.New(ctx, opts)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", f.grpcListen)
+	if err != nil {
+		return fmt.Errorf("--grpc-listen: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(ctx, lis) })
+	return g.Wait()
+}

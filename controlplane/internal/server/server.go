@@ -1,0 +1,215 @@
+// Package server assembles the control plane from its parts — config
+// source, authenticator, store, push server, admin service — into one gRPC
+// server with server reflection and the health service. cmd/controlplane
+// calls it after parsing flags; tests and benchmarks use it to run a whole
+// control plane in-process:
+//
+//	srv, err := server.New(ctx, server.Options{Source: configfile.New(path, "", log), Logger: log})
+//	lis, _ := net.Listen("tcp", "127.0.0.1:0") // or a bufconn.Listener
+//	go srv.Serve(ctx, lis)                    // until ctx ends
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/admin"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/push"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
+	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
+)
+
+// Defaults of the Options.
+const (
+	DefaultMaxRecvMsgSize = 1 << 20
+	DefaultShutdownGrace  = 5 * time.Second
+)
+
+// Keepalive: the server pings idle connections every 30 s so dead edges are
+// noticed, and lets edges ping as often as every 10 s (more often is a
+// protocol violation and closes the connection).
+var (
+	keepaliveParams = keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}
+	keepalivePolicy = keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}
+)
+
+// Options configure a Server. Source is required; zero values elsewhere
+// mean the defaults, except Debounce, where zero pushes each change at once.
+type Options struct {
+	// Source loads the configuration and persists runtime changes.
+	Source config.Source
+	// Authenticator checks bearer tokens; nil means the static tokens of
+	// the loaded configuration (standalone mode).
+	Authenticator auth.Authenticator
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Debounce is the quiet period before a change is pushed.
+	Debounce time.Duration
+	// MaxDebounce bounds how long a steady stream of changes delays a
+	// push (default push.DefaultMaxDebounce).
+	MaxDebounce time.Duration
+	// HelloTimeout bounds the wait for an edge's hello.
+	HelloTimeout time.Duration
+	// MaxRecvMsgSize bounds a request; larger ones fail with
+	// ResourceExhausted before any handler runs.
+	MaxRecvMsgSize int
+	// ShutdownGrace bounds how long Serve waits for calls in flight.
+	ShutdownGrace time.Duration
+	// GRPCOptions are added to the gRPC server's, e.g. grpc.Creds for TLS.
+	GRPCOptions []grpc.ServerOption
+}
+
+// Server is a control plane. Serve it once.
+type Server struct {
+	log    *slog.Logger
+	grpc   *grpc.Server
+	health *health.Server
+	store  *store.Store
+	push   *push.Server
+	grace  time.Duration
+}
+
+// New loads the configuration and builds the server; it fails when the
+// configuration does not validate.
+func New(ctx context.Context, opts Options) (*Server, error) {
+	if opts.Source == nil {
+		return nil, errors.New("server: Options.Source is required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	st, err := opts.Source.Load(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load configuration: %w", err)
+	}
+	authn := opts.Authenticator
+	if authn == nil {
+		if authn, err = staticTokens(st); err != nil {
+			return nil, err
+		}
+	}
+	cfg, err := store.New(st, opts.Source, snapshot.Builder{}, log.With("component", "store"))
+	if err != nil {
+		return nil, err
+	}
+	pushOpts := []push.Option{push.WithDebounce(opts.Debounce)}
+	if opts.MaxDebounce > 0 {
+		pushOpts = append(pushOpts, push.WithMaxDebounce(opts.MaxDebounce))
+	}
+	if opts.HelloTimeout > 0 {
+		pushOpts = append(pushOpts, push.WithHelloTimeout(opts.HelloTimeout))
+	}
+	ps := push.New(cfg.Current(), log.With("component", "push"), pushOpts...)
+	cfg.Subscribe(ps)
+
+	maxRecv := opts.MaxRecvMsgSize
+	if maxRecv <= 0 {
+		maxRecv = DefaultMaxRecvMsgSize
+	}
+	policy := auth.Policy{
+		selfhostv1.AdminService_ServiceDesc.ServiceName:           auth.RequireAdmin,
+		selfhostv1.ConfigDiscoveryService_ServiceDesc.ServiceName: auth.RequireEdge,
+		healthpb.Health_ServiceDesc.ServiceName:                   auth.Public,
+		"grpc.reflection.v1.ServerReflection":                     auth.Public,
+		"grpc.reflection.v1alpha.ServerReflection":                auth.Public,
+	}
+	gs := grpc.NewServer(append([]grpc.ServerOption{
+		grpc.MaxRecvMsgSize(maxRecv),
+		grpc.KeepaliveParams(keepaliveParams),
+		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
+		grpc.ChainUnaryInterceptor(logCalls(log), auth.UnaryInterceptor(authn, policy)),
+		grpc.ChainStreamInterceptor(auth.StreamInterceptor(authn, policy)),
+	}, opts.GRPCOptions...)...)
+	selfhostv1.RegisterConfigDiscoveryServiceServer(gs, ps)
+	selfhostv1.RegisterAdminServiceServer(gs, admin.New(cfg, ps, log.With("component", "admin")))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	grace := opts.ShutdownGrace
+	if grace <= 0 {
+		grace = DefaultShutdownGrace
+	}
+	log.Info("control plane configured", "config_version", cfg.Current().Version,
+		"namespaces", cfg.Current().NamespaceNames(), "upstreams", len(cfg.Current().Upstreams))
+	return &Server{log: log, grpc: gs, health: hs, store: cfg, push: ps, grace: grace}, nil
+}
+
+// Serve serves gRPC on lis and pushes configuration changes until ctx
+// ends, then stops: health turns NOT_SERVING, edge streams end with
+// Unavailable (edges reconnect elsewhere or later), calls in flight get
+// ShutdownGrace to finish. It returns nil after a shutdown asked for by
+// ctx.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.push.Run(ctx) })
+	g.Go(func() error {
+		if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		s.health.Shutdown()
+		stopped := make(chan struct{})
+		go func() {
+			s.grpc.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(s.grace):
+			s.log.Warn("calls still running after the shutdown grace period; closing them", "grace", s.grace)
+			s.grpc.Stop()
+		}
+		return nil
+	})
+	s.log.Info("serving gRPC", "addr", lis.Addr().String())
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	s.log.Info("control plane stopped")
+	return nil
+}
+
+// Store is the committed configuration, for in-process tests and
+// benchmarks that change it without the admin API.
+func (s *Server) Store() *store.Store { return s.store }
+
+// PushStats are the push server's counters.
+func (s *Server) PushStats() push.Stats { return s.push.Stats() }
+
+func staticTokens(st *config.State) (*auth.StaticTokens, error) {
+	admins := make([]string, len(st.AdminTokens))
+	for i, t := range st.AdminTokens {
+		admins[i] = t.Reveal()
+	}
+	edges := map[string]string{}
+	for name, ns := range st.Namespaces {
+		if ns.EdgeToken != "" {
+			edges[name] = ns.EdgeToken.Reveal()
+		}
+	}
+	a, err := auth.NewStaticTokens(admins, edges)
+	if err != nil {
+		return nil, fmt.Errorf("tokens: %w", err)
+	}
+	return a, nil
+}

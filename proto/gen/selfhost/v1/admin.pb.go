@@ -23,6 +23,575 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ListProxyNodesRequest has no fields.
+type ListProxyNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListProxyNodesRequest) Reset() {
+	*x = ListProxyNodesRequest{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProxyNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProxyNodesRequest) ProtoMessage() {}
+
+func (x *ListProxyNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProxyNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListProxyNodesRequest) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// ListProxyNodesResponse lists nodes and the selection.
+type ListProxyNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mode of the selection.
+	Mode ProxyMode `protobuf:"varint,1,opt,name=mode,proto3,enum=selfhost.v1.ProxyMode" json:"mode,omitempty"`
+	// Nodes in subscription order.
+	Nodes []*ProxyNodeStatus `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Skipped are subscription entries that could not be used, with reasons.
+	Skipped []*SkippedNode `protobuf:"bytes,3,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// SubscriptionFetched is when the subscription was last fetched
+	// successfully.
+	SubscriptionFetched *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=subscription_fetched,json=subscriptionFetched,proto3" json:"subscription_fetched,omitempty"`
+	// SubscriptionError is the last fetch error, empty after a success.
+	SubscriptionError string `protobuf:"bytes,5,opt,name=subscription_error,json=subscriptionError,proto3" json:"subscription_error,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ListProxyNodesResponse) Reset() {
+	*x = ListProxyNodesResponse{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListProxyNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListProxyNodesResponse) ProtoMessage() {}
+
+func (x *ListProxyNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListProxyNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListProxyNodesResponse) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListProxyNodesResponse) GetMode() ProxyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ProxyMode_PROXY_MODE_UNSPECIFIED
+}
+
+func (x *ListProxyNodesResponse) GetNodes() []*ProxyNodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListProxyNodesResponse) GetSkipped() []*SkippedNode {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
+func (x *ListProxyNodesResponse) GetSubscriptionFetched() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SubscriptionFetched
+	}
+	return nil
+}
+
+func (x *ListProxyNodesResponse) GetSubscriptionError() string {
+	if x != nil {
+		return x.SubscriptionError
+	}
+	return ""
+}
+
+// ProxyNodeStatus is a node as the admin API shows it (no secrets).
+type ProxyNodeStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the node.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Type of the node.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Server is the node's host:port.
+	Server string `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	// Latency of the last successful probe.
+	Latency *durationpb.Duration `protobuf:"bytes,4,opt,name=latency,proto3" json:"latency,omitempty"`
+	// Alive tells whether the last probe succeeded.
+	Alive bool `protobuf:"varint,5,opt,name=alive,proto3" json:"alive,omitempty"`
+	// LastError of the last failed probe or reported dial failure.
+	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Selected tells whether this node is the current selection.
+	Selected bool `protobuf:"varint,7,opt,name=selected,proto3" json:"selected,omitempty"`
+	// LastChecked is when the node was last probed.
+	LastChecked *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=last_checked,json=lastChecked,proto3" json:"last_checked,omitempty"`
+	// History holds recent probe latencies, newest last (failures as zero).
+	History       []*durationpb.Duration `protobuf:"bytes,9,rep,name=history,proto3" json:"history,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyNodeStatus) Reset() {
+	*x = ProxyNodeStatus{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyNodeStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyNodeStatus) ProtoMessage() {}
+
+func (x *ProxyNodeStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyNodeStatus.ProtoReflect.Descriptor instead.
+func (*ProxyNodeStatus) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ProxyNodeStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProxyNodeStatus) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ProxyNodeStatus) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *ProxyNodeStatus) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *ProxyNodeStatus) GetAlive() bool {
+	if x != nil {
+		return x.Alive
+	}
+	return false
+}
+
+func (x *ProxyNodeStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *ProxyNodeStatus) GetSelected() bool {
+	if x != nil {
+		return x.Selected
+	}
+	return false
+}
+
+func (x *ProxyNodeStatus) GetLastChecked() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastChecked
+	}
+	return nil
+}
+
+func (x *ProxyNodeStatus) GetHistory() []*durationpb.Duration {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+// SkippedNode is a subscription entry that was not usable.
+type SkippedNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the entry, when it had one.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Reason it was skipped.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SkippedNode) Reset() {
+	*x = SkippedNode{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SkippedNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SkippedNode) ProtoMessage() {}
+
+func (x *SkippedNode) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SkippedNode.ProtoReflect.Descriptor instead.
+func (*SkippedNode) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SkippedNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SkippedNode) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// SelectProxyNodeRequest names the node to pin.
+type SelectProxyNodeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the node.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectProxyNodeRequest) Reset() {
+	*x = SelectProxyNodeRequest{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectProxyNodeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectProxyNodeRequest) ProtoMessage() {}
+
+func (x *SelectProxyNodeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectProxyNodeRequest.ProtoReflect.Descriptor instead.
+func (*SelectProxyNodeRequest) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SelectProxyNodeRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// SelectProxyNodeResponse reports the new selection.
+type SelectProxyNodeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Selected is the pinned node.
+	Selected      *ProxyNodeStatus `protobuf:"bytes,1,opt,name=selected,proto3" json:"selected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SelectProxyNodeResponse) Reset() {
+	*x = SelectProxyNodeResponse{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SelectProxyNodeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SelectProxyNodeResponse) ProtoMessage() {}
+
+func (x *SelectProxyNodeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SelectProxyNodeResponse.ProtoReflect.Descriptor instead.
+func (*SelectProxyNodeResponse) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SelectProxyNodeResponse) GetSelected() *ProxyNodeStatus {
+	if x != nil {
+		return x.Selected
+	}
+	return nil
+}
+
+// SetProxyModeRequest sets the mode.
+type SetProxyModeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mode to use; pinned needs a node selected before.
+	Mode          ProxyMode `protobuf:"varint,1,opt,name=mode,proto3,enum=selfhost.v1.ProxyMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetProxyModeRequest) Reset() {
+	*x = SetProxyModeRequest{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProxyModeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProxyModeRequest) ProtoMessage() {}
+
+func (x *SetProxyModeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProxyModeRequest.ProtoReflect.Descriptor instead.
+func (*SetProxyModeRequest) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetProxyModeRequest) GetMode() ProxyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ProxyMode_PROXY_MODE_UNSPECIFIED
+}
+
+// SetProxyModeResponse reports the mode.
+type SetProxyModeResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mode now in force.
+	Mode          ProxyMode `protobuf:"varint,1,opt,name=mode,proto3,enum=selfhost.v1.ProxyMode" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetProxyModeResponse) Reset() {
+	*x = SetProxyModeResponse{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetProxyModeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetProxyModeResponse) ProtoMessage() {}
+
+func (x *SetProxyModeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetProxyModeResponse.ProtoReflect.Descriptor instead.
+func (*SetProxyModeResponse) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetProxyModeResponse) GetMode() ProxyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ProxyMode_PROXY_MODE_UNSPECIFIED
+}
+
+// RefreshSubscriptionRequest has no fields.
+type RefreshSubscriptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshSubscriptionRequest) Reset() {
+	*x = RefreshSubscriptionRequest{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshSubscriptionRequest) ProtoMessage() {}
+
+func (x *RefreshSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*RefreshSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+// RefreshSubscriptionResponse reports the refreshed pool.
+type RefreshSubscriptionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Nodes usable after the refresh.
+	Nodes uint32 `protobuf:"varint,1,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	// Skipped entries.
+	Skipped       []*SkippedNode `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RefreshSubscriptionResponse) Reset() {
+	*x = RefreshSubscriptionResponse{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RefreshSubscriptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RefreshSubscriptionResponse) ProtoMessage() {}
+
+func (x *RefreshSubscriptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RefreshSubscriptionResponse.ProtoReflect.Descriptor instead.
+func (*RefreshSubscriptionResponse) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RefreshSubscriptionResponse) GetNodes() uint32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *RefreshSubscriptionResponse) GetSkipped() []*SkippedNode {
+	if x != nil {
+		return x.Skipped
+	}
+	return nil
+}
+
 // ListEdgesRequest filters the list of edges.
 type ListEdgesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,7 +603,7 @@ type ListEdgesRequest struct {
 
 func (x *ListEdgesRequest) Reset() {
 	*x = ListEdgesRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[0]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -46,7 +615,7 @@ func (x *ListEdgesRequest) String() string {
 func (*ListEdgesRequest) ProtoMessage() {}
 
 func (x *ListEdgesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[0]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -59,7 +628,7 @@ func (x *ListEdgesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEdgesRequest.ProtoReflect.Descriptor instead.
 func (*ListEdgesRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListEdgesRequest) GetNamespace() string {
@@ -80,7 +649,7 @@ type ListEdgesResponse struct {
 
 func (x *ListEdgesResponse) Reset() {
 	*x = ListEdgesResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[1]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -92,7 +661,7 @@ func (x *ListEdgesResponse) String() string {
 func (*ListEdgesResponse) ProtoMessage() {}
 
 func (x *ListEdgesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[1]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -105,7 +674,7 @@ func (x *ListEdgesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEdgesResponse.ProtoReflect.Descriptor instead.
 func (*ListEdgesResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListEdgesResponse) GetEdges() []*EdgeStatus {
@@ -143,7 +712,7 @@ type EdgeStatus struct {
 
 func (x *EdgeStatus) Reset() {
 	*x = EdgeStatus{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[2]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -155,7 +724,7 @@ func (x *EdgeStatus) String() string {
 func (*EdgeStatus) ProtoMessage() {}
 
 func (x *EdgeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[2]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -168,7 +737,7 @@ func (x *EdgeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeStatus.ProtoReflect.Descriptor instead.
 func (*EdgeStatus) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *EdgeStatus) GetNamespace() string {
@@ -243,7 +812,7 @@ type ListUpstreamsRequest struct {
 
 func (x *ListUpstreamsRequest) Reset() {
 	*x = ListUpstreamsRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[3]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -255,7 +824,7 @@ func (x *ListUpstreamsRequest) String() string {
 func (*ListUpstreamsRequest) ProtoMessage() {}
 
 func (x *ListUpstreamsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[3]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -268,7 +837,7 @@ func (x *ListUpstreamsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpstreamsRequest.ProtoReflect.Descriptor instead.
 func (*ListUpstreamsRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 // ListUpstreamsResponse lists upstreams without credentials.
@@ -282,7 +851,7 @@ type ListUpstreamsResponse struct {
 
 func (x *ListUpstreamsResponse) Reset() {
 	*x = ListUpstreamsResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[4]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +863,7 @@ func (x *ListUpstreamsResponse) String() string {
 func (*ListUpstreamsResponse) ProtoMessage() {}
 
 func (x *ListUpstreamsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[4]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +876,7 @@ func (x *ListUpstreamsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUpstreamsResponse.ProtoReflect.Descriptor instead.
 func (*ListUpstreamsResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListUpstreamsResponse) GetUpstreams() []*UpstreamInfo {
@@ -338,7 +907,7 @@ type UpstreamInfo struct {
 
 func (x *UpstreamInfo) Reset() {
 	*x = UpstreamInfo{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[5]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -350,7 +919,7 @@ func (x *UpstreamInfo) String() string {
 func (*UpstreamInfo) ProtoMessage() {}
 
 func (x *UpstreamInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[5]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -363,7 +932,7 @@ func (x *UpstreamInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamInfo.ProtoReflect.Descriptor instead.
 func (*UpstreamInfo) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpstreamInfo) GetPrefix() string {
@@ -419,7 +988,7 @@ type PutUpstreamRequest struct {
 
 func (x *PutUpstreamRequest) Reset() {
 	*x = PutUpstreamRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[6]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -431,7 +1000,7 @@ func (x *PutUpstreamRequest) String() string {
 func (*PutUpstreamRequest) ProtoMessage() {}
 
 func (x *PutUpstreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[6]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -444,7 +1013,7 @@ func (x *PutUpstreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutUpstreamRequest.ProtoReflect.Descriptor instead.
 func (*PutUpstreamRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PutUpstreamRequest) GetUpstream() *Upstream {
@@ -467,7 +1036,7 @@ type PutUpstreamResponse struct {
 
 func (x *PutUpstreamResponse) Reset() {
 	*x = PutUpstreamResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[7]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -479,7 +1048,7 @@ func (x *PutUpstreamResponse) String() string {
 func (*PutUpstreamResponse) ProtoMessage() {}
 
 func (x *PutUpstreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[7]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -492,7 +1061,7 @@ func (x *PutUpstreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutUpstreamResponse.ProtoReflect.Descriptor instead.
 func (*PutUpstreamResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PutUpstreamResponse) GetUpstream() *UpstreamInfo {
@@ -520,7 +1089,7 @@ type DeleteUpstreamRequest struct {
 
 func (x *DeleteUpstreamRequest) Reset() {
 	*x = DeleteUpstreamRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[8]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +1101,7 @@ func (x *DeleteUpstreamRequest) String() string {
 func (*DeleteUpstreamRequest) ProtoMessage() {}
 
 func (x *DeleteUpstreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[8]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +1114,7 @@ func (x *DeleteUpstreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUpstreamRequest.ProtoReflect.Descriptor instead.
 func (*DeleteUpstreamRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteUpstreamRequest) GetPrefix() string {
@@ -566,7 +1135,7 @@ type DeleteUpstreamResponse struct {
 
 func (x *DeleteUpstreamResponse) Reset() {
 	*x = DeleteUpstreamResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[9]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +1147,7 @@ func (x *DeleteUpstreamResponse) String() string {
 func (*DeleteUpstreamResponse) ProtoMessage() {}
 
 func (x *DeleteUpstreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[9]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +1160,7 @@ func (x *DeleteUpstreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteUpstreamResponse.ProtoReflect.Descriptor instead.
 func (*DeleteUpstreamResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DeleteUpstreamResponse) GetConfigVersion() string {
@@ -612,7 +1181,7 @@ type GetNamespaceConfigRequest struct {
 
 func (x *GetNamespaceConfigRequest) Reset() {
 	*x = GetNamespaceConfigRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[10]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +1193,7 @@ func (x *GetNamespaceConfigRequest) String() string {
 func (*GetNamespaceConfigRequest) ProtoMessage() {}
 
 func (x *GetNamespaceConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[10]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +1206,7 @@ func (x *GetNamespaceConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceConfigRequest.ProtoReflect.Descriptor instead.
 func (*GetNamespaceConfigRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetNamespaceConfigRequest) GetNamespace() string {
@@ -660,7 +1229,7 @@ type GetNamespaceConfigResponse struct {
 
 func (x *GetNamespaceConfigResponse) Reset() {
 	*x = GetNamespaceConfigResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[11]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +1241,7 @@ func (x *GetNamespaceConfigResponse) String() string {
 func (*GetNamespaceConfigResponse) ProtoMessage() {}
 
 func (x *GetNamespaceConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[11]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +1254,7 @@ func (x *GetNamespaceConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNamespaceConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetNamespaceConfigResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetNamespaceConfigResponse) GetConfig() *EdgeConfig {
@@ -715,7 +1284,7 @@ type ResolveRequest struct {
 
 func (x *ResolveRequest) Reset() {
 	*x = ResolveRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[12]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +1296,7 @@ func (x *ResolveRequest) String() string {
 func (*ResolveRequest) ProtoMessage() {}
 
 func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[12]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +1309,7 @@ func (x *ResolveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveRequest.ProtoReflect.Descriptor instead.
 func (*ResolveRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResolveRequest) GetNamespace() string {
@@ -777,7 +1346,7 @@ type ResolveResponse struct {
 
 func (x *ResolveResponse) Reset() {
 	*x = ResolveResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[13]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +1358,7 @@ func (x *ResolveResponse) String() string {
 func (*ResolveResponse) ProtoMessage() {}
 
 func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[13]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +1371,7 @@ func (x *ResolveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveResponse.ProtoReflect.Descriptor instead.
 func (*ResolveResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResolveResponse) GetRewritten() string {
@@ -851,7 +1420,7 @@ type GetCacheStatsRequest struct {
 
 func (x *GetCacheStatsRequest) Reset() {
 	*x = GetCacheStatsRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[14]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +1432,7 @@ func (x *GetCacheStatsRequest) String() string {
 func (*GetCacheStatsRequest) ProtoMessage() {}
 
 func (x *GetCacheStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[14]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +1445,7 @@ func (x *GetCacheStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCacheStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetCacheStatsRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetCacheStatsRequest) GetNamespace() string {
@@ -899,7 +1468,7 @@ type GetCacheStatsResponse struct {
 
 func (x *GetCacheStatsResponse) Reset() {
 	*x = GetCacheStatsResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[15]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1480,7 @@ func (x *GetCacheStatsResponse) String() string {
 func (*GetCacheStatsResponse) ProtoMessage() {}
 
 func (x *GetCacheStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[15]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1493,7 @@ func (x *GetCacheStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCacheStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetCacheStatsResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetCacheStatsResponse) GetTotal() *EdgeStats {
@@ -954,7 +1523,7 @@ type InvalidateTagRequest struct {
 
 func (x *InvalidateTagRequest) Reset() {
 	*x = InvalidateTagRequest{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[16]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1535,7 @@ func (x *InvalidateTagRequest) String() string {
 func (*InvalidateTagRequest) ProtoMessage() {}
 
 func (x *InvalidateTagRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[16]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1548,7 @@ func (x *InvalidateTagRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateTagRequest.ProtoReflect.Descriptor instead.
 func (*InvalidateTagRequest) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InvalidateTagRequest) GetNamespace() string {
@@ -1007,7 +1576,7 @@ type InvalidateTagResponse struct {
 
 func (x *InvalidateTagResponse) Reset() {
 	*x = InvalidateTagResponse{}
-	mi := &file_selfhost_v1_admin_proto_msgTypes[17]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1588,7 @@ func (x *InvalidateTagResponse) String() string {
 func (*InvalidateTagResponse) ProtoMessage() {}
 
 func (x *InvalidateTagResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_admin_proto_msgTypes[17]
+	mi := &file_selfhost_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1601,7 @@ func (x *InvalidateTagResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateTagResponse.ProtoReflect.Descriptor instead.
 func (*InvalidateTagResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *InvalidateTagResponse) GetEdgesNotified() uint32 {
@@ -1046,7 +1615,40 @@ var File_selfhost_v1_admin_proto protoreflect.FileDescriptor
 
 const file_selfhost_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17selfhost/v1/admin.proto\x12\vselfhost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18selfhost/v1/config.proto\"0\n" +
+	"\x17selfhost/v1/admin.proto\x12\vselfhost.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18selfhost/v1/config.proto\"\x17\n" +
+	"\x15ListProxyNodesRequest\"\xaa\x02\n" +
+	"\x16ListProxyNodesResponse\x12*\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x16.selfhost.v1.ProxyModeR\x04mode\x122\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x1c.selfhost.v1.ProxyNodeStatusR\x05nodes\x122\n" +
+	"\askipped\x18\x03 \x03(\v2\x18.selfhost.v1.SkippedNodeR\askipped\x12M\n" +
+	"\x14subscription_fetched\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x13subscriptionFetched\x12-\n" +
+	"\x12subscription_error\x18\x05 \x01(\tR\x11subscriptionError\"\xcb\x02\n" +
+	"\x0fProxyNodeStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06server\x18\x03 \x01(\tR\x06server\x123\n" +
+	"\alatency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\alatency\x12\x14\n" +
+	"\x05alive\x18\x05 \x01(\bR\x05alive\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1a\n" +
+	"\bselected\x18\a \x01(\bR\bselected\x12=\n" +
+	"\flast_checked\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastChecked\x123\n" +
+	"\ahistory\x18\t \x03(\v2\x19.google.protobuf.DurationR\ahistory\"9\n" +
+	"\vSkippedNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\",\n" +
+	"\x16SelectProxyNodeRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x17SelectProxyNodeResponse\x128\n" +
+	"\bselected\x18\x01 \x01(\v2\x1c.selfhost.v1.ProxyNodeStatusR\bselected\"A\n" +
+	"\x13SetProxyModeRequest\x12*\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x16.selfhost.v1.ProxyModeR\x04mode\"B\n" +
+	"\x14SetProxyModeResponse\x12*\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x16.selfhost.v1.ProxyModeR\x04mode\"\x1c\n" +
+	"\x1aRefreshSubscriptionRequest\"g\n" +
+	"\x1bRefreshSubscriptionResponse\x12\x14\n" +
+	"\x05nodes\x18\x01 \x01(\rR\x05nodes\x122\n" +
+	"\askipped\x18\x02 \x03(\v2\x18.selfhost.v1.SkippedNodeR\askipped\"0\n" +
 	"\x10ListEdgesRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\"B\n" +
 	"\x11ListEdgesResponse\x12-\n" +
@@ -1107,7 +1709,7 @@ const file_selfhost_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12,\n" +
 	"\x03tag\x18\x02 \x01(\v2\x1a.selfhost.v1.InvalidateTagR\x03tag\">\n" +
 	"\x15InvalidateTagResponse\x12%\n" +
-	"\x0eedges_notified\x18\x01 \x01(\rR\redgesNotified2\xbc\x05\n" +
+	"\x0eedges_notified\x18\x01 \x01(\rR\redgesNotified2\xb4\b\n" +
 	"\fAdminService\x12J\n" +
 	"\tListEdges\x12\x1d.selfhost.v1.ListEdgesRequest\x1a\x1e.selfhost.v1.ListEdgesResponse\x12V\n" +
 	"\rListUpstreams\x12!.selfhost.v1.ListUpstreamsRequest\x1a\".selfhost.v1.ListUpstreamsResponse\x12P\n" +
@@ -1116,7 +1718,11 @@ const file_selfhost_v1_admin_proto_rawDesc = "" +
 	"\x12GetNamespaceConfig\x12&.selfhost.v1.GetNamespaceConfigRequest\x1a'.selfhost.v1.GetNamespaceConfigResponse\x12D\n" +
 	"\aResolve\x12\x1b.selfhost.v1.ResolveRequest\x1a\x1c.selfhost.v1.ResolveResponse\x12V\n" +
 	"\rGetCacheStats\x12!.selfhost.v1.GetCacheStatsRequest\x1a\".selfhost.v1.GetCacheStatsResponse\x12V\n" +
-	"\rInvalidateTag\x12!.selfhost.v1.InvalidateTagRequest\x1a\".selfhost.v1.InvalidateTagResponseBQZOgithub.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1;selfhostv1b\x06proto3"
+	"\rInvalidateTag\x12!.selfhost.v1.InvalidateTagRequest\x1a\".selfhost.v1.InvalidateTagResponse\x12Y\n" +
+	"\x0eListProxyNodes\x12\".selfhost.v1.ListProxyNodesRequest\x1a#.selfhost.v1.ListProxyNodesResponse\x12\\\n" +
+	"\x0fSelectProxyNode\x12#.selfhost.v1.SelectProxyNodeRequest\x1a$.selfhost.v1.SelectProxyNodeResponse\x12S\n" +
+	"\fSetProxyMode\x12 .selfhost.v1.SetProxyModeRequest\x1a!.selfhost.v1.SetProxyModeResponse\x12h\n" +
+	"\x13RefreshSubscription\x12'.selfhost.v1.RefreshSubscriptionRequest\x1a(.selfhost.v1.RefreshSubscriptionResponseBQZOgithub.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1;selfhostv1b\x06proto3"
 
 var (
 	file_selfhost_v1_admin_proto_rawDescOnce sync.Once
@@ -1130,65 +1736,95 @@ func file_selfhost_v1_admin_proto_rawDescGZIP() []byte {
 	return file_selfhost_v1_admin_proto_rawDescData
 }
 
-var file_selfhost_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_selfhost_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_selfhost_v1_admin_proto_goTypes = []any{
-	(*ListEdgesRequest)(nil),           // 0: selfhost.v1.ListEdgesRequest
-	(*ListEdgesResponse)(nil),          // 1: selfhost.v1.ListEdgesResponse
-	(*EdgeStatus)(nil),                 // 2: selfhost.v1.EdgeStatus
-	(*ListUpstreamsRequest)(nil),       // 3: selfhost.v1.ListUpstreamsRequest
-	(*ListUpstreamsResponse)(nil),      // 4: selfhost.v1.ListUpstreamsResponse
-	(*UpstreamInfo)(nil),               // 5: selfhost.v1.UpstreamInfo
-	(*PutUpstreamRequest)(nil),         // 6: selfhost.v1.PutUpstreamRequest
-	(*PutUpstreamResponse)(nil),        // 7: selfhost.v1.PutUpstreamResponse
-	(*DeleteUpstreamRequest)(nil),      // 8: selfhost.v1.DeleteUpstreamRequest
-	(*DeleteUpstreamResponse)(nil),     // 9: selfhost.v1.DeleteUpstreamResponse
-	(*GetNamespaceConfigRequest)(nil),  // 10: selfhost.v1.GetNamespaceConfigRequest
-	(*GetNamespaceConfigResponse)(nil), // 11: selfhost.v1.GetNamespaceConfigResponse
-	(*ResolveRequest)(nil),             // 12: selfhost.v1.ResolveRequest
-	(*ResolveResponse)(nil),            // 13: selfhost.v1.ResolveResponse
-	(*GetCacheStatsRequest)(nil),       // 14: selfhost.v1.GetCacheStatsRequest
-	(*GetCacheStatsResponse)(nil),      // 15: selfhost.v1.GetCacheStatsResponse
-	(*InvalidateTagRequest)(nil),       // 16: selfhost.v1.InvalidateTagRequest
-	(*InvalidateTagResponse)(nil),      // 17: selfhost.v1.InvalidateTagResponse
-	(*timestamppb.Timestamp)(nil),      // 18: google.protobuf.Timestamp
-	(*EdgeStats)(nil),                  // 19: selfhost.v1.EdgeStats
-	(*durationpb.Duration)(nil),        // 20: google.protobuf.Duration
-	(*Upstream)(nil),                   // 21: selfhost.v1.Upstream
-	(*EdgeConfig)(nil),                 // 22: selfhost.v1.EdgeConfig
-	(*InvalidateTag)(nil),              // 23: selfhost.v1.InvalidateTag
+	(*ListProxyNodesRequest)(nil),       // 0: selfhost.v1.ListProxyNodesRequest
+	(*ListProxyNodesResponse)(nil),      // 1: selfhost.v1.ListProxyNodesResponse
+	(*ProxyNodeStatus)(nil),             // 2: selfhost.v1.ProxyNodeStatus
+	(*SkippedNode)(nil),                 // 3: selfhost.v1.SkippedNode
+	(*SelectProxyNodeRequest)(nil),      // 4: selfhost.v1.SelectProxyNodeRequest
+	(*SelectProxyNodeResponse)(nil),     // 5: selfhost.v1.SelectProxyNodeResponse
+	(*SetProxyModeRequest)(nil),         // 6: selfhost.v1.SetProxyModeRequest
+	(*SetProxyModeResponse)(nil),        // 7: selfhost.v1.SetProxyModeResponse
+	(*RefreshSubscriptionRequest)(nil),  // 8: selfhost.v1.RefreshSubscriptionRequest
+	(*RefreshSubscriptionResponse)(nil), // 9: selfhost.v1.RefreshSubscriptionResponse
+	(*ListEdgesRequest)(nil),            // 10: selfhost.v1.ListEdgesRequest
+	(*ListEdgesResponse)(nil),           // 11: selfhost.v1.ListEdgesResponse
+	(*EdgeStatus)(nil),                  // 12: selfhost.v1.EdgeStatus
+	(*ListUpstreamsRequest)(nil),        // 13: selfhost.v1.ListUpstreamsRequest
+	(*ListUpstreamsResponse)(nil),       // 14: selfhost.v1.ListUpstreamsResponse
+	(*UpstreamInfo)(nil),                // 15: selfhost.v1.UpstreamInfo
+	(*PutUpstreamRequest)(nil),          // 16: selfhost.v1.PutUpstreamRequest
+	(*PutUpstreamResponse)(nil),         // 17: selfhost.v1.PutUpstreamResponse
+	(*DeleteUpstreamRequest)(nil),       // 18: selfhost.v1.DeleteUpstreamRequest
+	(*DeleteUpstreamResponse)(nil),      // 19: selfhost.v1.DeleteUpstreamResponse
+	(*GetNamespaceConfigRequest)(nil),   // 20: selfhost.v1.GetNamespaceConfigRequest
+	(*GetNamespaceConfigResponse)(nil),  // 21: selfhost.v1.GetNamespaceConfigResponse
+	(*ResolveRequest)(nil),              // 22: selfhost.v1.ResolveRequest
+	(*ResolveResponse)(nil),             // 23: selfhost.v1.ResolveResponse
+	(*GetCacheStatsRequest)(nil),        // 24: selfhost.v1.GetCacheStatsRequest
+	(*GetCacheStatsResponse)(nil),       // 25: selfhost.v1.GetCacheStatsResponse
+	(*InvalidateTagRequest)(nil),        // 26: selfhost.v1.InvalidateTagRequest
+	(*InvalidateTagResponse)(nil),       // 27: selfhost.v1.InvalidateTagResponse
+	(ProxyMode)(0),                      // 28: selfhost.v1.ProxyMode
+	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 30: google.protobuf.Duration
+	(*EdgeStats)(nil),                   // 31: selfhost.v1.EdgeStats
+	(*Upstream)(nil),                    // 32: selfhost.v1.Upstream
+	(*EdgeConfig)(nil),                  // 33: selfhost.v1.EdgeConfig
+	(*InvalidateTag)(nil),               // 34: selfhost.v1.InvalidateTag
 }
 var file_selfhost_v1_admin_proto_depIdxs = []int32{
-	2,  // 0: selfhost.v1.ListEdgesResponse.edges:type_name -> selfhost.v1.EdgeStatus
-	18, // 1: selfhost.v1.EdgeStatus.connected_since:type_name -> google.protobuf.Timestamp
-	19, // 2: selfhost.v1.EdgeStatus.stats:type_name -> selfhost.v1.EdgeStats
-	5,  // 3: selfhost.v1.ListUpstreamsResponse.upstreams:type_name -> selfhost.v1.UpstreamInfo
-	20, // 4: selfhost.v1.UpstreamInfo.tag_ttl:type_name -> google.protobuf.Duration
-	21, // 5: selfhost.v1.PutUpstreamRequest.upstream:type_name -> selfhost.v1.Upstream
-	5,  // 6: selfhost.v1.PutUpstreamResponse.upstream:type_name -> selfhost.v1.UpstreamInfo
-	22, // 7: selfhost.v1.GetNamespaceConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
-	19, // 8: selfhost.v1.GetCacheStatsResponse.total:type_name -> selfhost.v1.EdgeStats
-	23, // 9: selfhost.v1.InvalidateTagRequest.tag:type_name -> selfhost.v1.InvalidateTag
-	0,  // 10: selfhost.v1.AdminService.ListEdges:input_type -> selfhost.v1.ListEdgesRequest
-	3,  // 11: selfhost.v1.AdminService.ListUpstreams:input_type -> selfhost.v1.ListUpstreamsRequest
-	6,  // 12: selfhost.v1.AdminService.PutUpstream:input_type -> selfhost.v1.PutUpstreamRequest
-	8,  // 13: selfhost.v1.AdminService.DeleteUpstream:input_type -> selfhost.v1.DeleteUpstreamRequest
-	10, // 14: selfhost.v1.AdminService.GetNamespaceConfig:input_type -> selfhost.v1.GetNamespaceConfigRequest
-	12, // 15: selfhost.v1.AdminService.Resolve:input_type -> selfhost.v1.ResolveRequest
-	14, // 16: selfhost.v1.AdminService.GetCacheStats:input_type -> selfhost.v1.GetCacheStatsRequest
-	16, // 17: selfhost.v1.AdminService.InvalidateTag:input_type -> selfhost.v1.InvalidateTagRequest
-	1,  // 18: selfhost.v1.AdminService.ListEdges:output_type -> selfhost.v1.ListEdgesResponse
-	4,  // 19: selfhost.v1.AdminService.ListUpstreams:output_type -> selfhost.v1.ListUpstreamsResponse
-	7,  // 20: selfhost.v1.AdminService.PutUpstream:output_type -> selfhost.v1.PutUpstreamResponse
-	9,  // 21: selfhost.v1.AdminService.DeleteUpstream:output_type -> selfhost.v1.DeleteUpstreamResponse
-	11, // 22: selfhost.v1.AdminService.GetNamespaceConfig:output_type -> selfhost.v1.GetNamespaceConfigResponse
-	13, // 23: selfhost.v1.AdminService.Resolve:output_type -> selfhost.v1.ResolveResponse
-	15, // 24: selfhost.v1.AdminService.GetCacheStats:output_type -> selfhost.v1.GetCacheStatsResponse
-	17, // 25: selfhost.v1.AdminService.InvalidateTag:output_type -> selfhost.v1.InvalidateTagResponse
-	18, // [18:26] is the sub-list for method output_type
-	10, // [10:18] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	28, // 0: selfhost.v1.ListProxyNodesResponse.mode:type_name -> selfhost.v1.ProxyMode
+	2,  // 1: selfhost.v1.ListProxyNodesResponse.nodes:type_name -> selfhost.v1.ProxyNodeStatus
+	3,  // 2: selfhost.v1.ListProxyNodesResponse.skipped:type_name -> selfhost.v1.SkippedNode
+	29, // 3: selfhost.v1.ListProxyNodesResponse.subscription_fetched:type_name -> google.protobuf.Timestamp
+	30, // 4: selfhost.v1.ProxyNodeStatus.latency:type_name -> google.protobuf.Duration
+	29, // 5: selfhost.v1.ProxyNodeStatus.last_checked:type_name -> google.protobuf.Timestamp
+	30, // 6: selfhost.v1.ProxyNodeStatus.history:type_name -> google.protobuf.Duration
+	2,  // 7: selfhost.v1.SelectProxyNodeResponse.selected:type_name -> selfhost.v1.ProxyNodeStatus
+	28, // 8: selfhost.v1.SetProxyModeRequest.mode:type_name -> selfhost.v1.ProxyMode
+	28, // 9: selfhost.v1.SetProxyModeResponse.mode:type_name -> selfhost.v1.ProxyMode
+	3,  // 10: selfhost.v1.RefreshSubscriptionResponse.skipped:type_name -> selfhost.v1.SkippedNode
+	12, // 11: selfhost.v1.ListEdgesResponse.edges:type_name -> selfhost.v1.EdgeStatus
+	29, // 12: selfhost.v1.EdgeStatus.connected_since:type_name -> google.protobuf.Timestamp
+	31, // 13: selfhost.v1.EdgeStatus.stats:type_name -> selfhost.v1.EdgeStats
+	15, // 14: selfhost.v1.ListUpstreamsResponse.upstreams:type_name -> selfhost.v1.UpstreamInfo
+	30, // 15: selfhost.v1.UpstreamInfo.tag_ttl:type_name -> google.protobuf.Duration
+	32, // 16: selfhost.v1.PutUpstreamRequest.upstream:type_name -> selfhost.v1.Upstream
+	15, // 17: selfhost.v1.PutUpstreamResponse.upstream:type_name -> selfhost.v1.UpstreamInfo
+	33, // 18: selfhost.v1.GetNamespaceConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
+	31, // 19: selfhost.v1.GetCacheStatsResponse.total:type_name -> selfhost.v1.EdgeStats
+	34, // 20: selfhost.v1.InvalidateTagRequest.tag:type_name -> selfhost.v1.InvalidateTag
+	10, // 21: selfhost.v1.AdminService.ListEdges:input_type -> selfhost.v1.ListEdgesRequest
+	13, // 22: selfhost.v1.AdminService.ListUpstreams:input_type -> selfhost.v1.ListUpstreamsRequest
+	16, // 23: selfhost.v1.AdminService.PutUpstream:input_type -> selfhost.v1.PutUpstreamRequest
+	18, // 24: selfhost.v1.AdminService.DeleteUpstream:input_type -> selfhost.v1.DeleteUpstreamRequest
+	20, // 25: selfhost.v1.AdminService.GetNamespaceConfig:input_type -> selfhost.v1.GetNamespaceConfigRequest
+	22, // 26: selfhost.v1.AdminService.Resolve:input_type -> selfhost.v1.ResolveRequest
+	24, // 27: selfhost.v1.AdminService.GetCacheStats:input_type -> selfhost.v1.GetCacheStatsRequest
+	26, // 28: selfhost.v1.AdminService.InvalidateTag:input_type -> selfhost.v1.InvalidateTagRequest
+	0,  // 29: selfhost.v1.AdminService.ListProxyNodes:input_type -> selfhost.v1.ListProxyNodesRequest
+	4,  // 30: selfhost.v1.AdminService.SelectProxyNode:input_type -> selfhost.v1.SelectProxyNodeRequest
+	6,  // 31: selfhost.v1.AdminService.SetProxyMode:input_type -> selfhost.v1.SetProxyModeRequest
+	8,  // 32: selfhost.v1.AdminService.RefreshSubscription:input_type -> selfhost.v1.RefreshSubscriptionRequest
+	11, // 33: selfhost.v1.AdminService.ListEdges:output_type -> selfhost.v1.ListEdgesResponse
+	14, // 34: selfhost.v1.AdminService.ListUpstreams:output_type -> selfhost.v1.ListUpstreamsResponse
+	17, // 35: selfhost.v1.AdminService.PutUpstream:output_type -> selfhost.v1.PutUpstreamResponse
+	19, // 36: selfhost.v1.AdminService.DeleteUpstream:output_type -> selfhost.v1.DeleteUpstreamResponse
+	21, // 37: selfhost.v1.AdminService.GetNamespaceConfig:output_type -> selfhost.v1.GetNamespaceConfigResponse
+	23, // 38: selfhost.v1.AdminService.Resolve:output_type -> selfhost.v1.ResolveResponse
+	25, // 39: selfhost.v1.AdminService.GetCacheStats:output_type -> selfhost.v1.GetCacheStatsResponse
+	27, // 40: selfhost.v1.AdminService.InvalidateTag:output_type -> selfhost.v1.InvalidateTagResponse
+	1,  // 41: selfhost.v1.AdminService.ListProxyNodes:output_type -> selfhost.v1.ListProxyNodesResponse
+	5,  // 42: selfhost.v1.AdminService.SelectProxyNode:output_type -> selfhost.v1.SelectProxyNodeResponse
+	7,  // 43: selfhost.v1.AdminService.SetProxyMode:output_type -> selfhost.v1.SetProxyModeResponse
+	9,  // 44: selfhost.v1.AdminService.RefreshSubscription:output_type -> selfhost.v1.RefreshSubscriptionResponse
+	33, // [33:45] is the sub-list for method output_type
+	21, // [21:33] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_selfhost_v1_admin_proto_init() }
@@ -1203,7 +1839,7 @@ func file_selfhost_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_selfhost_v1_admin_proto_rawDesc), len(file_selfhost_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,14 +19,18 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListEdges_FullMethodName          = "/selfhost.v1.AdminService/ListEdges"
-	AdminService_ListUpstreams_FullMethodName      = "/selfhost.v1.AdminService/ListUpstreams"
-	AdminService_PutUpstream_FullMethodName        = "/selfhost.v1.AdminService/PutUpstream"
-	AdminService_DeleteUpstream_FullMethodName     = "/selfhost.v1.AdminService/DeleteUpstream"
-	AdminService_GetNamespaceConfig_FullMethodName = "/selfhost.v1.AdminService/GetNamespaceConfig"
-	AdminService_Resolve_FullMethodName            = "/selfhost.v1.AdminService/Resolve"
-	AdminService_GetCacheStats_FullMethodName      = "/selfhost.v1.AdminService/GetCacheStats"
-	AdminService_InvalidateTag_FullMethodName      = "/selfhost.v1.AdminService/InvalidateTag"
+	AdminService_ListEdges_FullMethodName           = "/selfhost.v1.AdminService/ListEdges"
+	AdminService_ListUpstreams_FullMethodName       = "/selfhost.v1.AdminService/ListUpstreams"
+	AdminService_PutUpstream_FullMethodName         = "/selfhost.v1.AdminService/PutUpstream"
+	AdminService_DeleteUpstream_FullMethodName      = "/selfhost.v1.AdminService/DeleteUpstream"
+	AdminService_GetNamespaceConfig_FullMethodName  = "/selfhost.v1.AdminService/GetNamespaceConfig"
+	AdminService_Resolve_FullMethodName             = "/selfhost.v1.AdminService/Resolve"
+	AdminService_GetCacheStats_FullMethodName       = "/selfhost.v1.AdminService/GetCacheStats"
+	AdminService_InvalidateTag_FullMethodName       = "/selfhost.v1.AdminService/InvalidateTag"
+	AdminService_ListProxyNodes_FullMethodName      = "/selfhost.v1.AdminService/ListProxyNodes"
+	AdminService_SelectProxyNode_FullMethodName     = "/selfhost.v1.AdminService/SelectProxyNode"
+	AdminService_SetProxyMode_FullMethodName        = "/selfhost.v1.AdminService/SetProxyMode"
+	AdminService_RefreshSubscription_FullMethodName = "/selfhost.v1.AdminService/RefreshSubscription"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -57,6 +61,14 @@ type AdminServiceClient interface {
 	GetCacheStats(ctx context.Context, in *GetCacheStatsRequest, opts ...grpc.CallOption) (*GetCacheStatsResponse, error)
 	// InvalidateTag makes a namespace's edges forget a tag mapping.
 	InvalidateTag(ctx context.Context, in *InvalidateTagRequest, opts ...grpc.CallOption) (*InvalidateTagResponse, error)
+	// ListProxyNodes lists the Clash nodes with their health.
+	ListProxyNodes(ctx context.Context, in *ListProxyNodesRequest, opts ...grpc.CallOption) (*ListProxyNodesResponse, error)
+	// SelectProxyNode pins a node (mode becomes pinned).
+	SelectProxyNode(ctx context.Context, in *SelectProxyNodeRequest, opts ...grpc.CallOption) (*SelectProxyNodeResponse, error)
+	// SetProxyMode switches between auto, pinned and direct.
+	SetProxyMode(ctx context.Context, in *SetProxyModeRequest, opts ...grpc.CallOption) (*SetProxyModeResponse, error)
+	// RefreshSubscription fetches the subscription now and re-probes.
+	RefreshSubscription(ctx context.Context, in *RefreshSubscriptionRequest, opts ...grpc.CallOption) (*RefreshSubscriptionResponse, error)
 }
 
 type adminServiceClient struct {
@@ -147,6 +159,46 @@ func (c *adminServiceClient) InvalidateTag(ctx context.Context, in *InvalidateTa
 	return out, nil
 }
 
+func (c *adminServiceClient) ListProxyNodes(ctx context.Context, in *ListProxyNodesRequest, opts ...grpc.CallOption) (*ListProxyNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListProxyNodesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListProxyNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SelectProxyNode(ctx context.Context, in *SelectProxyNodeRequest, opts ...grpc.CallOption) (*SelectProxyNodeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SelectProxyNodeResponse)
+	err := c.cc.Invoke(ctx, AdminService_SelectProxyNode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) SetProxyMode(ctx context.Context, in *SetProxyModeRequest, opts ...grpc.CallOption) (*SetProxyModeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetProxyModeResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetProxyMode_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RefreshSubscription(ctx context.Context, in *RefreshSubscriptionRequest, opts ...grpc.CallOption) (*RefreshSubscriptionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RefreshSubscriptionResponse)
+	err := c.cc.Invoke(ctx, AdminService_RefreshSubscription_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -175,6 +227,14 @@ type AdminServiceServer interface {
 	GetCacheStats(context.Context, *GetCacheStatsRequest) (*GetCacheStatsResponse, error)
 	// InvalidateTag makes a namespace's edges forget a tag mapping.
 	InvalidateTag(context.Context, *InvalidateTagRequest) (*InvalidateTagResponse, error)
+	// ListProxyNodes lists the Clash nodes with their health.
+	ListProxyNodes(context.Context, *ListProxyNodesRequest) (*ListProxyNodesResponse, error)
+	// SelectProxyNode pins a node (mode becomes pinned).
+	SelectProxyNode(context.Context, *SelectProxyNodeRequest) (*SelectProxyNodeResponse, error)
+	// SetProxyMode switches between auto, pinned and direct.
+	SetProxyMode(context.Context, *SetProxyModeRequest) (*SetProxyModeResponse, error)
+	// RefreshSubscription fetches the subscription now and re-probes.
+	RefreshSubscription(context.Context, *RefreshSubscriptionRequest) (*RefreshSubscriptionResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -208,6 +268,18 @@ func (UnimplementedAdminServiceServer) GetCacheStats(context.Context, *GetCacheS
 }
 func (UnimplementedAdminServiceServer) InvalidateTag(context.Context, *InvalidateTagRequest) (*InvalidateTagResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method InvalidateTag not implemented")
+}
+func (UnimplementedAdminServiceServer) ListProxyNodes(context.Context, *ListProxyNodesRequest) (*ListProxyNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListProxyNodes not implemented")
+}
+func (UnimplementedAdminServiceServer) SelectProxyNode(context.Context, *SelectProxyNodeRequest) (*SelectProxyNodeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SelectProxyNode not implemented")
+}
+func (UnimplementedAdminServiceServer) SetProxyMode(context.Context, *SetProxyModeRequest) (*SetProxyModeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetProxyMode not implemented")
+}
+func (UnimplementedAdminServiceServer) RefreshSubscription(context.Context, *RefreshSubscriptionRequest) (*RefreshSubscriptionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RefreshSubscription not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -374,6 +446,78 @@ func _AdminService_InvalidateTag_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListProxyNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListProxyNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListProxyNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListProxyNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListProxyNodes(ctx, req.(*ListProxyNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SelectProxyNode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SelectProxyNodeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SelectProxyNode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SelectProxyNode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SelectProxyNode(ctx, req.(*SelectProxyNodeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_SetProxyMode_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetProxyModeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetProxyMode(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetProxyMode_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetProxyMode(ctx, req.(*SetProxyModeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RefreshSubscription_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RefreshSubscriptionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RefreshSubscription(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RefreshSubscription_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RefreshSubscription(ctx, req.(*RefreshSubscriptionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -412,6 +556,22 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InvalidateTag",
 			Handler:    _AdminService_InvalidateTag_Handler,
+		},
+		{
+			MethodName: "ListProxyNodes",
+			Handler:    _AdminService_ListProxyNodes_Handler,
+		},
+		{
+			MethodName: "SelectProxyNode",
+			Handler:    _AdminService_SelectProxyNode_Handler,
+		},
+		{
+			MethodName: "SetProxyMode",
+			Handler:    _AdminService_SetProxyMode_Handler,
+		},
+		{
+			MethodName: "RefreshSubscription",
+			Handler:    _AdminService_RefreshSubscription_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

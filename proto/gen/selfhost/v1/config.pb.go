@@ -26,6 +26,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ProxyMode is how nodes are chosen.
+type ProxyMode int32
+
+const (
+	// PROXY_MODE_UNSPECIFIED is treated as direct.
+	ProxyMode_PROXY_MODE_UNSPECIFIED ProxyMode = 0
+	// PROXY_MODE_AUTO selects the lowest-latency live node, with a tolerance
+	// so the selection does not flap.
+	ProxyMode_PROXY_MODE_AUTO ProxyMode = 1
+	// PROXY_MODE_PINNED uses the node an operator selected.
+	ProxyMode_PROXY_MODE_PINNED ProxyMode = 2
+	// PROXY_MODE_DIRECT dials upstreams without a proxy.
+	ProxyMode_PROXY_MODE_DIRECT ProxyMode = 3
+)
+
+// Enum value maps for ProxyMode.
+var (
+	ProxyMode_name = map[int32]string{
+		0: "PROXY_MODE_UNSPECIFIED",
+		1: "PROXY_MODE_AUTO",
+		2: "PROXY_MODE_PINNED",
+		3: "PROXY_MODE_DIRECT",
+	}
+	ProxyMode_value = map[string]int32{
+		"PROXY_MODE_UNSPECIFIED": 0,
+		"PROXY_MODE_AUTO":        1,
+		"PROXY_MODE_PINNED":      2,
+		"PROXY_MODE_DIRECT":      3,
+	}
+)
+
+func (x ProxyMode) Enum() *ProxyMode {
+	p := new(ProxyMode)
+	*p = x
+	return p
+}
+
+func (x ProxyMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProxyMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_selfhost_v1_config_proto_enumTypes[0].Descriptor()
+}
+
+func (ProxyMode) Type() protoreflect.EnumType {
+	return &file_selfhost_v1_config_proto_enumTypes[0]
+}
+
+func (x ProxyMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProxyMode.Descriptor instead.
+func (ProxyMode) EnumDescriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{0}
+}
+
 // StreamConfigRequest is one message from an edge.
 type StreamConfigRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,6 +92,7 @@ type StreamConfigRequest struct {
 	//	*StreamConfigRequest_Hello
 	//	*StreamConfigRequest_Ack
 	//	*StreamConfigRequest_Stats
+	//	*StreamConfigRequest_ProxyFailure
 	Kind          isStreamConfigRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -103,6 +162,15 @@ func (x *StreamConfigRequest) GetStats() *EdgeStats {
 	return nil
 }
 
+func (x *StreamConfigRequest) GetProxyFailure() *ProxyFailure {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamConfigRequest_ProxyFailure); ok {
+			return x.ProxyFailure
+		}
+	}
+	return nil
+}
+
 type isStreamConfigRequest_Kind interface {
 	isStreamConfigRequest_Kind()
 }
@@ -122,11 +190,83 @@ type StreamConfigRequest_Stats struct {
 	Stats *EdgeStats `protobuf:"bytes,3,opt,name=stats,proto3,oneof"`
 }
 
+type StreamConfigRequest_ProxyFailure struct {
+	// ProxyFailure reports that dialing an upstream through a proxy node
+	// failed, so the control plane can re-probe and re-select.
+	ProxyFailure *ProxyFailure `protobuf:"bytes,4,opt,name=proxy_failure,json=proxyFailure,proto3,oneof"`
+}
+
 func (*StreamConfigRequest_Hello) isStreamConfigRequest_Kind() {}
 
 func (*StreamConfigRequest_Ack) isStreamConfigRequest_Kind() {}
 
 func (*StreamConfigRequest_Stats) isStreamConfigRequest_Kind() {}
+
+func (*StreamConfigRequest_ProxyFailure) isStreamConfigRequest_Kind() {}
+
+// ProxyFailure is one failed dial or handshake through a proxy node.
+type ProxyFailure struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Node is the name of the node that failed.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Prefix of the upstream being reached.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Error text (never containing node secrets).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyFailure) Reset() {
+	*x = ProxyFailure{}
+	mi := &file_selfhost_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyFailure) ProtoMessage() {}
+
+func (x *ProxyFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyFailure.ProtoReflect.Descriptor instead.
+func (*ProxyFailure) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ProxyFailure) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ProxyFailure) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ProxyFailure) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 // Hello introduces an edge.
 type Hello struct {
@@ -149,7 +289,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[1]
+	mi := &file_selfhost_v1_config_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -161,7 +301,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[1]
+	mi := &file_selfhost_v1_config_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -174,7 +314,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Hello) GetNamespace() string {
@@ -229,7 +369,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[2]
+	mi := &file_selfhost_v1_config_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -241,7 +381,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[2]
+	mi := &file_selfhost_v1_config_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -254,7 +394,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Ack) GetVersion() string {
@@ -304,7 +444,7 @@ type EdgeStats struct {
 
 func (x *EdgeStats) Reset() {
 	*x = EdgeStats{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[3]
+	mi := &file_selfhost_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -316,7 +456,7 @@ func (x *EdgeStats) String() string {
 func (*EdgeStats) ProtoMessage() {}
 
 func (x *EdgeStats) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[3]
+	mi := &file_selfhost_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -329,7 +469,7 @@ func (x *EdgeStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeStats.ProtoReflect.Descriptor instead.
 func (*EdgeStats) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *EdgeStats) GetCacheHits() uint64 {
@@ -381,7 +521,7 @@ type StreamConfigResponse struct {
 
 func (x *StreamConfigResponse) Reset() {
 	*x = StreamConfigResponse{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[4]
+	mi := &file_selfhost_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +533,7 @@ func (x *StreamConfigResponse) String() string {
 func (*StreamConfigResponse) ProtoMessage() {}
 
 func (x *StreamConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[4]
+	mi := &file_selfhost_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +546,7 @@ func (x *StreamConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamConfigResponse.ProtoReflect.Descriptor instead.
 func (*StreamConfigResponse) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StreamConfigResponse) GetKind() isStreamConfigResponse_Kind {
@@ -467,14 +607,17 @@ type EdgeConfig struct {
 	// Upstreams are the registries the edge pulls from, by path prefix.
 	Upstreams []*Upstream `protobuf:"bytes,4,rep,name=upstreams,proto3" json:"upstreams,omitempty"`
 	// Policy is the namespace's policy.
-	Policy        *NamespacePolicy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *NamespacePolicy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
+	// Proxy is how the edge reaches its upstreams: through Clash nodes or
+	// directly. Unset means direct.
+	Proxy         *ProxySelection `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EdgeConfig) Reset() {
 	*x = EdgeConfig{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[5]
+	mi := &file_selfhost_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -486,7 +629,7 @@ func (x *EdgeConfig) String() string {
 func (*EdgeConfig) ProtoMessage() {}
 
 func (x *EdgeConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[5]
+	mi := &file_selfhost_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -499,7 +642,7 @@ func (x *EdgeConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeConfig.ProtoReflect.Descriptor instead.
 func (*EdgeConfig) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EdgeConfig) GetVersion() string {
@@ -537,6 +680,136 @@ func (x *EdgeConfig) GetPolicy() *NamespacePolicy {
 	return nil
 }
 
+func (x *EdgeConfig) GetProxy() *ProxySelection {
+	if x != nil {
+		return x.Proxy
+	}
+	return nil
+}
+
+// ProxySelection is the proxy part of an edge's configuration.
+type ProxySelection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Mode the selection was made in.
+	Mode ProxyMode `protobuf:"varint,1,opt,name=mode,proto3,enum=selfhost.v1.ProxyMode" json:"mode,omitempty"`
+	// Nodes in preference order: the selected node first, then the next-best
+	// candidates the edge falls back to when a dial fails. Empty in direct
+	// mode.
+	Nodes         []*ProxyNode `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxySelection) Reset() {
+	*x = ProxySelection{}
+	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxySelection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxySelection) ProtoMessage() {}
+
+func (x *ProxySelection) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxySelection.ProtoReflect.Descriptor instead.
+func (*ProxySelection) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ProxySelection) GetMode() ProxyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return ProxyMode_PROXY_MODE_UNSPECIFIED
+}
+
+func (x *ProxySelection) GetNodes() []*ProxyNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// ProxyNode is one Clash node as the edge needs it to dial.
+type ProxyNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the node, unique in the subscription.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Type of the node ("ss", "vmess", "trojan", "socks5", "http", ...).
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// ClashJson is the node's Clash proxy map encoded as JSON, exactly what
+	// mihomo's adapter.ParseProxy takes. It holds secrets (passwords, UUIDs)
+	// and is never returned by the admin API.
+	ClashJson     string `protobuf:"bytes,3,opt,name=clash_json,json=clashJson,proto3" json:"clash_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProxyNode) Reset() {
+	*x = ProxyNode{}
+	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProxyNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProxyNode) ProtoMessage() {}
+
+func (x *ProxyNode) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProxyNode.ProtoReflect.Descriptor instead.
+func (*ProxyNode) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ProxyNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ProxyNode) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ProxyNode) GetClashJson() string {
+	if x != nil {
+		return x.ClashJson
+	}
+	return ""
+}
+
 // Upstream maps a path prefix onto an upstream registry.
 type Upstream struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -553,14 +826,19 @@ type Upstream struct {
 	Credentials *Credentials `protobuf:"bytes,5,opt,name=credentials,proto3" json:"credentials,omitempty"`
 	// TagTtl is how long a tag is trusted before it is revalidated; unset
 	// means the edge's default.
-	TagTtl        *durationpb.Duration `protobuf:"bytes,6,opt,name=tag_ttl,json=tagTtl,proto3" json:"tag_ttl,omitempty"`
+	TagTtl *durationpb.Duration `protobuf:"bytes,6,opt,name=tag_ttl,json=tagTtl,proto3" json:"tag_ttl,omitempty"`
+	// Proxy overrides the proxy selection for this upstream: "" or "auto"
+	// follows EdgeConfig.proxy, "direct" dials without a proxy, any other
+	// value names a node (for example a private registry reached directly
+	// while Docker Hub goes through the pool).
+	Proxy         string `protobuf:"bytes,7,opt,name=proxy,proto3" json:"proxy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[6]
+	mi := &file_selfhost_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -572,7 +850,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[6]
+	mi := &file_selfhost_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -585,7 +863,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Upstream) GetPrefix() string {
@@ -630,6 +908,13 @@ func (x *Upstream) GetTagTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *Upstream) GetProxy() string {
+	if x != nil {
+		return x.Proxy
+	}
+	return ""
+}
+
 // Credentials are a username and password (or token) for an upstream.
 type Credentials struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -643,7 +928,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	mi := &file_selfhost_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -655,7 +940,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	mi := &file_selfhost_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -668,7 +953,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Credentials) GetUsername() string {
@@ -703,7 +988,7 @@ type NamespacePolicy struct {
 
 func (x *NamespacePolicy) Reset() {
 	*x = NamespacePolicy{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	mi := &file_selfhost_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +1000,7 @@ func (x *NamespacePolicy) String() string {
 func (*NamespacePolicy) ProtoMessage() {}
 
 func (x *NamespacePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	mi := &file_selfhost_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +1013,7 @@ func (x *NamespacePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespacePolicy.ProtoReflect.Descriptor instead.
 func (*NamespacePolicy) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NamespacePolicy) GetAllowedPrefixes() []string {
@@ -767,7 +1052,7 @@ type InvalidateTag struct {
 
 func (x *InvalidateTag) Reset() {
 	*x = InvalidateTag{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[9]
+	mi := &file_selfhost_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +1064,7 @@ func (x *InvalidateTag) String() string {
 func (*InvalidateTag) ProtoMessage() {}
 
 func (x *InvalidateTag) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[9]
+	mi := &file_selfhost_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +1077,7 @@ func (x *InvalidateTag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateTag.ProtoReflect.Descriptor instead.
 func (*InvalidateTag) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InvalidateTag) GetPrefix() string {
@@ -820,12 +1105,17 @@ var File_selfhost_v1_config_proto protoreflect.FileDescriptor
 
 const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\n" +
-	"\x18selfhost/v1/config.proto\x12\vselfhost.v1\x1a\x1egoogle/protobuf/duration.proto\"\x9f\x01\n" +
+	"\x18selfhost/v1/config.proto\x12\vselfhost.v1\x1a\x1egoogle/protobuf/duration.proto\"\xe1\x01\n" +
 	"\x13StreamConfigRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.selfhost.v1.HelloH\x00R\x05hello\x12$\n" +
 	"\x03ack\x18\x02 \x01(\v2\x10.selfhost.v1.AckH\x00R\x03ack\x12.\n" +
-	"\x05stats\x18\x03 \x01(\v2\x16.selfhost.v1.EdgeStatsH\x00R\x05statsB\x06\n" +
-	"\x04kind\"\xa6\x01\n" +
+	"\x05stats\x18\x03 \x01(\v2\x16.selfhost.v1.EdgeStatsH\x00R\x05stats\x12@\n" +
+	"\rproxy_failure\x18\x04 \x01(\v2\x19.selfhost.v1.ProxyFailureH\x00R\fproxyFailureB\x06\n" +
+	"\x04kind\"P\n" +
+	"\fProxyFailure\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"\xa6\x01\n" +
 	"\x05Hello\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12!\n" +
@@ -847,21 +1137,31 @@ const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\x14StreamConfigResponse\x121\n" +
 	"\x06config\x18\x01 \x01(\v2\x17.selfhost.v1.EdgeConfigH\x00R\x06config\x12C\n" +
 	"\x0einvalidate_tag\x18\x02 \x01(\v2\x1a.selfhost.v1.InvalidateTagH\x00R\rinvalidateTagB\x06\n" +
-	"\x04kind\"\xc5\x01\n" +
+	"\x04kind\"\xf8\x01\n" +
 	"\n" +
 	"EdgeConfig\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\tR\x05nonce\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x123\n" +
 	"\tupstreams\x18\x04 \x03(\v2\x15.selfhost.v1.UpstreamR\tupstreams\x124\n" +
-	"\x06policy\x18\x05 \x01(\v2\x1c.selfhost.v1.NamespacePolicyR\x06policy\"\xd4\x01\n" +
+	"\x06policy\x18\x05 \x01(\v2\x1c.selfhost.v1.NamespacePolicyR\x06policy\x121\n" +
+	"\x05proxy\x18\x06 \x01(\v2\x1b.selfhost.v1.ProxySelectionR\x05proxy\"j\n" +
+	"\x0eProxySelection\x12*\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x16.selfhost.v1.ProxyModeR\x04mode\x12,\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x16.selfhost.v1.ProxyNodeR\x05nodes\"R\n" +
+	"\tProxyNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x1d\n" +
+	"\n" +
+	"clash_json\x18\x03 \x01(\tR\tclashJson\"\xea\x01\n" +
 	"\bUpstream\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x10\n" +
 	"\x03url\x18\x03 \x01(\tR\x03url\x12\x14\n" +
 	"\x05hosts\x18\x04 \x03(\tR\x05hosts\x12:\n" +
 	"\vcredentials\x18\x05 \x01(\v2\x18.selfhost.v1.CredentialsR\vcredentials\x122\n" +
-	"\atag_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06tagTtl\"E\n" +
+	"\atag_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06tagTtl\x12\x14\n" +
+	"\x05proxy\x18\a \x01(\tR\x05proxy\"E\n" +
 	"\vCredentials\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x8d\x01\n" +
@@ -875,7 +1175,12 @@ const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\n" +
 	"repository\x18\x02 \x01(\tR\n" +
 	"repository\x12\x10\n" +
-	"\x03tag\x18\x03 \x01(\tR\x03tag2q\n" +
+	"\x03tag\x18\x03 \x01(\tR\x03tag*j\n" +
+	"\tProxyMode\x12\x1a\n" +
+	"\x16PROXY_MODE_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fPROXY_MODE_AUTO\x10\x01\x12\x15\n" +
+	"\x11PROXY_MODE_PINNED\x10\x02\x12\x15\n" +
+	"\x11PROXY_MODE_DIRECT\x10\x032q\n" +
 	"\x16ConfigDiscoveryService\x12W\n" +
 	"\fStreamConfig\x12 .selfhost.v1.StreamConfigRequest\x1a!.selfhost.v1.StreamConfigResponse(\x010\x01BQZOgithub.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1;selfhostv1b\x06proto3"
 
@@ -891,37 +1196,46 @@ func file_selfhost_v1_config_proto_rawDescGZIP() []byte {
 	return file_selfhost_v1_config_proto_rawDescData
 }
 
-var file_selfhost_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_selfhost_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_selfhost_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_selfhost_v1_config_proto_goTypes = []any{
-	(*StreamConfigRequest)(nil),  // 0: selfhost.v1.StreamConfigRequest
-	(*Hello)(nil),                // 1: selfhost.v1.Hello
-	(*Ack)(nil),                  // 2: selfhost.v1.Ack
-	(*EdgeStats)(nil),            // 3: selfhost.v1.EdgeStats
-	(*StreamConfigResponse)(nil), // 4: selfhost.v1.StreamConfigResponse
-	(*EdgeConfig)(nil),           // 5: selfhost.v1.EdgeConfig
-	(*Upstream)(nil),             // 6: selfhost.v1.Upstream
-	(*Credentials)(nil),          // 7: selfhost.v1.Credentials
-	(*NamespacePolicy)(nil),      // 8: selfhost.v1.NamespacePolicy
-	(*InvalidateTag)(nil),        // 9: selfhost.v1.InvalidateTag
-	(*durationpb.Duration)(nil),  // 10: google.protobuf.Duration
+	(ProxyMode)(0),               // 0: selfhost.v1.ProxyMode
+	(*StreamConfigRequest)(nil),  // 1: selfhost.v1.StreamConfigRequest
+	(*ProxyFailure)(nil),         // 2: selfhost.v1.ProxyFailure
+	(*Hello)(nil),                // 3: selfhost.v1.Hello
+	(*Ack)(nil),                  // 4: selfhost.v1.Ack
+	(*EdgeStats)(nil),            // 5: selfhost.v1.EdgeStats
+	(*StreamConfigResponse)(nil), // 6: selfhost.v1.StreamConfigResponse
+	(*EdgeConfig)(nil),           // 7: selfhost.v1.EdgeConfig
+	(*ProxySelection)(nil),       // 8: selfhost.v1.ProxySelection
+	(*ProxyNode)(nil),            // 9: selfhost.v1.ProxyNode
+	(*Upstream)(nil),             // 10: selfhost.v1.Upstream
+	(*Credentials)(nil),          // 11: selfhost.v1.Credentials
+	(*NamespacePolicy)(nil),      // 12: selfhost.v1.NamespacePolicy
+	(*InvalidateTag)(nil),        // 13: selfhost.v1.InvalidateTag
+	(*durationpb.Duration)(nil),  // 14: google.protobuf.Duration
 }
 var file_selfhost_v1_config_proto_depIdxs = []int32{
-	1,  // 0: selfhost.v1.StreamConfigRequest.hello:type_name -> selfhost.v1.Hello
-	2,  // 1: selfhost.v1.StreamConfigRequest.ack:type_name -> selfhost.v1.Ack
-	3,  // 2: selfhost.v1.StreamConfigRequest.stats:type_name -> selfhost.v1.EdgeStats
-	5,  // 3: selfhost.v1.StreamConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
-	9,  // 4: selfhost.v1.StreamConfigResponse.invalidate_tag:type_name -> selfhost.v1.InvalidateTag
-	6,  // 5: selfhost.v1.EdgeConfig.upstreams:type_name -> selfhost.v1.Upstream
-	8,  // 6: selfhost.v1.EdgeConfig.policy:type_name -> selfhost.v1.NamespacePolicy
-	7,  // 7: selfhost.v1.Upstream.credentials:type_name -> selfhost.v1.Credentials
-	10, // 8: selfhost.v1.Upstream.tag_ttl:type_name -> google.protobuf.Duration
-	0,  // 9: selfhost.v1.ConfigDiscoveryService.StreamConfig:input_type -> selfhost.v1.StreamConfigRequest
-	4,  // 10: selfhost.v1.ConfigDiscoveryService.StreamConfig:output_type -> selfhost.v1.StreamConfigResponse
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 0: selfhost.v1.StreamConfigRequest.hello:type_name -> selfhost.v1.Hello
+	4,  // 1: selfhost.v1.StreamConfigRequest.ack:type_name -> selfhost.v1.Ack
+	5,  // 2: selfhost.v1.StreamConfigRequest.stats:type_name -> selfhost.v1.EdgeStats
+	2,  // 3: selfhost.v1.StreamConfigRequest.proxy_failure:type_name -> selfhost.v1.ProxyFailure
+	7,  // 4: selfhost.v1.StreamConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
+	13, // 5: selfhost.v1.StreamConfigResponse.invalidate_tag:type_name -> selfhost.v1.InvalidateTag
+	10, // 6: selfhost.v1.EdgeConfig.upstreams:type_name -> selfhost.v1.Upstream
+	12, // 7: selfhost.v1.EdgeConfig.policy:type_name -> selfhost.v1.NamespacePolicy
+	8,  // 8: selfhost.v1.EdgeConfig.proxy:type_name -> selfhost.v1.ProxySelection
+	0,  // 9: selfhost.v1.ProxySelection.mode:type_name -> selfhost.v1.ProxyMode
+	9,  // 10: selfhost.v1.ProxySelection.nodes:type_name -> selfhost.v1.ProxyNode
+	11, // 11: selfhost.v1.Upstream.credentials:type_name -> selfhost.v1.Credentials
+	14, // 12: selfhost.v1.Upstream.tag_ttl:type_name -> google.protobuf.Duration
+	1,  // 13: selfhost.v1.ConfigDiscoveryService.StreamConfig:input_type -> selfhost.v1.StreamConfigRequest
+	6,  // 14: selfhost.v1.ConfigDiscoveryService.StreamConfig:output_type -> selfhost.v1.StreamConfigResponse
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_selfhost_v1_config_proto_init() }
@@ -933,8 +1247,9 @@ func file_selfhost_v1_config_proto_init() {
 		(*StreamConfigRequest_Hello)(nil),
 		(*StreamConfigRequest_Ack)(nil),
 		(*StreamConfigRequest_Stats)(nil),
+		(*StreamConfigRequest_ProxyFailure)(nil),
 	}
-	file_selfhost_v1_config_proto_msgTypes[4].OneofWrappers = []any{
+	file_selfhost_v1_config_proto_msgTypes[5].OneofWrappers = []any{
 		(*StreamConfigResponse_Config)(nil),
 		(*StreamConfigResponse_InvalidateTag)(nil),
 	}
@@ -943,13 +1258,14 @@ func file_selfhost_v1_config_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_selfhost_v1_config_proto_rawDesc), len(file_selfhost_v1_config_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   10,
+			NumEnums:      1,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_selfhost_v1_config_proto_goTypes,
 		DependencyIndexes: file_selfhost_v1_config_proto_depIdxs,
+		EnumInfos:         file_selfhost_v1_config_proto_enumTypes,
 		MessageInfos:      file_selfhost_v1_config_proto_msgTypes,
 	}.Build()
 	File_selfhost_v1_config_proto = out.File

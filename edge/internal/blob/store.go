@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
@@ -82,6 +83,11 @@ type Store interface {
 // (typically deferred), which releases whatever the write held.
 type Writer interface {
 	io.Writer
+	// Verify checks what was written so far against the Expect given to
+	// Create, without committing: a fill can release verified bytes to its
+	// clients before the (slower) Commit makes them durable. It returns an
+	// error wrapping ErrVerify on a mismatch.
+	Verify() error
 	// Commit verifies what was written against the Expect given to Create
 	// and makes it visible; on a mismatch it discards the data and returns
 	// an error wrapping ErrVerify. A failed Commit discards the data too.
@@ -89,4 +95,14 @@ type Writer interface {
 	Commit(ctx context.Context) error
 	// Abort discards the data. It is safe to call after Commit (no-op).
 	Abort(ctx context.Context) error
+}
+
+// Spooler is implemented by Writers whose bytes can be read back before
+// Commit, such as the filesystem store's temporary file. A blob fill then
+// serves its concurrent readers from that file instead of writing a second
+// copy of every cold blob.
+type Spooler interface {
+	// OpenSpool returns a new read-only handle on the file being written. It
+	// stays readable after Commit or Abort; the caller closes it.
+	OpenSpool() (*os.File, error)
 }

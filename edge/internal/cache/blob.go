@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"sync"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
@@ -143,47 +142,25 @@ func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
 	}
 	defer ub.Body.Close()
 
-	spool, err := os.CreateTemp(c.spoolDir, "fill-*")
+	t, err := c.newTransfer(ctx, rt, ub.Size)
 	if err != nil {
-		return fmt.Errorf("create spool: %w", err)
+		return err
 	}
-	// Unlinked at once: the open descriptor keeps it readable, and nothing
-	// is left behind if the process dies.
-	_ = os.Remove(spool.Name())
-	f.start(ub.Size, spool)
-
-	key := blob.BlobKey(rt.Digest)
-	var w blob.Writer
-	if c.storeUsable() {
-		w, err = c.store.Create(ctx, key, blob.Expect{Digest: rt.Digest, Size: ub.Size, ContentType: "application/octet-stream"})
-		if err != nil {
-			c.storageFault("create", err)
-			w = nil
-		}
-	}
-	abort := func() {
-		if w != nil {
-			_ = w.Abort(context.WithoutCancel(ctx))
-		}
-	}
-	verifier := blob.NewVerifier(blob.Expect{Digest: rt.Digest, Size: ub.Size})
+	f.start(ub.Size, t.spool, t.ownSpool)
 	bufp := fillBufs.Get().(*[]byte)
 	defer fillBufs.Put(bufp)
 	buf := *bufp
+	var read int64
 	for {
 		n, rerr := ub.Body.Read(buf)
 		if n > 0 {
-			chunk := buf[:n]
-			_, _ = verifier.Write(chunk)
-			if w != nil {
-				if _, werr := w.Write(chunk); werr != nil {
-					c.storageFault("write", werr)
-					abort()
-					w = nil
-				}
+			read += int64(n)
+			if err := t.write(buf[:n]); err != nil {
+				t.abort()
+				return err
 			}
-			if err := f.append(chunk); err != nil {
-				abort()
+			if err := f.append(buf[:n]); err != nil {
+				t.abort()
 				return err
 			}
 		}
@@ -191,26 +168,19 @@ func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
 			break
 		}
 		if rerr != nil {
-			abort()
-			return fmt.Errorf("read upstream body after %d bytes: %w", verifier.Written(), rerr)
+			t.abort()
+			return fmt.Errorf("read upstream body after %d bytes: %w", read, rerr)
 		}
 	}
-	if err := verifier.Check(); err != nil {
-		abort()
+	if err := t.verify(); err != nil {
+		t.abort()
 		c.m.UpstreamErrors.WithLabelValues(rt.Prefix, "digest_mismatch").Inc()
 		return fmt.Errorf("verify %s: %w", rt.Digest, err)
 	}
 	// Release the held-back last byte now: the content is verified, and the
 	// clients need not wait for the store's fsync and rename.
 	f.finish(nil)
-	if w != nil {
-		if err := w.Commit(ctx); err != nil {
-			// The clients got verified bytes; only the caching failed.
-			c.storageFault("commit", err)
-		} else {
-			c.storageOK()
-		}
-	}
+	t.commit()
 	return nil
 }
 

@@ -22,32 +22,38 @@ type fill struct {
 	key   string
 	ready chan struct{} // closed once size (or err) is known
 
-	mu      sync.Mutex
-	size    int64 // -1 when the upstream sent no length
-	written int64
-	done    bool
-	err     error
-	notify  chan struct{} // closed and replaced on every change
-	spool   *os.File
-	refs    int
+	mu       sync.Mutex
+	size     int64 // -1 when the upstream sent no length
+	written  int64
+	done     bool
+	err      error
+	notify   chan struct{} // closed and replaced on every change
+	spool    *os.File
+	ownSpool bool
+	refs     int
 }
 
 func newFill(key string) *fill {
 	return &fill{key: key, ready: make(chan struct{}), notify: make(chan struct{}), size: -1, refs: 1}
 }
 
-// start records the blob size and the spool; readers may begin.
-func (f *fill) start(size int64, spool *os.File) {
+// start records the blob size and the spool; readers may begin. With
+// ownSpool the fill writes the spool itself; otherwise the spool is a
+// read handle on a file the store's writer fills.
+func (f *fill) start(size int64, spool *os.File, ownSpool bool) {
 	f.mu.Lock()
-	f.size, f.spool = size, spool
+	f.size, f.spool, f.ownSpool = size, spool, ownSpool
 	f.mu.Unlock()
 	close(f.ready)
 }
 
-// append writes p to the spool and wakes readers.
+// append records that p was written (writing it to the spool when the
+// spool is the fill's own) and wakes readers.
 func (f *fill) append(p []byte) error {
-	if _, err := f.spool.WriteAt(p, f.written); err != nil {
-		return fmt.Errorf("write spool: %w", err)
+	if f.ownSpool {
+		if _, err := f.spool.WriteAt(p, f.written); err != nil {
+			return fmt.Errorf("write spool: %w", err)
+		}
 	}
 	f.mu.Lock()
 	f.written += int64(len(p))

@@ -229,3 +229,6 @@ func (w *memWriter) Abort(context.Context) error {
 	}
 	return nil
 }
+
+// Verify implements blob.Writer.
+func (w *memWriter) Verify() error { return w.v.Check() }

@@ -106,3 +106,16 @@ func (w *writer) Abort(context.Context) error {
 	}
 	return nil
 }
+
+// Verify implements blob.Writer.
+func (w *writer) Verify() error { return w.v.Check() }
+
+// OpenSpool implements blob.Spooler: a second descriptor on the temporary
+// file, which survives the rename at Commit and the unlink at Abort.
+func (w *writer) OpenSpool() (*os.File, error) {
+	f, err := os.Open(w.f.Name())
+	if err != nil {
+		return nil, fmt.Errorf("fs spool %s: %w", w.key, err)
+	}
+	return f, nil
+}

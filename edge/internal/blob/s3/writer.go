@@ -256,3 +256,6 @@ func (w *writer) discard(ctx context.Context) error {
 	}
 	return nil
 }
+
+// Verify implements blob.Writer.
+func (w *writer) Verify() error { return w.v.Check() }

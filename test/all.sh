@@ -37,11 +37,13 @@ log() { printf '\n=== %s\n' "$*"; }
 declare -A PKG_OF=(
 	[docker-registry]=docker-registry [skopeo]=skopeo [containerd]=containerd
 	[ctr]=containerd [runc]=runc [nginx]=nginx-light [wrk]=wrk [ip]=iproute2
-	[curl]=curl
+	[curl]=curl [ss-server]=shadowsocks-libev [microsocks]=microsocks [tinyproxy]=tinyproxy
+	[trojan]=trojan [v2ray]=v2ray
 )
-PACKAGES=(docker-registry skopeo containerd runc nginx-light wrk iproute2 curl ca-certificates)
+PACKAGES=(docker-registry skopeo containerd runc nginx-light wrk iproute2 curl ca-certificates
+	shadowsocks-libev microsocks tinyproxy trojan v2ray)
 # Services those packages may start on installation.
-SERVICES=(nginx docker-registry containerd)
+SERVICES=(nginx docker-registry containerd shadowsocks-libev tinyproxy trojan v2ray)
 
 missing=()
 for bin in "${!PKG_OF[@]}"; do
@@ -115,10 +117,12 @@ for t in "$VERSITYGW" "$CRANE" "$CRICTL" "$GRPCURL" "$ROOT/bin/tools/buf"; do
 done
 
 # Built once here instead of once per test binary (see test/harness).
-log "building the edge and the test token proxy into bin/test"
+log "building the edge, the control plane and the test token proxy into bin/test"
 go build -o bin/test/edge ./edge/cmd/edge
+go build -o bin/test/controlplane ./controlplane/cmd/controlplane
 go build -o bin/test/tokenproxy ./edge/internal/upstream/upstreamtest/tokenproxy
 export HARNESS_EDGE_BIN="$ROOT/bin/test/edge" HARNESS_TOKENPROXY_BIN="$ROOT/bin/test/tokenproxy"
+export HARNESS_CONTROLPLANE_BIN="$ROOT/bin/test/controlplane"
 
 # ------------------------------------------------------------------- checks
 declare -a SUMMARY=()

@@ -7,8 +7,10 @@ package configspec
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
@@ -82,6 +84,8 @@ func ValidateUpstream(field string, u *selfhostv1.Upstream) error {
 		return fmt.Errorf("%w: %s.url %q: scheme must be http or https", ErrInvalid, field, redact(pu))
 	case pu.Host == "":
 		return fmt.Errorf("%w: %s.url %q: needs a host", ErrInvalid, field, redact(pu))
+	case !validHost(pu.Host):
+		return fmt.Errorf("%w: %s.url: host %q is not a host name or IP address with an optional port", ErrInvalid, field, pu.Host)
 	case pu.User != nil:
 		return fmt.Errorf("%w: %s.url: must not carry credentials (use credentials)", ErrInvalid, field)
 	case pu.Path != "" && pu.Path != "/", pu.RawQuery != "", pu.Fragment != "":
@@ -163,3 +167,29 @@ func redact(u *url.URL) string {
 	c := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}
 	return c.String()
 }
+
+// validHost accepts what every edge's registry client accepts as a URI
+// authority: a DNS name or IP literal (IPv6 in brackets) and an optional
+// numeric port. Anything else (percent escapes, spaces, empty labels) would
+// pass url.Parse here and be NACKed by every edge.
+func validHost(hostport string) bool {
+	host, port := hostport, ""
+	if h, p, err := net.SplitHostPort(hostport); err == nil {
+		host, port = h, p
+	} else if strings.HasPrefix(hostport, "[") {
+		return false
+	}
+	if port != "" {
+		n, err := strconv.Atoi(port)
+		if err != nil || n < 1 || n > 65535 {
+			return false
+		}
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if net.ParseIP(host) != nil {
+		return true
+	}
+	return hostRE.MatchString(host)
+}
+
+var hostRE = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?)*$`)

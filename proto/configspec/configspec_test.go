@@ -40,6 +40,9 @@ func TestValidateEdgeConfig(t *testing.T) {
 		{"no host", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "https://" }, "upstreams[1].url"},
 		{"path", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "https://ghcr.io/v2" }, "upstreams[1].url"},
 		{"creds in url", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "https://u:secret@ghcr.io" }, "upstreams[1].url"},
+		{"percent in host", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "http://a%25b.example" }, "upstreams[1].url"},
+		{"bad port", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "http://a.example:99999" }, "upstreams[1].url"},
+		{"ipv6 ok", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "http://[::1]:5000" }, ""},
 		{"token in query", func(c *selfhostv1.EdgeConfig) { c.Upstreams[1].Url = "https://ghcr.io/?token=secret" }, "upstreams[1].url"},
 		{"half credentials", func(c *selfhostv1.EdgeConfig) {
 			c.Upstreams[1].Credentials = &selfhostv1.Credentials{Username: "u"}

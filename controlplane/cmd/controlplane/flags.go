@@ -79,7 +79,7 @@ Flags:
 	}
 
 	fs.BoolVar(&f.standalone, "standalone", envBool("standalone"), "run without Kubernetes: configuration, tokens and state come from --config (required for now; in-cluster mode comes with the Kubernetes work)")
-	fs.StringVar(&f.config, "config", env("config", ""), "standalone YAML configuration: adminTokens, upstreams, namespaces (`FILE`; see controlplane/README.md)")
+	fs.StringVar(&f.config, "config", env("config", ""), "standalone YAML configuration: adminTokens, upstreams, namespaces, clash (`FILE`; see docs/control-protocol.md and docs/clash.md)")
 	fs.StringVar(&f.grpcListen, "grpc-listen", env("grpc-listen", ":9090"), "address of the gRPC server: edge streams and admin API (`ADDR`)")
 	fs.StringVar(&f.stateDir, "state-dir", env("state-dir", ""), "directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
 	fs.DurationVar(&f.debounce, "debounce", envDuration("debounce", 50*time.Millisecond), "quiet period after a change before it is pushed to edges; 0 pushes at once")

@@ -1,10 +1,11 @@
 // Package admin implements selfhost.v1.AdminService (DESIGN §3.7), the
 // operator's API for grpcurl. It reads the committed configuration and the
 // connected edges through small interfaces, changes upstreams through the
-// store (validated, persisted and pushed there), and is the only place
-// where their errors become gRPC status codes. Responses never carry
-// secrets: upstream credentials and pull tokens are removed, and only
-// "has_credentials"/"has_pull_token" say they exist.
+// store (validated, persisted and pushed there) and the Clash mode and
+// node through the clash manager, and is the only place where their errors
+// become gRPC status codes. Responses never carry secrets: upstream
+// credentials, pull tokens and proxy nodes' Clash maps are removed, and
+// only "has_credentials"/"has_pull_token" say the first two exist.
 package admin
 
 import (
@@ -33,14 +34,26 @@ type Edges interface {
 // Service implements selfhostv1.AdminServiceServer.
 type Service struct {
 	selfhostv1.UnimplementedAdminServiceServer
-	config Config
-	edges  Edges
-	log    *slog.Logger
+	config  Config
+	edges   Edges
+	proxies Proxies // nil: Clash is disabled
+	log     *slog.Logger
 }
 
+// Option configures a Service.
+type Option func(*Service)
+
+// WithProxies serves the proxy-node calls from p; without it they answer
+// FailedPrecondition (Clash is not enabled).
+func WithProxies(p Proxies) Option { return func(s *Service) { s.proxies = p } }
+
 // New returns the admin service.
-func New(config Config, edges Edges, log *slog.Logger) *Service {
-	return &Service{config: config, edges: edges, log: log}
+func New(config Config, edges Edges, log *slog.Logger, opts ...Option) *Service {
+	s := &Service{config: config, edges: edges, log: log}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // ListEdges implements selfhostv1.AdminServiceServer.

@@ -28,8 +28,9 @@ func upstreamInfo(u *selfhostv1.Upstream) *selfhostv1.UpstreamInfo {
 	}
 }
 
-// withoutSecrets deep-copies an EdgeConfig without credentials and the
-// pull token. The copy matters: the original is shared with every edge.
+// withoutSecrets deep-copies an EdgeConfig without credentials, the pull
+// token and the proxy nodes' Clash maps (passwords, UUIDs). The copy
+// matters: the original is shared with every edge.
 func withoutSecrets(c *selfhostv1.EdgeConfig) *selfhostv1.EdgeConfig {
 	out := proto.CloneOf(c)
 	for _, u := range out.GetUpstreams() {
@@ -37,6 +38,9 @@ func withoutSecrets(c *selfhostv1.EdgeConfig) *selfhostv1.EdgeConfig {
 	}
 	if out.GetPolicy() != nil {
 		out.Policy.PullToken = ""
+	}
+	for _, n := range out.GetProxy().GetNodes() {
+		n.ClashJson = ""
 	}
 	return out
 }

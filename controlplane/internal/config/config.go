@@ -74,6 +74,13 @@ type State struct {
 	Upstreams []*selfhostv1.Upstream
 	// Namespaces by name.
 	Namespaces map[string]*Namespace
+	// Clash is the Clash subscription's configuration and the operator's
+	// runtime choice of mode and node.
+	Clash Clash
+	// Proxy is the node pool and the current selection, computed at runtime
+	// by package clash; nil until the subscription was first fetched (and
+	// always when Clash is disabled). It is never persisted.
+	Proxy *ProxyPool
 }
 
 // Namespace is one namespace's policy and edge.
@@ -99,6 +106,8 @@ func (s *State) Clone() *State {
 		AdminTokens: slices.Clone(s.AdminTokens),
 		Upstreams:   CloneUpstreams(s.Upstreams),
 		Namespaces:  make(map[string]*Namespace, len(s.Namespaces)),
+		Clash:       s.Clash,
+		Proxy:       s.Proxy, // immutable, shared
 	}
 	for name, ns := range s.Namespaces {
 		c := *ns

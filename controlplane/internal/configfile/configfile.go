@@ -53,6 +53,9 @@ func (s *Source) StatePath() string { return s.statePath }
 type stateFile struct {
 	Format    int            `json:"format"`
 	Upstreams []upstreamSpec `json:"upstreams"`
+	// Clash holds the mode and node chosen through the admin API; absent
+	// until one was.
+	Clash *clashState `json:"clash,omitempty"`
 }
 
 // Load implements config.Source.
@@ -69,7 +72,7 @@ func (s *Source) Load(ctx context.Context) (*config.State, error) {
 		return nil, fmt.Errorf("config %s: %w", s.configPath, err)
 	}
 	upstreamsFrom := s.configPath
-	saved, err := s.readState()
+	saved, savedClash, err := s.readState()
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		s.log.Info("no runtime state yet; upstreams from the config file", "config", s.configPath, "state", s.statePath, "upstreams", len(st.Upstreams))
@@ -81,37 +84,52 @@ func (s *Source) Load(ctx context.Context) (*config.State, error) {
 		st.Upstreams = saved
 		upstreamsFrom = s.statePath
 		s.log.Info("upstreams from the runtime state file replace the config file's", "state", s.statePath, "upstreams", len(st.Upstreams))
+		if savedClash != nil {
+			if err := applyClashState(&st.Clash, savedClash); err != nil {
+				return nil, fmt.Errorf("state %s: %w", s.statePath, err)
+			}
+			s.log.Info("clash mode from the runtime state file replaces the config file's", "state", s.statePath, "mode", savedClash.Mode, "pinned", savedClash.Pinned)
+		}
 	}
 	if err := checkAllowedPrefixes(st, upstreamsFrom); err != nil {
+		return nil, fmt.Errorf("config %s: %w", s.configPath, err)
+	}
+	if err := checkUpstreamProxies(st, upstreamsFrom); err != nil {
 		return nil, fmt.Errorf("config %s: %w", s.configPath, err)
 	}
 	return st, nil
 }
 
-func (s *Source) readState() ([]*selfhostv1.Upstream, error) {
+func (s *Source) readState() ([]*selfhostv1.Upstream, *clashState, error) {
 	data, err := os.ReadFile(s.statePath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var sf stateFile
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&sf); err != nil {
-		return nil, config.Invalidf("%s", decodeError(err))
+		return nil, nil, config.Invalidf("%s", decodeError(err))
 	}
 	if sf.Format != stateFormat {
-		return nil, config.Invalidf("format: %d is not supported (want %d)", sf.Format, stateFormat)
+		return nil, nil, config.Invalidf("format: %d is not supported (want %d)", sf.Format, stateFormat)
 	}
-	return upstreamsFromSpecs("upstreams", sf.Upstreams)
+	ups, err := upstreamsFromSpecs("upstreams", sf.Upstreams)
+	return ups, sf.Clash, err
 }
 
-// Save implements config.Source. Only the upstreams are runtime state; the
-// tokens and namespaces stay in the operator's YAML file.
+// Save implements config.Source. Only the upstreams and the Clash mode and
+// node are runtime state; the tokens, namespaces and the rest of the
+// clash: section stay in the operator's YAML file.
 func (s *Source) Save(ctx context.Context, st *config.State) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	data, err := json.MarshalIndent(stateFile{Format: stateFormat, Upstreams: specsFromUpstreams(st.Upstreams)}, "", "  ")
+	sf := stateFile{Format: stateFormat, Upstreams: specsFromUpstreams(st.Upstreams)}
+	if st.Clash.ModeFromRuntime {
+		sf.Clash = &clashState{Mode: config.ProxyModeName(st.Clash.Mode), Pinned: st.Clash.Pinned}
+	}
+	data, err := json.MarshalIndent(sf, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}

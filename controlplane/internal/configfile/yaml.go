@@ -28,6 +28,7 @@ type fileConfig struct {
 	AdminTokenFile string                   `json:"adminTokenFile"`
 	Upstreams      *[]upstreamSpec          `json:"upstreams"` // nil: the defaults
 	Namespaces     map[string]namespaceSpec `json:"namespaces"`
+	Clash          *clashSpec               `json:"clash"`
 }
 
 type namespaceSpec struct {
@@ -48,6 +49,7 @@ type upstreamSpec struct {
 	Hosts       []string         `json:"hosts,omitempty"`
 	Credentials *credentialsSpec `json:"credentials,omitempty"`
 	TagTTL      string           `json:"tagTTL,omitempty"`
+	Proxy       string           `json:"proxy,omitempty"`
 }
 
 type credentialsSpec struct {
@@ -96,6 +98,8 @@ func parse(data []byte, dir string) (*config.State, error) {
 	if len(fc.AdminTokens) == 0 && fc.AdminTokenFile == "" {
 		bad("adminTokens: at least one admin token is required (adminTokens or adminTokenFile)")
 	}
+
+	st.Clash = parseClash(fc.Clash, dir, bad)
 
 	if fc.Upstreams == nil {
 		st.Upstreams = configspec.DefaultUpstreams()
@@ -175,7 +179,10 @@ func checkAllowedPrefixes(st *config.State, upstreamsFrom string) error {
 func upstreamsFromSpecs(field string, specs []upstreamSpec) ([]*selfhostv1.Upstream, error) {
 	ups := make([]*selfhostv1.Upstream, 0, len(specs))
 	for i, s := range specs {
-		u := &selfhostv1.Upstream{Prefix: s.Prefix, Url: s.URL, Aliases: s.Aliases, Hosts: s.Hosts}
+		u := &selfhostv1.Upstream{Prefix: s.Prefix, Url: s.URL, Aliases: s.Aliases, Hosts: s.Hosts, Proxy: s.Proxy}
+		if err := config.CheckUpstreamProxy(fmt.Sprintf("%s[%d].proxy", field, i), s.Proxy); err != nil {
+			return nil, err
+		}
 		if c := s.Credentials; c != nil {
 			u.Credentials = &selfhostv1.Credentials{Username: c.Username, Password: c.Password}
 		}
@@ -199,7 +206,7 @@ func upstreamsFromSpecs(field string, specs []upstreamSpec) ([]*selfhostv1.Upstr
 func specsFromUpstreams(ups []*selfhostv1.Upstream) []upstreamSpec {
 	out := make([]upstreamSpec, 0, len(ups))
 	for _, u := range ups {
-		s := upstreamSpec{Prefix: u.GetPrefix(), URL: u.GetUrl(), Aliases: u.GetAliases(), Hosts: u.GetHosts()}
+		s := upstreamSpec{Prefix: u.GetPrefix(), URL: u.GetUrl(), Aliases: u.GetAliases(), Hosts: u.GetHosts(), Proxy: u.GetProxy()}
 		if c := u.GetCredentials(); c != nil {
 			s.Credentials = &credentialsSpec{Username: c.GetUsername(), Password: c.GetPassword()}
 		}

@@ -43,7 +43,19 @@ type Option func(*options)
 type options struct {
 	debounce, maxDebounce, helloTimeout time.Duration
 	maxInvalidations                    int
+	proxyFailures                       ProxyFailures
 }
+
+// ProxyFailures takes edges' reports that dialing through a proxy node
+// failed (clash.Manager). It must not block: it runs on the edge's
+// stream.
+type ProxyFailures interface {
+	ReportProxyFailure(namespace, pod string, f *selfhostv1.ProxyFailure)
+}
+
+// WithProxyFailures sets where edges' proxy failure reports go; without
+// it they are logged and dropped.
+func WithProxyFailures(h ProxyFailures) Option { return func(o *options) { o.proxyFailures = h } }
 
 // WithDebounce sets the quiet period after a change before it is pushed;
 // every further change restarts it, up to WithMaxDebounce. Zero pushes

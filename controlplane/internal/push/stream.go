@@ -219,10 +219,16 @@ func (s *Server) handle(c *conn, req *request) error {
 		}
 	case *selfhostv1.StreamConfigRequest_Stats:
 		c.recordStats(k.Stats)
+	case *selfhostv1.StreamConfigRequest_ProxyFailure:
+		if s.opts.proxyFailures == nil {
+			s.log.Debug("proxy failure report while Clash is disabled; ignored", "namespace", c.ns, "pod", c.pod, "node", clip(k.ProxyFailure.GetNode()))
+			return nil
+		}
+		s.opts.proxyFailures.ReportProxyFailure(c.ns, c.pod, k.ProxyFailure)
 	case *selfhostv1.StreamConfigRequest_Hello:
 		return status.Error(codes.InvalidArgument, "hello may only be sent once per stream")
 	default:
-		return status.Error(codes.InvalidArgument, "empty request: set hello, ack or stats")
+		return status.Error(codes.InvalidArgument, "empty request: set hello, ack, stats or proxy_failure")
 	}
 	return nil
 }

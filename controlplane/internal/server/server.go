@@ -27,6 +27,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/admin"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/push"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
@@ -72,6 +73,10 @@ type Options struct {
 	ShutdownGrace time.Duration
 	// GRPCOptions are added to the gRPC server's, e.g. grpc.Creds for TLS.
 	GRPCOptions []grpc.ServerOption
+	// Clash, when set, adjusts the Clash manager's options before it is
+	// built (tests swap the prober or shorten intervals). It is only
+	// called when the configuration enables Clash.
+	Clash func(*clash.Options)
 }
 
 // Server is a control plane. Serve it once.
@@ -81,6 +86,7 @@ type Server struct {
 	health *health.Server
 	store  *store.Store
 	push   *push.Server
+	clash  *clash.Manager // nil when Clash is disabled
 	grace  time.Duration
 }
 
@@ -108,7 +114,16 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	mgr, err := newClash(st, cfg, opts, log)
+	if err != nil {
+		return nil, err
+	}
 	pushOpts := []push.Option{push.WithDebounce(opts.Debounce)}
+	var adminOpts []admin.Option
+	if mgr != nil {
+		pushOpts = append(pushOpts, push.WithProxyFailures(mgr))
+		adminOpts = append(adminOpts, admin.WithProxies(mgr))
+	}
 	if opts.MaxDebounce > 0 {
 		pushOpts = append(pushOpts, push.WithMaxDebounce(opts.MaxDebounce))
 	}
@@ -137,7 +152,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		grpc.ChainStreamInterceptor(auth.StreamInterceptor(authn, policy)),
 	}, opts.GRPCOptions...)...)
 	selfhostv1.RegisterConfigDiscoveryServiceServer(gs, ps)
-	selfhostv1.RegisterAdminServiceServer(gs, admin.New(cfg, ps, log.With("component", "admin")))
+	selfhostv1.RegisterAdminServiceServer(gs, admin.New(cfg, ps, log.With("component", "admin"), adminOpts...))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -148,7 +163,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	log.Info("control plane configured", "config_version", cfg.Current().Version,
 		"namespaces", cfg.Current().NamespaceNames(), "upstreams", len(cfg.Current().Upstreams))
-	return &Server{log: log, grpc: gs, health: hs, store: cfg, push: ps, grace: grace}, nil
+	return &Server{log: log, grpc: gs, health: hs, store: cfg, push: ps, clash: mgr, grace: grace}, nil
 }
 
 // Serve serves gRPC on lis and pushes configuration changes until ctx
@@ -159,6 +174,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.push.Run(ctx) })
+	if s.clash != nil {
+		g.Go(func() error { return s.clash.Run(ctx) })
+	}
 	g.Go(func() error {
 		if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("serve gRPC on %s: %w", lis.Addr(), err)
@@ -193,6 +211,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 // benchmarks that change it without the admin API.
 func (s *Server) Store() *store.Store { return s.store }
 
+// Clash is the Clash manager, nil when Clash is disabled.
+func (s *Server) Clash() *clash.Manager { return s.clash }
+
 // PushStats are the push server's counters.
 func (s *Server) PushStats() push.Stats { return s.push.Stats() }
 
@@ -212,4 +233,31 @@ func staticTokens(st *config.State) (*auth.StaticTokens, error) {
 		return nil, fmt.Errorf("tokens: %w", err)
 	}
 	return a, nil
+}
+
+// newClash builds the Clash manager from the configuration, or returns
+// nil when Clash is disabled.
+func newClash(st *config.State, cfg *store.Store, opts Options, log *slog.Logger) (*clash.Manager, error) {
+	c := st.Clash
+	if !c.Enabled {
+		return nil, nil
+	}
+	src, err := clash.NewHTTPSource(c.SubscriptionURL.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("clash.subscriptionUrl: %w", err)
+	}
+	co := clash.Options{
+		Source:          src,
+		Store:           cfg,
+		Selector:        clash.ToleranceSelector{Tolerance: clash.Tolerance{Percent: c.TolerancePercent, Min: c.ToleranceMin}},
+		Logger:          log.With("component", "clash"),
+		RefreshInterval: c.RefreshInterval,
+		ProbeInterval:   c.ProbeInterval,
+		ProbeTimeout:    c.ProbeTimeout,
+		ProbeURL:        c.ProbeURL,
+	}
+	if opts.Clash != nil {
+		opts.Clash(&co)
+	}
+	return clash.NewManager(co)
 }

@@ -30,7 +30,10 @@ type Set struct {
 	// Version changes whenever anything in the Set changes.
 	Version string
 	// Upstreams sorted by prefix, credentials included.
-	Upstreams  []*selfhostv1.Upstream
+	Upstreams []*selfhostv1.Upstream
+	// Proxy summarises the proxy selection every namespace receives; nil
+	// when Clash is disabled.
+	Proxy      *ProxySummary
 	namespaces map[string]*Namespace
 }
 
@@ -78,10 +81,18 @@ func (Builder) Build(st *config.State) (*Set, error) {
 	if err := checkHosts(ups); err != nil {
 		return nil, err
 	}
-	set := &Set{Upstreams: ups, namespaces: make(map[string]*Namespace, len(st.Namespaces))}
+	proxy, edgeUps, summary := proxySelection(st, ups)
+	set := &Set{Upstreams: ups, Proxy: summary, namespaces: make(map[string]*Namespace, len(st.Namespaces))}
 	global := sha256.New()
 	for _, u := range ups {
 		b, err := marshal(u)
+		if err != nil {
+			return nil, err
+		}
+		global.Write(b)
+	}
+	if proxy != nil {
+		b, err := marshal(proxy)
 		if err != nil {
 			return nil, err
 		}
@@ -92,8 +103,9 @@ func (Builder) Build(st *config.State) (*Set, error) {
 		c := &selfhostv1.EdgeConfig{
 			Namespace: name,
 			// Shared, read-only: every namespace's config points at the same
-			// upstream messages, so a Set costs one copy of the upstreams.
-			Upstreams: ups,
+			// upstream and proxy messages, so a Set costs one copy of them.
+			Upstreams: edgeUps,
+			Proxy:     proxy,
 			Policy: &selfhostv1.NamespacePolicy{
 				AllowedPrefixes:    slices.Clone(ns.AllowedPrefixes),
 				PullToken:          ns.PullToken.Reveal(),

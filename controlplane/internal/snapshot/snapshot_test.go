@@ -116,7 +116,7 @@ func TestVersionIgnoresNonce(t *testing.T) {
 // later: compare every populated field through reflection.
 func TestWithNonceCopiesEveryField(t *testing.T) {
 	t.Parallel()
-	a, _ := mustBuild(t, baseState()).Namespace("team-a")
+	a, _ := mustBuild(t, clashState()).Namespace("team-a")
 	src := proto.CloneOf(a.Config)
 	src.Nonce = "old"
 	got := WithNonce(src, "new")

@@ -86,16 +86,42 @@ func (s *Store) Update(ctx context.Context, op string, mutate func(st *config.St
 	if err := mutate(next); err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
+	return s.commit(ctx, op, next, true)
+}
+
+// UpdateRuntime applies a change to runtime-only state (State.Proxy: the
+// Clash node pool and selection), which is never persisted. mutate
+// returns false when it changed nothing, and nothing is built. A change
+// that leaves every snapshot as it was is adopted (the next change starts
+// from it) but not announced, so edges only hear of changes they see.
+func (s *Store) UpdateRuntime(ctx context.Context, op string, mutate func(st *config.State) bool) (*snapshot.Set, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := s.state.Clone()
+	if !mutate(next) {
+		return s.current.Load(), nil
+	}
+	return s.commit(ctx, op, next, false)
+}
+
+// commit builds next and makes it current; with persist it is saved
+// first. Called with s.mu held.
+func (s *Store) commit(ctx context.Context, op string, next *config.State, persist bool) (*snapshot.Set, error) {
 	set, err := s.builder.Build(next)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	prev := s.current.Load()
 	if set.Version == prev.Version {
+		if !persist {
+			s.state = next
+		}
 		return prev, nil
 	}
-	if err := s.source.Save(ctx, next); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+	if persist {
+		if err := s.source.Save(ctx, next); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
 	}
 	s.state = next
 	s.current.Store(set)

@@ -22,9 +22,15 @@ func (s *Store) PutUpstream(ctx context.Context, u *selfhostv1.Upstream) (*snaps
 	if err := configspec.ValidateUpstream("upstream", u); err != nil {
 		return nil, fmt.Errorf("put upstream: %w", err)
 	}
+	if err := config.CheckUpstreamProxy("upstream.proxy", u.GetProxy()); err != nil {
+		return nil, fmt.Errorf("put upstream: %w: %w", configspec.ErrInvalid, err)
+	}
 	u = proto.CloneOf(u)
 	return s.Update(ctx, "put upstream "+u.GetPrefix(), func(st *config.State) error {
 		if err := checkConflicts(u, st.Upstreams); err != nil {
+			return err
+		}
+		if err := checkProxyNode(u.GetProxy(), st); err != nil {
 			return err
 		}
 		i := slices.IndexFunc(st.Upstreams, func(o *selfhostv1.Upstream) bool { return o.GetPrefix() == u.GetPrefix() })
@@ -98,6 +104,24 @@ func checkConflicts(u *selfhostv1.Upstream, others []*selfhostv1.Upstream) error
 		if other, ok := hosts[strings.ToLower(h)]; ok {
 			return fmt.Errorf("%w: upstream.hosts[%d]: %q already selects upstream %q", configspec.ErrInvalid, i, h, other)
 		}
+	}
+	return nil
+}
+
+// checkProxyNode refuses an upstream.proxy that names a node the current
+// pool does not hold: an override must name a node the edges can dial.
+func checkProxyNode(name string, st *config.State) error {
+	if !config.NamesNode(name) {
+		return nil
+	}
+	switch {
+	case !st.Clash.Enabled:
+		return fmt.Errorf("%w: upstream.proxy: names node %q, but Clash is not enabled (use \"auto\" or \"direct\")", configspec.ErrInvalid, name)
+	case st.Proxy == nil:
+		return fmt.Errorf("%w: upstream.proxy: no node %q: the subscription has not been fetched yet", configspec.ErrInvalid, name)
+	}
+	if _, ok := st.Proxy.Nodes[name]; !ok {
+		return fmt.Errorf("%w: upstream.proxy: no node %q in the subscription (ListProxyNodes shows the names)", configspec.ErrInvalid, name)
 	}
 	return nil
 }

@@ -10,6 +10,11 @@
 //
 //	edge --storage ./data --namespace team-a \
 //	  --control-plane 127.0.0.1:9090 --control-plane-token-file ./token
+//
+// Behind a filtered link, a standalone edge reaches its upstreams through
+// Clash nodes (DESIGN §3.8), tried in order with failover:
+//
+//	EDGE_PROXY='ss://…#hk-1' edge --storage ./data --proxy @./more-nodes.yaml
 package main
 
 import (
@@ -26,10 +31,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/server"
 )
 
 func main() {
+	// mihomo's process-wide set-up, before any proxy node is parsed.
+	proxydial.Setup()
 	cfg, level, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -71,7 +79,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // defaults (EDGE_UPSTREAM takes a comma-separated list).
 func parseFlags(args []string) (server.Config, slog.Level, error) {
 	var cfg server.Config
-	var ups listFlag
+	var ups, proxies listFlag
 	var level slog.Level
 	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -110,6 +118,12 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		return cfg, level, fmt.Errorf("EDGE_STATS_INTERVAL: %w", err)
 	}
 	fs.DurationVar(&cfg.StatsInterval, "stats-interval", statsEvery, "how often cache counters are reported to the control plane")
+	fs.Var(&proxies, "proxy", "dial every upstream through a Clash node (`NODE`; repeatable, tried in order with failover): a share link (ss://, vmess://, trojan://, vless://, socks5://user:pass@host:port, http://…), a Clash node as YAML/JSON, a YAML list or Clash file with proxies:, or @FILE holding any of these (keeps passwords out of the process list). Used until a control plane sends its own selection. EDGE_PROXY holds one such value (several links separated by newlines)")
+	firstByte, err := time.ParseDuration(env("proxy-first-byte-timeout", proxydial.DefaultFirstByteTimeout.String()))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_PROXY_FIRST_BYTE_TIMEOUT: %w", err)
+	}
+	fs.DurationVar(&cfg.ProxyFirstByteTimeout, "proxy-first-byte-timeout", firstByte, "a connection through a proxy node that gets no byte back this long after its first write moves to the next node (a silent proxy: wrong password, unreachable upstream); must exceed the upstream's time to answer")
 	logLevel := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, level, err
@@ -123,6 +137,21 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		}
 	}
 	cfg.Upstreams = ups
+	proxySource := ""
+	if len(proxies) == 0 {
+		if v := env("proxy", ""); strings.TrimSpace(v) != "" {
+			proxies, proxySource = listFlag{v}, "EDGE_PROXY: "
+		}
+	}
+	cfg.Proxy = proxies
+	// Parsed here too, so a bad node is a usage error at start-up. The
+	// message names the flag and the entry, never the value.
+	if _, err := cfg.ProxyNodes(); err != nil {
+		return cfg, level, fmt.Errorf("%s%w", proxySource, err)
+	}
+	if cfg.ProxyFirstByteTimeout <= 0 {
+		return cfg, level, fmt.Errorf("--proxy-first-byte-timeout must be positive")
+	}
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return cfg, level, fmt.Errorf("--log-level: %w", err)
 	}

@@ -66,6 +66,10 @@ type Client struct {
 	inv       TagInvalidator
 	o         options
 
+	// failures queues ProxyFailure reports for the stream (see
+	// ReportProxyFailure).
+	failures chan *selfhostv1.ProxyFailure
+
 	// applyMu serialises Restore and snapshot handling, so a restore can
 	// never race a live snapshot.
 	applyMu sync.Mutex
@@ -90,7 +94,8 @@ func New(target, namespace string, applier Applier, stats StatsSource, inv TagIn
 	for _, opt := range opts {
 		opt(&o)
 	}
-	c := &Client{target: target, namespace: namespace, applier: applier, stats: stats, inv: inv, o: o}
+	c := &Client{target: target, namespace: namespace, applier: applier, stats: stats, inv: inv, o: o,
+		failures: make(chan *selfhostv1.ProxyFailure, failureQueue)}
 	// A target that cannot parse is a configuration error: fail at start-up
 	// rather than in the background. NewClient does not connect.
 	conn, err := c.dial()

@@ -58,6 +58,11 @@ func (c *Client) session(ctx context.Context, api selfhostv1.ConfigDiscoveryServ
 			c.reportStats(ctx, s)
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.sendFailures(ctx, s)
+	}()
 
 	for {
 		resp, err := st.Recv()

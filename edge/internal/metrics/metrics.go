@@ -32,6 +32,8 @@ type Metrics struct {
 	StorageErrors    *prometheus.CounterVec // op
 	Requests         *prometheus.CounterVec // method, kind, code
 	RequestDuration  *prometheus.HistogramVec
+	ProxyDials       *prometheus.CounterVec // node, result
+	ProxyFailovers   prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry, with Go runtime and
@@ -73,10 +75,17 @@ func New() *Metrics {
 			Name: "edge_http_request_duration_seconds", Help: "Time to the end of the response, by endpoint kind.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 10),
 		}, []string{"kind"}),
+		ProxyDials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_proxy_dials_total",
+			Help: "Upstream connections dialled through a Clash node, by node and result: ok (the proxy accepted), error (dial or proxy handshake failed), no_response (accepted, but closed or silent before the first byte).",
+		}, []string{"node", "result"}),
+		ProxyFailovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edge_proxy_failovers_total", Help: "Times an upstream connection moved from a failed Clash node to the next one.",
+		}),
 	}
 	m.Registry.MustRegister(m.Hits, m.Misses, m.BytesServed, m.UpstreamRequests, m.UpstreamErrors,
 		m.FillsInFlight, m.StaleServes, m.StorageDegraded, m.StorageErrors, m.Requests, m.RequestDuration,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.ProxyDials, m.ProxyFailovers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -24,11 +24,12 @@ type fillLimiter interface {
 // builds a whole upstreamSnapshot, swaps it in with one pointer store, then
 // sets the fill limit.
 type configApplier struct {
-	set   *upstreamSet
-	fills fillLimiter
-	log   *slog.Logger
-	opts  []upstream.Option
-	mu    sync.Mutex // one Apply at a time: each builds on the previous snapshot
+	set     *upstreamSet
+	fills   fillLimiter
+	proxies *proxies
+	log     *slog.Logger
+	opts    []upstream.Option
+	mu      sync.Mutex // one Apply at a time: each builds on the previous snapshot
 }
 
 var _ control.Applier = (*configApplier)(nil)
@@ -38,7 +39,7 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := a.set.cur.Load()
-	next, err := configSnapshot(cfg, old, a.log, a.opts...)
+	next, err := configSnapshot(cfg, old, a.proxies, a.log, a.opts...)
 	if err != nil {
 		return err
 	}
@@ -50,8 +51,12 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 
 // configSnapshot builds the snapshot of an EdgeConfig. The snapshot is the
 // whole truth (state of the world): the flag defaults do not survive it.
-func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	snap := &upstreamSnapshot{version: cfg.GetVersion(), tagTTL: map[string]time.Duration{}}
+	pool, err := parseSelection(cfg.GetProxy(), log)
+	if err != nil {
+		return nil, err
+	}
 	var routes []route.Upstream
 	var specs []upstreamSpec
 	for i, u := range cfg.GetUpstreams() {
@@ -63,8 +68,12 @@ func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, log *slo
 		}
 		pu.Path = ""
 		r := route.Upstream{Prefix: u.GetPrefix(), Aliases: u.GetAliases(), URL: pu, Hosts: u.GetHosts()}
+		nodes, err := pool.nodesFor(field, u.GetProxy())
+		if err != nil {
+			return nil, err
+		}
 		routes = append(routes, r)
-		specs = append(specs, upstreamSpec{field: field, route: r,
+		specs = append(specs, upstreamSpec{field: field, route: r, nodes: nodes,
 			creds: Credentials{Username: u.GetCredentials().GetUsername(), Password: u.GetCredentials().GetPassword()}})
 		if d := u.GetTagTtl(); d != nil {
 			snap.tagTTL[u.GetPrefix()] = d.AsDuration()
@@ -81,7 +90,7 @@ func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, log *slo
 		}
 	}
 	snap.policy = registry.NewPolicy(cfg.GetPolicy().GetAllowedPrefixes(), cfg.GetPolicy().GetPullToken())
-	if err := buildClients(snap, specs, prev, log, opts...); err != nil {
+	if err := buildClients(snap, specs, prev, px, log, opts...); err != nil {
 		return nil, err
 	}
 	return snap, nil

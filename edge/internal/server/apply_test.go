@@ -29,6 +29,7 @@ type edgeParts struct {
 	mem     *blobtest.Memory
 	applier *configApplier
 	handler http.Handler
+	metrics *metrics.Metrics
 }
 
 // newParts wires the pieces Run wires, over a memory store, starting on
@@ -40,17 +41,18 @@ func newParts(t *testing.T) *edgeParts {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := flagSnapshot(table, nil, log)
+	m := metrics.New()
+	px := newProxies(m, log, 0)
+	snap, err := flagSnapshot(table, nil, nil, px, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &edgeParts{set: &upstreamSet{}, mem: blobtest.NewMemory()}
+	p := &edgeParts{set: &upstreamSet{}, mem: blobtest.NewMemory(), metrics: m}
 	p.set.cur.Store(snap)
-	m := metrics.New()
 	if p.cache, err = cache.New(p.mem, p.set, "team-a", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log)); err != nil {
 		t.Fatal(err)
 	}
-	p.applier = &configApplier{set: p.set, fills: p.cache, log: log}
+	p.applier = &configApplier{set: p.set, fills: p.cache, proxies: px, log: log}
 	p.handler = registry.New(p.set, p.cache, m, log)
 	return p
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/fs"
 	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
 )
 
@@ -51,6 +52,17 @@ type Config struct {
 	AdvertiseAddress string
 	// StatsInterval is how often counters are reported to the control plane.
 	StatsInterval time.Duration
+
+	// Proxy are Clash nodes (each value as proxydial.ParseNodes takes it:
+	// a YAML/JSON node, a share link, a list, or @FILE) that every
+	// upstream is dialled through, in order with failover. They apply
+	// while the edge runs on its flags: a control-plane snapshot replaces
+	// them with its own proxy selection. Empty: direct.
+	Proxy []string
+	// ProxyFirstByteTimeout bounds the wait for the first byte of a new
+	// connection through a node (see proxydial.WithFirstByteTimeout);
+	// zero means proxydial.DefaultFirstByteTimeout.
+	ProxyFirstByteTimeout time.Duration
 }
 
 // Credentials are an upstream's username and password.
@@ -115,6 +127,27 @@ func (cfg Config) LoadCredentials() (map[string]Credentials, error) {
 		}
 	}
 	return creds, nil
+}
+
+// ProxyNodes parses --proxy. The error names the flag and the entry but
+// never echoes a value: node specs hold passwords.
+func (cfg Config) ProxyNodes() ([]*proxydial.Node, error) {
+	var nodes []*proxydial.Node
+	seen := map[string]bool{}
+	for i, v := range cfg.Proxy {
+		ns, err := proxydial.ParseNodes(v)
+		if err != nil {
+			return nil, fmt.Errorf("--proxy (value %d): %w", i+1, err)
+		}
+		for _, n := range ns {
+			if seen[n.Name()] {
+				return nil, fmt.Errorf("--proxy (value %d): a node named %q is given twice", i+1, n.Name())
+			}
+			seen[n.Name()] = true
+			nodes = append(nodes, n)
+		}
+	}
+	return nodes, nil
 }
 
 // OpenStore opens the configured storage.

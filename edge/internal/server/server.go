@@ -36,13 +36,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	snap, err := flagSnapshot(table, creds, log)
+	nodes, err := cfg.ProxyNodes()
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
+	px := newProxies(m, log, cfg.ProxyFirstByteTimeout)
+	snap, err := flagSnapshot(table, creds, nodes, px, log)
 	if err != nil {
 		return err
 	}
 	ups := &upstreamSet{}
 	ups.cur.Store(snap)
-	m := metrics.New()
 	c, err := cache.New(store, ups, cfg.Namespace, m,
 		cache.WithTagTTL(cfg.TagTTL), cache.WithSpoolDir(cfg.spoolDir(kind)), cache.WithLogger(log))
 	if err != nil {
@@ -57,7 +62,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	// is applied before the first request is answered.
 	var cp *control.Client
 	if cfg.ControlPlane != "" {
-		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, log); err != nil {
+		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, log); err != nil {
 			_ = ln.Close()
 			return err
 		}
@@ -73,7 +78,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	log.Info("edge serving", "addr", ln.Addr().String(), "storage", kind, "namespace", cfg.Namespace,
 		"upstreams", len(ups.cur.Load().table.Upstreams()), "tag_ttl", cfg.TagTTL.String(),
-		"control_plane", cfg.ControlPlane, "config_version", ups.cur.Load().version)
+		"control_plane", cfg.ControlPlane, "config_version", ups.cur.Load().version, "proxy_nodes", nodeNames(nodes))
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -100,7 +105,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 
 // newControlClient wires the control-plane client to the edge and applies
 // the persisted configuration, if any.
-func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, log *slog.Logger) (*control.Client, error) {
+func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, log *slog.Logger) (*control.Client, error) {
 	pod := cfg.PodName
 	if pod == "" {
 		pod, _ = os.Hostname()
@@ -112,7 +117,7 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	if cfg.ControlPlaneTokenFile == "" {
 		log.Warn("no --control-plane-token-file: the control plane will see an unauthenticated edge")
 	}
-	applier := &configApplier{set: ups, fills: c, log: log}
+	applier := &configApplier{set: ups, fills: c, proxies: px, log: log}
 	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c},
 		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
 		control.WithEdgeVersion(cfg.Version), control.WithStateDir(cfg.stateDir(kind)),
@@ -120,6 +125,7 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	if err != nil {
 		return nil, err
 	}
+	px.obs.setReporter(cp)
 	if _, err := cp.Restore(); err != nil {
 		// The edge still serves, on its flags, until the control plane
 		// sends a snapshot.

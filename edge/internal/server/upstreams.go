@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
@@ -58,9 +59,12 @@ func (s *upstreamSet) TagTTL(prefix string) (time.Duration, bool) { return s.cur
 
 // clientKey is everything an upstream client is built from: a client whose
 // key is unchanged is carried over to the next snapshot, keeping its
-// connections and cached registry tokens across configuration pushes.
+// connections and cached registry tokens across configuration pushes. A
+// new proxy node list for the upstream is a new client (and new
+// connections, through the new nodes).
 type clientKey struct {
 	prefix, url, username, password string
+	proxy                           string // proxyKey of the node list; "" direct
 }
 
 // upstreamSpec is one upstream to build a client for.
@@ -68,25 +72,33 @@ type upstreamSpec struct {
 	field string // for errors: "upstreams[2]" or "--upstream dockerhub"
 	route route.Upstream
 	creds Credentials
+	nodes []*proxydial.Node // proxy nodes in order; nil dials directly
 }
 
 // buildClients makes one upstream client per canonical prefix, reusing the
 // clients of prev whose configuration is unchanged.
-func buildClients(snap *upstreamSnapshot, specs []upstreamSpec, prev *upstreamSnapshot, log *slog.Logger, opts ...upstream.Option) error {
+func buildClients(snap *upstreamSnapshot, specs []upstreamSpec, prev *upstreamSnapshot, px *proxies, log *slog.Logger, opts ...upstream.Option) error {
 	snap.fetchers = map[string]upstream.Fetcher{}
 	snap.clients = map[clientKey]*upstream.Client{}
 	for _, sp := range specs {
-		key := clientKey{sp.route.Prefix, sp.route.URL.String(), sp.creds.Username, sp.creds.Password}
+		key := clientKey{sp.route.Prefix, sp.route.URL.String(), sp.creds.Username, sp.creds.Password, proxyKey(sp.nodes)}
 		client := (*upstream.Client)(nil)
 		if prev != nil {
 			client = prev.clients[key]
 		}
 		if client == nil {
-			var err error
-			client, err = upstream.New(upstream.Registry{Prefix: sp.route.Prefix, URL: sp.route.URL, Username: sp.creds.Username, Password: sp.creds.Password},
-				append([]upstream.Option{upstream.WithLogger(log.With("upstream", sp.route.Prefix))}, opts...)...)
+			dial, err := px.dialOption(sp.route.Prefix, sp.nodes)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sp.field, err)
+			}
+			copts := append([]upstream.Option{upstream.WithLogger(log.With("upstream", sp.route.Prefix))}, opts...)
+			client, err = upstream.New(upstream.Registry{Prefix: sp.route.Prefix, URL: sp.route.URL, Username: sp.creds.Username, Password: sp.creds.Password},
+				append(copts, dial...)...)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sp.field, err)
+			}
+			if len(sp.nodes) > 0 {
+				log.Info("upstream dials through proxy nodes", "upstream", sp.route.Prefix, "nodes", nodeNames(sp.nodes))
 			}
 		}
 		snap.fetchers[sp.route.Prefix] = client
@@ -110,8 +122,9 @@ func retire(old, next *upstreamSnapshot) {
 }
 
 // flagSnapshot builds the snapshot of the flag defaults: table plus the
-// credentials file.
-func flagSnapshot(t *route.Table, creds map[string]Credentials, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+// credentials file, every upstream dialling through nodes (--proxy; nil:
+// directly).
+func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*proxydial.Node, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	for p := range creds {
 		if _, ok := t.Lookup(p); !ok {
 			return nil, fmt.Errorf("credentials for unknown upstream prefix %q", p)
@@ -120,10 +133,19 @@ func flagSnapshot(t *route.Table, creds map[string]Credentials, log *slog.Logger
 	snap := &upstreamSnapshot{table: t}
 	var specs []upstreamSpec
 	for _, u := range t.Upstreams() {
-		specs = append(specs, upstreamSpec{field: "upstream " + u.Prefix, route: u, creds: creds[u.Prefix]})
+		specs = append(specs, upstreamSpec{field: "upstream " + u.Prefix, route: u, creds: creds[u.Prefix], nodes: nodes})
 	}
-	if err := buildClients(snap, specs, nil, log, opts...); err != nil {
+	if err := buildClients(snap, specs, nil, px, log, opts...); err != nil {
 		return nil, err
 	}
 	return snap, nil
+}
+
+// nodeNames lists the names of nodes, for logs.
+func nodeNames(nodes []*proxydial.Node) []string {
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name()
+	}
+	return names
 }

@@ -36,11 +36,12 @@ type Hello struct {
 type Server struct {
 	selfhostv1.UnimplementedConfigDiscoveryServiceServer
 
-	// Hellos, Acks and Stats receive what edges send (buffered; tests read
-	// them with Next).
-	Hellos chan Hello
-	Acks   chan *selfhostv1.Ack
-	Stats  chan *selfhostv1.EdgeStats
+	// Hellos, Acks, Stats and ProxyFailures receive what edges send
+	// (buffered; tests read them with Next).
+	Hellos        chan Hello
+	Acks          chan *selfhostv1.Ack
+	Stats         chan *selfhostv1.EdgeStats
+	ProxyFailures chan *selfhostv1.ProxyFailure
 
 	// Streams counts every stream opened, accepted or not.
 	Streams atomic.Int64
@@ -71,7 +72,8 @@ func Start(t testing.TB, lis net.Listener) *Server {
 	t.Helper()
 	s := &Server{
 		Hellos: make(chan Hello, 256), Acks: make(chan *selfhostv1.Ack, 256), Stats: make(chan *selfhostv1.EdgeStats, 1024),
-		grpc: grpc.NewServer(), lis: lis, streams: map[*conn]bool{},
+		ProxyFailures: make(chan *selfhostv1.ProxyFailure, 1024),
+		grpc:          grpc.NewServer(), lis: lis, streams: map[*conn]bool{},
 	}
 	selfhostv1.RegisterConfigDiscoveryServiceServer(s.grpc, s)
 	go func() { _ = s.grpc.Serve(lis) }()
@@ -235,6 +237,11 @@ func (s *Server) StreamConfig(st grpc.BidiStreamingServer[selfhostv1.StreamConfi
 				select {
 				case s.Stats <- k.Stats:
 				default: // tests that ignore stats must not block the stream
+				}
+			case *selfhostv1.StreamConfigRequest_ProxyFailure:
+				select {
+				case s.ProxyFailures <- k.ProxyFailure:
+				default:
 				}
 			}
 		}

@@ -1,0 +1,13 @@
+package server
+
+import (
+	"os"
+	"testing"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
+)
+
+func TestMain(m *testing.M) {
+	proxydial.Setup()
+	os.Exit(m.Run())
+}

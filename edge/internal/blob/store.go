@@ -106,3 +106,12 @@ type Spooler interface {
 	// stays readable after Commit or Abort; the caller closes it.
 	OpenSpool() (*os.File, error)
 }
+
+// FilePutter is implemented by stores that store a complete local file more
+// cheaply than through a streaming Writer (S3: parallel multipart parts read
+// straight from the file, no part buffers in memory). The caller has
+// verified src against want (digest and size) before calling: the fill
+// hashes every byte once while it streams.
+type FilePutter interface {
+	PutFile(ctx context.Context, key string, src io.ReaderAt, want Expect) error
+}

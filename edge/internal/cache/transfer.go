@@ -21,8 +21,9 @@ type transfer struct {
 	c        *Cache
 	ctx      context.Context
 	want     blob.Expect
-	w        blob.Writer    // nil when storage is bypassed
-	own      *blob.Verifier // set when w is nil
+	w        blob.Writer     // nil when storage is bypassed
+	putter   blob.FilePutter // set instead of w: the store takes the verified spool at commit
+	own      *blob.Verifier  // set when w is nil
 	spool    *os.File
 	ownSpool bool // spool is ours to write (not the store's file)
 	written  int64
@@ -30,7 +31,13 @@ type transfer struct {
 
 func (c *Cache) newTransfer(ctx context.Context, rt route.Route, size int64) (*transfer, error) {
 	t := &transfer{c: c, ctx: ctx, want: blob.Expect{Digest: rt.Digest, Size: size, ContentType: "application/octet-stream"}}
-	if c.storeUsable() {
+	// A store that can take a finished file (S3) gets the verified spool
+	// after the clients are served: they never wait for the upload, and a
+	// fill holds no part buffers.
+	putter, _ := c.store.(blob.FilePutter)
+	if c.storeUsable() && putter != nil {
+		t.putter = putter
+	} else if c.storeUsable() {
 		w, err := c.store.Create(ctx, blob.BlobKey(rt.Digest), t.want)
 		if err != nil {
 			c.storageFault("create", err)
@@ -110,6 +117,16 @@ func (t *transfer) verify() error {
 // commit makes the verified blob visible; failing to do so costs only the
 // caching, the clients already have verified bytes.
 func (t *transfer) commit() {
+	if t.putter != nil {
+		want := t.want
+		want.Size = t.written
+		if err := t.putter.PutFile(t.ctx, blob.BlobKey(want.Digest), t.spool, want); err != nil {
+			t.c.storageFault("put file", err)
+			return
+		}
+		t.c.storageOK()
+		return
+	}
 	if t.w == nil {
 		return
 	}

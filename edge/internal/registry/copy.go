@@ -10,7 +10,7 @@ import (
 // bytes to the socket themselves (S3 bodies, fills being followed): large
 // enough that the per-syscall cost disappears at loopback speed, where
 // net/http's own 32 KiB copy halves the throughput.
-const copyBufSize = 1 << 20
+const copyBufSize = 256 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 

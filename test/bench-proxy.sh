@@ -25,28 +25,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 export PATH="$ROOT/bin/tools:$PATH:/usr/sbin"
 
-missing=()
-for pair in docker-registry:docker-registry curl:curl ss-server:shadowsocks-libev microsocks:microsocks \
-	tinyproxy:tinyproxy trojan:trojan v2ray:v2ray; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if ((${#missing[@]} > 0)); then
-	SUDO=()
-	[[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-	echo "bench-proxy.sh: installing ${missing[*]}"
-	# policy-rc.d 101 keeps the packages' services from starting.
-	policy_added=0
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-		"${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
-		policy_added=1
-	fi
-	status=0
-	{ "${SUDO[@]}" apt-get update && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y --no-install-recommends "${missing[@]}"; } || status=$?
-	((policy_added)) && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
-	((status == 0)) || { echo "bench-proxy.sh: apt-get failed (exit $status)" >&2; exit "$status"; }
-fi
+# shellcheck source=test/apt-install.sh
+source "$ROOT/test/apt-install.sh"
+apt_install_missing bench-proxy.sh docker-registry:docker-registry curl:curl ss-server:shadowsocks-libev microsocks:microsocks \
+	tinyproxy:tinyproxy trojan:trojan v2ray:v2ray
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/proxy-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -27,26 +27,9 @@ export PATH="$ROOT/bin/tools:$PATH:/usr/sbin"
 
 # Debian packages: only when a binary is missing, with their services kept
 # from starting (the benchmark starts its own servers on its own ports).
-missing=()
-for pair in docker-registry:docker-registry nginx:nginx-light wrk:wrk; do
-	command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-done
-if ((${#missing[@]} > 0)); then
-	SUDO=()
-	[[ $(id -u) -eq 0 ]] || SUDO=(sudo)
-	echo "bench.sh: installing ${missing[*]}"
-	policy_added=0
-	if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-		printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-		"${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d
-		policy_added=1
-	fi
-	status=0
-	{ "${SUDO[@]}" apt-get update && "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y --no-install-recommends "${missing[@]}"; } || status=$?
-	((policy_added)) && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
-	((status == 0)) || { echo "bench.sh: apt-get failed (exit $status)" >&2; exit "$status"; }
-fi
+# shellcheck source=test/apt-install.sh
+source "$ROOT/test/apt-install.sh"
+apt_install_missing bench.sh docker-registry:docker-registry nginx:nginx-light wrk:wrk
 
 # versitygw (the S3 server) from the pinned tools module.
 if [[ -z ${VERSITYGW:-} ]] && ! command -v versitygw >/dev/null 2>&1; then

@@ -18,14 +18,17 @@
 # which CI keeps between runs — a cold run compiles for ~5 minutes on 2 cores
 # (versitygw and crictl are most of it), a warm one for seconds.
 #
-# Environment: FUZZTIME (default 10s) per fuzz target; TEST_TIMEOUT (default
+# Environment: FUZZTIME (default 20000x: a count of inputs, not a duration,
+# because a -fuzztime deadline that expires while the fuzzer is busy on a
+# loaded machine fails the run with "context deadline exceeded") per fuzz
+# target; TEST_TIMEOUT (default
 # 30m per test binary, so that a hung package fails well inside CI's 90 min);
 # GOTEST_FLAGS adds flags to `go test` (e.g. GOTEST_FLAGS='-run=TestPull -v').
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
-FUZZTIME=${FUZZTIME:-10s}
+FUZZTIME=${FUZZTIME:-20000x}
 TEST_TIMEOUT=${TEST_TIMEOUT:-30m}
 START=$(date +%s)
 

@@ -155,7 +155,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt route.Rou
 	}
 	defer rc.Close()
 	w.WriteHeader(status)
-	written, err := copyBody(w, rc)
+	written, err := copyBody(w, rc, b.Source == metrics.SourceCache)
 	h.m.BytesServed.WithLabelValues(b.Source).Add(float64(written))
 	if err != nil || (n >= 0 && written != n) {
 		if r.Context().Err() == nil {

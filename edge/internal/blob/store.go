@@ -23,6 +23,8 @@ var (
 	ErrVerify = errors.New("content verification failed")
 	// ErrInvalidKey means a key is not one the layout produces.
 	ErrInvalidKey = errors.New("invalid storage key")
+	// ErrWriterClosed means a Writer was used after Commit or Abort.
+	ErrWriterClosed = errors.New("writer already committed or aborted")
 )
 
 // Info describes a stored object.
@@ -115,3 +117,14 @@ type Spooler interface {
 type FilePutter interface {
 	PutFile(ctx context.Context, key string, src io.ReaderAt, want Expect) error
 }
+
+// WriterState is the lifecycle every Writer implementation follows:
+// open until Commit or Abort, then committed or closed for good.
+type WriterState int
+
+// Writer lifecycle states.
+const (
+	WriterOpen WriterState = iota
+	WriterCommitted
+	WriterClosed // aborted, or a failed Commit
+)

@@ -276,7 +276,7 @@ func TestUpstreamNotFound(t *testing.T) {
 
 func waitStored(t *testing.T, s blob.Store, key string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // liveness, not speed: generous for loaded machines
 	for time.Now().Before(deadline) {
 		if _, err := s.Stat(context.Background(), key); err == nil {
 			return
@@ -288,7 +288,7 @@ func waitStored(t *testing.T, s blob.Store, key string) {
 
 func waitFillsDone(t *testing.T, c *Cache) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // liveness, not speed: generous for loaded machines
 	for time.Now().Before(deadline) {
 		c.fills.mu.Lock()
 		n := len(c.fills.m)

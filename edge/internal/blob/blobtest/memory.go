@@ -178,22 +178,12 @@ type memWriter struct {
 	want  blob.Expect
 	v     *blob.Verifier
 	buf   bytes.Buffer
-	state writerState
+	state blob.WriterState
 }
 
-type writerState int
-
-const (
-	stateOpen writerState = iota
-	stateCommitted
-	stateClosed // aborted or failed
-)
-
-var errClosed = errors.New("writer already committed or aborted")
-
 func (w *memWriter) Write(p []byte) (int, error) {
-	if w.state != stateOpen {
-		return 0, fmt.Errorf("memory write %s: %w", w.key, errClosed)
+	if w.state != blob.WriterOpen {
+		return 0, fmt.Errorf("memory write %s: %w", w.key, blob.ErrWriterClosed)
 	}
 	if err := w.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("memory write %s: %w", w.key, err)
@@ -205,12 +195,12 @@ func (w *memWriter) Write(p []byte) (int, error) {
 
 func (w *memWriter) Commit(ctx context.Context) error {
 	switch w.state {
-	case stateCommitted:
+	case blob.WriterCommitted:
 		return nil
-	case stateClosed:
-		return fmt.Errorf("memory commit %s: %w", w.key, errClosed)
+	case blob.WriterClosed:
+		return fmt.Errorf("memory commit %s: %w", w.key, blob.ErrWriterClosed)
 	}
-	w.state = stateClosed
+	w.state = blob.WriterClosed
 	if err := errors.Join(ctx.Err(), w.ctx.Err()); err != nil {
 		return fmt.Errorf("memory commit %s: %w", w.key, err)
 	}
@@ -218,13 +208,13 @@ func (w *memWriter) Commit(ctx context.Context) error {
 		return fmt.Errorf("memory commit %s: %w", w.key, err)
 	}
 	w.m.set(w.key, w.buf.Bytes(), w.want.ContentType)
-	w.state = stateCommitted
+	w.state = blob.WriterCommitted
 	return nil
 }
 
 func (w *memWriter) Abort(context.Context) error {
-	if w.state == stateOpen {
-		w.state = stateClosed
+	if w.state == blob.WriterOpen {
+		w.state = blob.WriterClosed
 		w.buf = bytes.Buffer{}
 	}
 	return nil

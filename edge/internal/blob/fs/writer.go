@@ -9,16 +9,6 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 )
 
-var errClosed = errors.New("writer already committed or aborted")
-
-type writerState int
-
-const (
-	stateOpen writerState = iota
-	stateCommitted
-	stateClosed // aborted, or a failed Commit
-)
-
 // writer writes to a temporary file in _uploads; Commit renames it into
 // place after verification.
 type writer struct {
@@ -29,7 +19,7 @@ type writer struct {
 	want       blob.Expect
 	f          *os.File
 	v          *blob.Verifier
-	state      writerState
+	state      blob.WriterState
 }
 
 // Create implements blob.Store.
@@ -49,8 +39,8 @@ func (s *Store) Create(ctx context.Context, key string, want blob.Expect) (blob.
 }
 
 func (w *writer) Write(p []byte) (int, error) {
-	if w.state != stateOpen {
-		return 0, fmt.Errorf("fs write %s: %w", w.key, errClosed)
+	if w.state != blob.WriterOpen {
+		return 0, fmt.Errorf("fs write %s: %w", w.key, blob.ErrWriterClosed)
 	}
 	if err := w.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("fs write %s: %w", w.key, err)
@@ -67,10 +57,10 @@ func (w *writer) Write(p []byte) (int, error) {
 // that after a crash a visible file is never a partly written one.
 func (w *writer) Commit(ctx context.Context) error {
 	switch w.state {
-	case stateCommitted:
+	case blob.WriterCommitted:
 		return nil
-	case stateClosed:
-		return fmt.Errorf("fs commit %s: %w", w.key, errClosed)
+	case blob.WriterClosed:
+		return fmt.Errorf("fs commit %s: %w", w.key, blob.ErrWriterClosed)
 	}
 	err := errors.Join(ctx.Err(), w.ctx.Err())
 	if err == nil {
@@ -86,20 +76,20 @@ func (w *writer) Commit(ctx context.Context) error {
 		err = w.s.place(w.f.Name(), w.path, w.meta, w.want.ContentType)
 	}
 	if err != nil {
-		w.state = stateClosed
+		w.state = blob.WriterClosed
 		os.Remove(w.f.Name())
 		return fmt.Errorf("fs commit %s: %w", w.key, err)
 	}
-	w.state = stateCommitted
+	w.state = blob.WriterCommitted
 	return nil
 }
 
 // Abort implements blob.Writer.
 func (w *writer) Abort(context.Context) error {
-	if w.state != stateOpen {
+	if w.state != blob.WriterOpen {
 		return nil
 	}
-	w.state = stateClosed
+	w.state = blob.WriterClosed
 	w.f.Close()
 	if err := os.Remove(w.f.Name()); err != nil && !isNotExist(err) {
 		return fmt.Errorf("fs abort %s: %w", w.key, err)

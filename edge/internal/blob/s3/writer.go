@@ -13,16 +13,6 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 )
 
-var errClosed = errors.New("writer already committed or aborted")
-
-type writerState int
-
-const (
-	stateOpen writerState = iota
-	stateCommitted
-	stateClosed // aborted, or a failed Commit
-)
-
 // writer buffers one part while at most one earlier part uploads in the
 // background, so a writer holds at most two parts of memory and a slow
 // upload slows the producer down instead of piling up buffers.
@@ -43,7 +33,7 @@ type writer struct {
 	parts    []types.CompletedPart
 	pending  chan partResult // the part in flight, or nil
 	err      error           // sticky: the first failure of a part upload
-	state    writerState
+	state    blob.WriterState
 }
 
 type partResult struct {
@@ -68,8 +58,8 @@ func (s *Store) Create(ctx context.Context, key string, want blob.Expect) (blob.
 }
 
 func (w *writer) Write(p []byte) (int, error) {
-	if w.state != stateOpen {
-		return 0, fmt.Errorf("s3 write %s: %w", w.key, errClosed)
+	if w.state != blob.WriterOpen {
+		return 0, fmt.Errorf("s3 write %s: %w", w.key, blob.ErrWriterClosed)
 	}
 	if err := w.ctx.Err(); err != nil {
 		return 0, fmt.Errorf("s3 write %s: %w", w.key, err)
@@ -164,16 +154,16 @@ func (w *writer) wait() error {
 // CompleteMultipartUpload. Any failure aborts the upload.
 func (w *writer) Commit(ctx context.Context) error {
 	switch w.state {
-	case stateCommitted:
+	case blob.WriterCommitted:
 		return nil
-	case stateClosed:
-		return fmt.Errorf("s3 commit %s: %w", w.key, errClosed)
+	case blob.WriterClosed:
+		return fmt.Errorf("s3 commit %s: %w", w.key, blob.ErrWriterClosed)
 	}
 	if err := w.commit(ctx); err != nil {
 		_ = w.discard(ctx) // the commit error is the one that matters
 		return err
 	}
-	w.state = stateCommitted
+	w.state = blob.WriterCommitted
 	w.cancel()
 	return nil
 }
@@ -225,7 +215,7 @@ func (w *writer) commit(ctx context.Context) error {
 
 // Abort implements blob.Writer.
 func (w *writer) Abort(ctx context.Context) error {
-	if w.state != stateOpen {
+	if w.state != blob.WriterOpen {
 		return nil
 	}
 	return w.discard(ctx)
@@ -236,7 +226,7 @@ func (w *writer) Abort(ctx context.Context) error {
 // is usually discarded because its request went away, and an upload left
 // behind would be stored (and billed) until a lifecycle rule removes it.
 func (w *writer) discard(ctx context.Context) error {
-	w.state = stateClosed
+	w.state = blob.WriterClosed
 	w.cancel()
 	_ = w.wait()
 	if w.buf != nil {

@@ -30,11 +30,7 @@ func (s *Service) Resolve(ctx context.Context, req *selfhostv1.ResolveRequest) (
 	if addr == "" {
 		addr = ns.EdgeAddress
 	}
-	rules := rewrite.Rules{EdgeAddress: addr, AllowedPrefixes: ns.Config.GetPolicy().GetAllowedPrefixes()}
-	for _, u := range s.config.Current().Upstreams {
-		rules.Upstreams = append(rules.Upstreams, rewrite.Upstream{Prefix: u.GetPrefix(), URL: u.GetUrl(), Hosts: u.GetHosts()})
-	}
-	rw, err := rewrite.New(rules)
+	rw, err := rewrite.New(s.config.Current().RewriteRules(ns, addr))
 	if err != nil {
 		// Every input was validated when it was committed or received.
 		return nil, s.toStatus(ctx, "Resolve", err)

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/rewrite"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -223,4 +224,15 @@ func hostOf(raw string) string {
 		return ""
 	}
 	return strings.ToLower(u.Host)
+}
+
+// RewriteRules are the injector's rules for namespace ns with image
+// references rewritten to edgeAddress: the admin API's Resolve and the
+// admission webhook build them here, so both always agree.
+func (s *Set) RewriteRules(ns *Namespace, edgeAddress string) rewrite.Rules {
+	rules := rewrite.Rules{EdgeAddress: edgeAddress, AllowedPrefixes: ns.Config.GetPolicy().GetAllowedPrefixes()}
+	for _, u := range s.Upstreams {
+		rules.Upstreams = append(rules.Upstreams, rewrite.Upstream{Prefix: u.GetPrefix(), URL: u.GetUrl(), Hosts: u.GetHosts()})
+	}
+	return rules
 }

@@ -46,6 +46,12 @@ const (
 	NameValue      = "selfhost-edge"
 )
 
+// The injector's own objects in the release namespace (its webhook TLS
+// Secret and MutatingWebhookConfiguration) carry
+// ManagedByLabel=ManagedByValue and ComponentLabel=WebhookComponent, so
+// nothing that selects ComponentLabel=EdgeComponent ever touches them.
+const WebhookComponent = "webhook"
+
 // PullSecretUsername is the user name in the pull Secret; the edge checks
 // only the password (the namespace's pull token).
 const PullSecretUsername = "selfhost"

@@ -1,9 +1,10 @@
 // Package auth authenticates gRPC callers by bearer token and decides
 // which services each kind of caller may use. The Authenticator maps a
-// token to an Identity (standalone: static tokens from the config file;
-// in-cluster: TokenReview, later); the interceptors put the Identity into
-// the call's context and translate failures into Unauthenticated or
-// PermissionDenied. Nothing here logs or returns a token.
+// token to an Identity (standalone: StaticTokens from the config file;
+// in-cluster: TokenReview, which asks the Kubernetes apiserver); the
+// interceptors put the Identity into the call's context and translate
+// failures into Unauthenticated, PermissionDenied or Unavailable. Nothing
+// here logs or returns a token.
 package auth
 
 import (
@@ -19,8 +20,15 @@ var (
 	ErrMissing = errors.New("missing bearer token")
 	// ErrMalformed: the authorization metadata is not "Bearer <token>".
 	ErrMalformed = errors.New("malformed authorization metadata")
-	// ErrUnknown: no identity has this token.
+	// ErrUnknown: no identity has this token (Unauthenticated).
 	ErrUnknown = errors.New("unknown token")
+	// ErrForbidden: the token is valid but its holder may not use this
+	// control plane (PermissionDenied).
+	ErrForbidden = errors.New("not authorised")
+	// ErrUnavailable: the authenticator could not decide, e.g. the
+	// apiserver is unreachable (Unavailable). The caller is refused, never
+	// let through.
+	ErrUnavailable = errors.New("authentication unavailable")
 )
 
 // Kind is what an identity may do.
@@ -55,7 +63,10 @@ type Identity struct {
 }
 
 // Authenticator maps a bearer token to an Identity. Errors wrap
-// ErrUnknown for a token that belongs to nobody.
+// ErrUnknown for a token that belongs to nobody, ErrForbidden for a valid
+// token whose holder is not allowed in; any other error (normally wrapping
+// ErrUnavailable) means "cannot tell now". Error messages go back to the
+// caller and must never contain the token.
 type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (Identity, error)
 }

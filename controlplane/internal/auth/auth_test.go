@@ -3,6 +3,8 @@ package auth
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
@@ -99,6 +101,36 @@ func TestInterceptorPolicy(t *testing.T) {
 			}
 			if tc.code == codes.OK && tc.token != "" && seen.Kind == 0 {
 				t.Fatal("handler saw no identity")
+			}
+		})
+	}
+}
+
+func TestInterceptorErrorCodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{"unknown", fmt.Errorf("%w: the apiserver does not know it", ErrUnknown), codes.Unauthenticated, "the apiserver does not know it"},
+		{"forbidden", fmt.Errorf("%w: \"carol\" may not", ErrForbidden), codes.PermissionDenied, `"carol" may not`},
+		{"unavailable", fmt.Errorf("%w: dial tcp 10.0.0.1:443", ErrUnavailable), codes.Unavailable, "retry"},
+		{"anything else", errors.New("boom"), codes.Unavailable, "retry"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			a := funcAuthenticator(func(context.Context, string) (Identity, error) { return Identity{}, tc.err })
+			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs("authorization", "Bearer some-token-000000"))
+			_, err := UnaryInterceptor(a, Policy{})(ctx, nil, &grpc.UnaryServerInfo{FullMethod: "/svc.Admin/Get"},
+				func(context.Context, any) (any, error) { t.Fatal("handler called"); return nil, nil })
+			if status.Code(err) != tc.code || !strings.Contains(status.Convert(err).Message(), tc.msg) {
+				t.Fatalf("%v, want %v with %q", err, tc.code, tc.msg)
+			}
+			if strings.Contains(err.Error(), "10.0.0.1") {
+				t.Errorf("the cause of an outage reached the caller: %v", err)
 			}
 		})
 	}

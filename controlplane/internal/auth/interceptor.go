@@ -84,9 +84,13 @@ func authorize(ctx context.Context, a Authenticator, rule Rule) (context.Context
 	}
 	id, err := a.Authenticate(ctx, token)
 	switch {
+	case errors.Is(err, ErrForbidden):
+		// Authenticators word these for the caller, without the token.
+		return nil, status.Error(codes.PermissionDenied, err.Error())
 	case errors.Is(err, ErrUnknown):
-		return nil, status.Error(codes.Unauthenticated, "unknown token")
+		return nil, status.Error(codes.Unauthenticated, err.Error())
 	case err != nil:
+		// The cause (an apiserver address, say) is the server's to log.
 		return nil, status.Error(codes.Unavailable, "authentication is unavailable; retry")
 	}
 	switch {

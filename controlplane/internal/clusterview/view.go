@@ -5,8 +5,8 @@
 // configured (its edge receives a snapshot, the admin API lists it) once
 // its pull token and node port exist, and no sooner, so an edge is never
 // configured without a pull token. It also answers the injector's
-// questions: a namespace's rewrite rules, pull Secret and whether its edge
-// has a ready endpoint.
+// questions (webhook.Policies): a namespace's rewrite rules, pull Secret
+// and whether its edge has a ready endpoint.
 //
 // The controller (package controller, leader only) creates the objects;
 // this package only reads them.
@@ -34,7 +34,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/rewrite"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -278,26 +278,18 @@ func namespacesEqual(a, b map[string]*config.Namespace) bool {
 	})
 }
 
-// Edge is what the injector needs to know about one namespace.
-type Edge struct {
-	// Rules rewrite the namespace's images to its edge.
-	Rules rewrite.Rules
-	// PullSecret is the Secret pods need to pull from the edge.
-	PullSecret string
-	// NotReady, when set, says why the edge cannot answer yet; images
-	// should be left untouched so pulls go to the origin.
-	NotReady string
-}
+var _ webhook.Policies = (*View)(nil)
 
-// Edge returns the injector's view of namespace name; ok is false when the
-// namespace is not configured (not opted in, or its objects not there yet).
-func (v *View) Edge(name string) (Edge, bool) {
+// Namespace implements webhook.Policies: the injector's view of namespace
+// name; ok is false when the namespace is not configured (not opted in, or
+// its edge objects not there yet).
+func (v *View) Namespace(_ context.Context, name string) (webhook.Namespace, bool) {
 	set := v.store.Current()
 	ns, ok := set.Namespace(name)
 	if !ok {
-		return Edge{}, false
+		return webhook.Namespace{}, false
 	}
-	e := Edge{Rules: set.RewriteRules(ns, ns.EdgeAddress), PullSecret: kubecontract.PullSecretName}
+	e := webhook.Namespace{Rules: set.RewriteRules(ns, ns.EdgeAddress), PullSecret: kubecontract.PullSecretName}
 	ready, err := v.edgeReady(name)
 	switch {
 	case err != nil:

@@ -169,11 +169,11 @@ func TestViewEdgeReadiness(t *testing.T) {
 	f := newFixture(t, namespace("a", optIn), edgeService("a", 30500), pullSecret("a", "tok-a"))
 	waitFor(t, "a configured", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return ok }, f.store)
 
-	e, ok := f.view.Edge("a")
+	e, ok := f.view.Namespace(ctx, "a")
 	if !ok || e.NotReady == "" || e.PullSecret != kubecontract.PullSecretName || e.Rules.EdgeAddress != "127.0.0.1:30500" {
 		t.Fatalf("before endpoints: %+v ok=%v", e, ok)
 	}
-	if _, ok := f.view.Edge("b"); ok {
+	if _, ok := f.view.Namespace(ctx, "b"); ok {
 		t.Fatal("unconfigured namespace b has an edge")
 	}
 	if _, err := f.client.DiscoveryV1().EndpointSlices("a").Create(ctx, readySlice("a", false), metav1.CreateOptions{}); err != nil {
@@ -184,7 +184,7 @@ func TestViewEdgeReadiness(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		e, _ = f.view.Edge("a")
+		e, _ = f.view.Namespace(ctx, "a")
 		if e.NotReady == "" {
 			break
 		}

@@ -1,0 +1,340 @@
+// Package controller is the control plane's namespace controller
+// (DESIGN §3.3, §3.10). For every namespace labelled
+// kubecontract.OptInLabel=kubecontract.OptInValue it creates, and keeps in
+// shape, the namespace's edge: a ServiceAccount, a pull Secret holding the
+// namespace's random pull token for 127.0.0.1:<nodePort>, a NodePort
+// Service whose node port is kept stable, and a Deployment of the edge
+// that dials the control plane with a projected ServiceAccount token. When
+// the label goes (or the namespace terminates), it deletes what it made.
+//
+// It has the shape of Kubernetes' sample-controller: informers and
+// listers for reads, the clientset for writes, a rate-limited workqueue of
+// namespace names, and sync(ctx, namespace). The informers run on every
+// replica (so Edge and Edges answer on standbys too); Run, which writes,
+// runs only while its context lives — the leader's context.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	appslisters "k8s.io/client-go/listers/apps/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+)
+
+// DefaultWorkers is how many namespaces are reconciled at once.
+const DefaultWorkers = 4
+
+// Controller reconciles the edges of opted-in namespaces.
+type Controller struct {
+	client   kubernetes.Interface
+	tmpl     EdgeTemplate
+	log      *slog.Logger
+	recorder record.EventRecorder
+	workers  int
+	onChange func(namespace string)
+
+	namespaces      corelisters.NamespaceLister
+	serviceAccounts corelisters.ServiceAccountLister
+	secrets         corelisters.SecretLister
+	services        corelisters.ServiceLister
+	deployments     appslisters.DeploymentLister
+	synced          []cache.InformerSynced
+
+	mu sync.Mutex
+	// queue is non-nil while Run runs; events outside Run are dropped
+	// (Run starts with every namespace queued).
+	queue workqueue.TypedRateLimitingInterface[string]
+	// wrongValue holds, per namespace, the wrong opt-in value already
+	// logged, so it is logged once.
+	wrongValue map[string]string
+}
+
+// Option configures a Controller.
+type Option func(*Controller)
+
+// WithWorkers sets how many namespaces are reconciled concurrently
+// (default DefaultWorkers).
+func WithWorkers(n int) Option { return func(c *Controller) { c.workers = n } }
+
+// WithEventRecorder emits Kubernetes events (a changed node port, a
+// regenerated pull Secret) besides the log lines.
+func WithEventRecorder(r record.EventRecorder) Option {
+	return func(c *Controller) { c.recorder = r }
+}
+
+// WithOnEdgeChange calls fn with a namespace's name whenever something
+// that Edge(namespace) reads may have changed: the namespace, its pull
+// Secret or its Service. It runs on every replica, leader or not, from the
+// informers' goroutines: it must not block.
+func WithOnEdgeChange(fn func(namespace string)) Option {
+	return func(c *Controller) { c.onChange = fn }
+}
+
+// NewInformerFactories returns the two factories New reads from:
+// namespaces (all of them), and the objects carrying
+// kubecontract.ManagedByLabel=ManagedByValue in every namespace. The
+// caller starts both after New, on every replica.
+func NewInformerFactories(client kubernetes.Interface, resync time.Duration) (namespaces, managed informers.SharedInformerFactory) {
+	namespaces = informers.NewSharedInformerFactory(client, resync)
+	managed = informers.NewSharedInformerFactoryWithOptions(client, resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedSelector().String() }))
+	return namespaces, managed
+}
+
+// ManagedSelector selects the objects the controller owns:
+// kubecontract.ManagedByLabel=kubecontract.ManagedByValue.
+func ManagedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{kubecontract.ManagedByLabel: kubecontract.ManagedByValue})
+}
+
+// OptedIn reports whether ns gets an edge: its opt-in label has exactly
+// kubecontract.OptInValue and it is not terminating.
+func OptedIn(ns *corev1.Namespace) bool {
+	return ns.DeletionTimestamp == nil && ns.Labels[kubecontract.OptInLabel] == kubecontract.OptInValue
+}
+
+// New returns a controller reading from the namespace informer of
+// nsFactory and the ServiceAccount, Secret, Service and Deployment
+// informers of managedFactory (see NewInformerFactories: that factory
+// must select ManagedSelector, or the controller will cache every object
+// of those kinds in the cluster). It registers the informers; the caller
+// starts the factories.
+func New(client kubernetes.Interface, nsFactory, managedFactory informers.SharedInformerFactory, tmpl EdgeTemplate, log *slog.Logger, opts ...Option) (*Controller, error) {
+	t, err := tmpl.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{client: client, tmpl: t, log: log, workers: DefaultWorkers, wrongValue: map[string]string{}}
+	for _, o := range opts {
+		o(c)
+	}
+	if c.workers < 1 {
+		return nil, fmt.Errorf("namespace controller: %d workers, want at least 1", c.workers)
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.log = c.log.With("component", "namespace-controller")
+
+	nsInf := nsFactory.Core().V1().Namespaces()
+	saInf := managedFactory.Core().V1().ServiceAccounts()
+	secInf := managedFactory.Core().V1().Secrets()
+	svcInf := managedFactory.Core().V1().Services()
+	depInf := managedFactory.Apps().V1().Deployments()
+	c.namespaces, c.serviceAccounts, c.secrets = nsInf.Lister(), saInf.Lister(), secInf.Lister()
+	c.services, c.deployments = svcInf.Lister(), depInf.Lister()
+
+	regs := []struct {
+		inf     cache.SharedIndexInformer
+		handler cache.ResourceEventHandler
+	}{
+		{nsInf.Informer(), cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { c.namespaceChanged(nil, obj) },
+			UpdateFunc: c.namespaceChanged,
+			DeleteFunc: c.namespaceDeleted,
+		}},
+		{saInf.Informer(), c.objectHandler(kubecontract.EdgeName, false)},
+		{secInf.Informer(), c.objectHandler(kubecontract.PullSecretName, true)},
+		{svcInf.Informer(), c.objectHandler(kubecontract.EdgeName, true)},
+		{depInf.Informer(), c.objectHandler(kubecontract.EdgeName, false)},
+	}
+	for _, r := range regs {
+		reg, err := r.inf.AddEventHandler(r.handler)
+		if err != nil {
+			return nil, fmt.Errorf("namespace controller: add event handler: %w", err)
+		}
+		c.synced = append(c.synced, reg.HasSynced)
+	}
+	return c, nil
+}
+
+// Run reconciles namespaces with the configured number of workers until
+// ctx ends (the leader's context: when the lease is lost, ctx ends and Run
+// returns only after every worker stopped writing). It waits for the
+// informers' caches first and queues every namespace that has the opt-in
+// label or objects of the controller. Run may be called again after it
+// returned (leadership regained), never twice at once.
+func (c *Controller) Run(ctx context.Context) error {
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	c.mu.Lock()
+	if c.queue != nil {
+		c.mu.Unlock()
+		q.ShutDown()
+		return errors.New("namespace controller: Run is already running")
+	}
+	c.queue = q
+	c.mu.Unlock()
+	defer func() {
+		q.ShutDown()
+		c.mu.Lock()
+		c.queue = nil
+		c.mu.Unlock()
+	}()
+
+	if !cache.WaitForCacheSync(ctx.Done(), c.synced...) {
+		return nil // ctx ended first
+	}
+	n := c.enqueueAll(q)
+	c.log.Info("namespace controller running", "workers", c.workers, "queued", n)
+
+	var wg sync.WaitGroup
+	for range c.workers {
+		wg.Go(func() {
+			for c.processNext(ctx, q) {
+			}
+		})
+	}
+	<-ctx.Done()
+	q.ShutDown()
+	wg.Wait()
+	c.log.Info("namespace controller stopped")
+	return nil
+}
+
+// processNext reconciles one namespace; false once the queue shut down.
+func (c *Controller) processNext(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
+	ns, shutdown := q.Get()
+	if shutdown {
+		return false
+	}
+	defer q.Done(ns)
+	err := c.sync(ctx, ns)
+	switch {
+	case err == nil:
+		q.Forget(ns)
+	case ctx.Err() != nil:
+		// Stopping (lease lost): the next leader starts over.
+	default:
+		c.log.Warn("namespace sync failed; retrying", "namespace", ns, "retries", q.NumRequeues(ns), "err", err)
+		q.AddRateLimited(ns)
+	}
+	return true
+}
+
+// enqueueAll queues every namespace with the opt-in label and every
+// namespace holding an object of the controller.
+func (c *Controller) enqueueAll(q workqueue.TypedRateLimitingInterface[string]) int {
+	seen := map[string]bool{}
+	add := func(ns string) {
+		if !seen[ns] {
+			seen[ns] = true
+			q.Add(ns)
+		}
+	}
+	hasLabel, err := labels.NewRequirement(kubecontract.OptInLabel, "exists", nil)
+	if err == nil {
+		nss, _ := c.namespaces.List(labels.NewSelector().Add(*hasLabel))
+		for _, ns := range nss {
+			add(ns.Name)
+		}
+	}
+	sel := ManagedSelector()
+	sas, _ := c.serviceAccounts.List(sel)
+	for _, o := range sas {
+		add(o.Namespace)
+	}
+	secs, _ := c.secrets.List(sel)
+	for _, o := range secs {
+		add(o.Namespace)
+	}
+	svcs, _ := c.services.List(sel)
+	for _, o := range svcs {
+		add(o.Namespace)
+	}
+	deps, _ := c.deployments.List(sel)
+	for _, o := range deps {
+		add(o.Namespace)
+	}
+	return len(seen)
+}
+
+func (c *Controller) enqueue(ns string) {
+	c.mu.Lock()
+	q := c.queue
+	c.mu.Unlock()
+	if q != nil {
+		q.Add(ns)
+	}
+}
+
+func (c *Controller) changed(ns string) {
+	if c.onChange != nil {
+		c.onChange(ns)
+	}
+}
+
+// namespaceChanged queues a namespace that has (or had) the opt-in label.
+// One that never had it holds nothing of the controller's, or its objects'
+// informer queues it.
+func (c *Controller) namespaceChanged(oldObj, newObj any) {
+	ns, ok := newObj.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	_, has := ns.Labels[kubecontract.OptInLabel]
+	if old, ok := oldObj.(*corev1.Namespace); ok {
+		_, had := old.Labels[kubecontract.OptInLabel]
+		has = has || had
+		if OptedIn(old) != OptedIn(ns) {
+			c.changed(ns.Name)
+		}
+	} else if OptedIn(ns) {
+		c.changed(ns.Name)
+	}
+	if has {
+		c.enqueue(ns.Name)
+	}
+}
+
+func (c *Controller) namespaceDeleted(obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	ns, ok := obj.(*corev1.Namespace)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	delete(c.wrongValue, ns.Name)
+	c.mu.Unlock()
+	c.changed(ns.Name)
+}
+
+// objectHandler queues the namespace of an owned object called name that
+// was added, changed or deleted (drift); notify also reports it to
+// onChange.
+func (c *Controller) objectHandler(name string, notify bool) cache.ResourceEventHandler {
+	handle := func(obj any) {
+		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = t.Obj
+		}
+		m, ok := obj.(metav1.Object)
+		if !ok || m.GetName() != name {
+			return
+		}
+		c.enqueue(m.GetNamespace())
+		if notify {
+			c.changed(m.GetNamespace())
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    handle,
+		UpdateFunc: func(_, obj any) { handle(obj) },
+		DeleteFunc: handle,
+	}
+}

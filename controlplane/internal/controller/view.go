@@ -1,0 +1,64 @@
+package controller
+
+import (
+	"fmt"
+	"sort"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+)
+
+// Edge is what the rest of the control plane needs to know about one
+// opted-in namespace's edge.
+type Edge struct {
+	Namespace string
+	// Address is the registry host pods pull through:
+	// 127.0.0.1:<nodePort> of the edge's Service.
+	Address string
+	// PullToken is the password of the namespace's pull Secret, which
+	// the edge must demand (DESIGN §3.10). Never log it.
+	PullToken string
+}
+
+// Edge returns namespace ns's edge from the informers' caches; ok is false
+// when ns is not opted in or its Service and pull Secret are not (yet) in
+// place and in agreement. It answers on every replica, leader or not.
+func (c *Controller) Edge(ns string) (Edge, bool) {
+	n, err := c.namespaces.Get(ns)
+	if err != nil || !OptedIn(n) {
+		return Edge{}, false
+	}
+	svc, err := c.services.Services(ns).Get(kubecontract.EdgeName)
+	if err != nil || serviceDrift(svc, c.tmpl.desiredService(ns, 0)) != "" {
+		return Edge{}, false
+	}
+	sec, err := c.secrets.Secrets(ns).Get(kubecontract.PullSecretName)
+	if err != nil {
+		return Edge{}, false
+	}
+	host, token, err := ParsePullSecret(sec)
+	if err != nil || host != EdgeHost(nodePortOf(svc)) {
+		return Edge{}, false
+	}
+	return Edge{Namespace: ns, Address: host, PullToken: token}, true
+}
+
+// Edges returns the edges of every opted-in namespace that has one in
+// place (see Edge), sorted by namespace.
+func (c *Controller) Edges() ([]Edge, error) {
+	sel := labels.SelectorFromSet(labels.Set{kubecontract.OptInLabel: kubecontract.OptInValue})
+	nss, err := c.namespaces.List(sel)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("list opted-in namespaces: %w", err)
+	}
+	out := make([]Edge, 0, len(nss))
+	for _, n := range nss {
+		if e, ok := c.Edge(n.Name); ok {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Namespace < out[j].Namespace })
+	return out, nil
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/rewrite"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -67,8 +68,9 @@ var (
 )
 
 // parse decodes and validates the YAML file; dir resolves relative token
-// file paths. Every bad value is reported, not just the first.
-func parse(data []byte, dir string) (*config.State, error) {
+// file paths; inCluster applies the in-cluster rules (see InCluster).
+// Every bad value is reported, not just the first.
+func parse(data []byte, dir string, inCluster bool) (*config.State, error) {
 	var fc fileConfig
 	if err := checkKeys(data, fc); err != nil {
 		return nil, err
@@ -95,8 +97,13 @@ func parse(data []byte, dir string) (*config.State, error) {
 			st.AdminTokens = append(st.AdminTokens, tokens.add(fmt.Sprintf("adminTokenFile line %d", i+1), t))
 		}
 	}
-	if len(fc.AdminTokens) == 0 && fc.AdminTokenFile == "" {
+	if len(fc.AdminTokens) == 0 && fc.AdminTokenFile == "" && !inCluster {
 		bad("adminTokens: at least one admin token is required (adminTokens or adminTokenFile)")
+	}
+	if inCluster && len(fc.Namespaces) > 0 {
+		bad("namespaces: not allowed in-cluster: a namespace opts in with the label %s=%s, and its edge authenticates with its ServiceAccount token",
+			kubecontract.OptInLabel, kubecontract.OptInValue)
+		fc.Namespaces = nil
 	}
 
 	st.Clash = parseClash(fc.Clash, dir, bad)

@@ -52,6 +52,11 @@ const (
 // nothing that selects ComponentLabel=EdgeComponent ever touches them.
 const WebhookComponent = "webhook"
 
+// LeaseName is the coordination.k8s.io Lease in the release namespace
+// that the control plane's replicas elect their leader on: only the leader
+// runs the namespace controller.
+const LeaseName = "k8s-selfhost-repo-controlplane"
+
 // PullSecretUsername is the user name in the pull Secret; the edge checks
 // only the password (the namespace's pull token).
 const PullSecretUsername = "selfhost"

@@ -86,8 +86,8 @@ func WithOnEdgeChange(fn func(namespace string)) Option {
 }
 
 // NewInformerFactories returns the two factories New reads from:
-// namespaces (all of them), and the objects carrying
-// kubecontract.ManagedByLabel=ManagedByValue in every namespace. The
+// namespaces (all of them), and the objects ManagedSelector selects in
+// every namespace. The
 // caller starts both after New, on every replica.
 func NewInformerFactories(client kubernetes.Interface, resync time.Duration) (namespaces, managed informers.SharedInformerFactory) {
 	namespaces = informers.NewSharedInformerFactory(client, resync)
@@ -97,9 +97,14 @@ func NewInformerFactories(client kubernetes.Interface, resync time.Duration) (na
 }
 
 // ManagedSelector selects the objects the controller owns:
-// kubecontract.ManagedByLabel=kubecontract.ManagedByValue.
+// kubecontract.ManagedByLabel=ManagedByValue and
+// kubecontract.ComponentLabel=EdgeComponent (the injector's objects share
+// the managed-by label, with another component).
 func ManagedSelector() labels.Selector {
-	return labels.SelectorFromSet(labels.Set{kubecontract.ManagedByLabel: kubecontract.ManagedByValue})
+	return labels.SelectorFromSet(labels.Set{
+		kubecontract.ManagedByLabel: kubecontract.ManagedByValue,
+		kubecontract.ComponentLabel: kubecontract.EdgeComponent,
+	})
 }
 
 // OptedIn reports whether ns gets an edge: its opt-in label has exactly

@@ -37,7 +37,7 @@ const (
 )
 
 // ManagedLabels are the labels every object the controller creates
-// carries; ManagedByLabel=ManagedByValue is how it finds them.
+// carries; ManagedSelector, a subset, is how it finds them.
 func ManagedLabels() map[string]string {
 	return map[string]string{
 		kubecontract.NameLabel:      kubecontract.NameValue,

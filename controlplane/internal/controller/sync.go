@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -100,8 +101,8 @@ func (c *Controller) reconcile(ctx context.Context, ns string) error {
 	return c.ensureDeployment(ctx, ns)
 }
 
-// cleanup deletes the controller's objects in ns (only those carrying the
-// managed-by label: the listers see nothing else).
+// cleanup deletes the controller's objects in ns (only those
+// ManagedSelector selects: the listers see nothing else).
 func (c *Controller) cleanup(ctx context.Context, ns, reason string) error {
 	type victim struct {
 		kind string
@@ -122,7 +123,7 @@ func (c *Controller) cleanup(ctx context.Context, ns, reason string) error {
 		victims = append(victims, victim{"serviceaccount", o, c.client.CoreV1().ServiceAccounts(ns).Delete})
 	}
 	for _, v := range victims {
-		if v.obj.GetLabels()[kubecontract.ManagedByLabel] != kubecontract.ManagedByValue {
+		if !ManagedSelector().Matches(labels.Set(v.obj.GetLabels())) {
 			continue
 		}
 		if err := v.del(ctx, v.obj.GetName(), deleteOptions(v.obj.GetUID())); err != nil {

@@ -281,7 +281,9 @@ func TestSyncRemovesEdge(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			foreign := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "team-b", Name: kubecontract.EdgeName}}
-			e := newEnv(t, testTemplate(), optedIn("team-a"), namespace("team-b", nil), foreign)
+			webhook := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-b", Name: kubecontract.PullSecretName,
+				Labels: map[string]string{kubecontract.ManagedByLabel: kubecontract.ManagedByValue, kubecontract.ComponentLabel: kubecontract.WebhookComponent}}}
+			e := newEnv(t, testTemplate(), optedIn("team-a"), namespace("team-b", nil), foreign, webhook)
 			e.mustSync("team-a")
 			ns, err := e.client.CoreV1().Namespaces().Get(e.ctx, "team-a", metav1.GetOptions{})
 			if err != nil {
@@ -304,6 +306,9 @@ func TestSyncRemovesEdge(t *testing.T) {
 			e.mustSync("team-b")
 			if _, err := e.client.CoreV1().Services("team-b").Get(e.ctx, kubecontract.EdgeName, metav1.GetOptions{}); err != nil {
 				t.Errorf("a Service without the managed-by label was touched: %v", err)
+			}
+			if _, err := e.client.CoreV1().Secrets("team-b").Get(e.ctx, kubecontract.PullSecretName, metav1.GetOptions{}); err != nil {
+				t.Errorf("a Secret of another component was touched: %v", err)
 			}
 		})
 	}

@@ -22,6 +22,17 @@ type Edge struct {
 	PullToken string
 }
 
+// HasSynced reports whether the informers the controller reads from have
+// synced (Edge and Edges answer from them).
+func (c *Controller) HasSynced() bool {
+	for _, synced := range c.synced {
+		if !synced() {
+			return false
+		}
+	}
+	return true
+}
+
 // Edge returns namespace ns's edge from the informers' caches; ok is false
 // when ns is not opted in or its Service and pull Secret are not (yet) in
 // place and in agreement. It answers on every replica, leader or not.

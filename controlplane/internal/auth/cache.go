@@ -18,7 +18,7 @@ type resultCache struct {
 }
 
 type cacheEntry struct {
-	rv    review
+	rv    outcome
 	until time.Time
 }
 
@@ -26,16 +26,16 @@ func newResultCache(size int) *resultCache {
 	return &resultCache{max: size, entries: map[[sha256.Size]byte]cacheEntry{}}
 }
 
-func (c *resultCache) get(key [sha256.Size]byte, now time.Time) (review, bool) {
+func (c *resultCache) get(key [sha256.Size]byte, now time.Time) (outcome, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key]
 	if !ok {
-		return review{}, false
+		return outcome{}, false
 	}
 	if !now.Before(e.until) {
 		delete(c.entries, key)
-		return review{}, false
+		return outcome{}, false
 	}
 	return e.rv, true
 }
@@ -44,7 +44,7 @@ func (c *resultCache) get(key [sha256.Size]byte, now time.Time) (review, bool) {
 // expired entries, then, if still full, the one closest to expiry: a burst
 // of junk tokens costs their own reviews, not the other callers' entries
 // for long.
-func (c *resultCache) put(key [sha256.Size]byte, rv review, until, now time.Time) {
+func (c *resultCache) put(key [sha256.Size]byte, rv outcome, until, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.entries[key]; !ok && len(c.entries) >= c.max {

@@ -126,8 +126,8 @@ func NewTokenReview(client kubernetes.Interface, opts TokenReviewOptions) (*Toke
 	return &TokenReview{client: client, opts: opts, log: log, cache: newResultCache(opts.CacheSize)}, nil
 }
 
-// review is the outcome of one token's reviews.
-type review struct {
+// outcome is what the reviews of one token decided.
+type outcome struct {
 	id  Identity
 	err error
 	// expiry is the token's own expiry when known (zero otherwise).
@@ -153,14 +153,14 @@ func (r *TokenReview) Authenticate(ctx context.Context, token string) (Identity,
 	case <-ctx.Done():
 		return Identity{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	case res := <-ch:
-		rv := res.Val.(review)
+		rv := res.Val.(outcome)
 		return rv.id, rv.err
 	}
 }
 
 // remember caches rv: a success until min(CacheTTL, token expiry), a
 // refusal for NegativeCacheTTL, an outage not at all.
-func (r *TokenReview) remember(key [sha256.Size]byte, rv review) {
+func (r *TokenReview) remember(key [sha256.Size]byte, rv outcome) {
 	now := r.opts.Now()
 	var until time.Time
 	switch {
@@ -181,7 +181,7 @@ func (r *TokenReview) remember(key [sha256.Size]byte, rv review) {
 
 // review asks the apiserver: first as an edge (EdgeAudience), then as an
 // admin (AdminAudiences, then groups or a SubjectAccessReview).
-func (r *TokenReview) review(ctx context.Context, token string) review {
+func (r *TokenReview) review(ctx context.Context, token string) outcome {
 	edge, err := r.tokenReview(ctx, token, []string{r.opts.EdgeAudience})
 	if err != nil {
 		return r.unavailable("token review", err)
@@ -192,7 +192,7 @@ func (r *TokenReview) review(ctx context.Context, token string) review {
 		if ns, ok := edgeNamespace(edge.User.Username); ok {
 			id := Identity{Kind: KindEdge, Namespace: ns, Name: "edge/" + ns}
 			r.log.Debug("token reviewed", "kind", id.Kind, "user", edge.User.Username, "namespace", ns)
-			return review{id: id, expiry: expiry}
+			return outcome{id: id, expiry: expiry}
 		}
 		edgeUser = edge.User.Username
 		if slices.Contains(r.opts.AdminAudiences, r.opts.EdgeAudience) {
@@ -208,28 +208,28 @@ func (r *TokenReview) review(ctx context.Context, token string) review {
 	case !admin.Authenticated || !audiencesMatch(admin.Audiences, r.opts.AdminAudiences):
 		if edgeUser != "" {
 			r.log.Info("token refused: not an edge", "user", edgeUser, "audience", r.opts.EdgeAudience)
-			return review{err: fmt.Errorf("%w: the token for audience %q belongs to %q, not to an edge ServiceAccount (%s in the edge's namespace)",
+			return outcome{err: fmt.Errorf("%w: the token for audience %q belongs to %q, not to an edge ServiceAccount (%s in the edge's namespace)",
 				ErrUnknown, r.opts.EdgeAudience, edgeUser, kubecontract.EdgeName)}
 		}
 		r.log.Debug("token refused: not authenticated by the apiserver", "reason", scrub(admin.Error, token))
-		return review{err: fmt.Errorf("%w: the Kubernetes apiserver does not authenticate this token", ErrUnknown)}
+		return outcome{err: fmt.Errorf("%w: the Kubernetes apiserver does not authenticate this token", ErrUnknown)}
 	case isEdgeUser(admin.User.Username):
 		// An edge's token without the audience: an edge mounted the wrong
 		// token, or someone replays one that was meant for the apiserver.
 		r.log.Info("token refused: edge token without the control plane's audience", "user", admin.User.Username, "audience", r.opts.EdgeAudience)
-		return review{err: fmt.Errorf("%w: %q presented a token without the audience %q: mount a projected ServiceAccount token for that audience",
+		return outcome{err: fmt.Errorf("%w: %q presented a token without the audience %q: mount a projected ServiceAccount token for that audience",
 			ErrUnknown, admin.User.Username, r.opts.EdgeAudience)}
 	}
 	return r.authorizeAdmin(ctx, admin.User, expiry)
 }
 
 // authorizeAdmin admits u by group or by SubjectAccessReview.
-func (r *TokenReview) authorizeAdmin(ctx context.Context, u authenticationv1.UserInfo, expiry time.Time) review {
+func (r *TokenReview) authorizeAdmin(ctx context.Context, u authenticationv1.UserInfo, expiry time.Time) outcome {
 	id := Identity{Kind: KindAdmin, Name: "admin/" + u.Username}
 	for _, g := range u.Groups {
 		if slices.Contains(r.opts.AdminGroups, g) {
 			r.log.Debug("token reviewed", "kind", id.Kind, "user", u.Username, "by_group", g)
-			return review{id: id, expiry: expiry}
+			return outcome{id: id, expiry: expiry}
 		}
 	}
 	extra := make(map[string]authorizationv1.ExtraValue, len(u.Extra))
@@ -247,11 +247,11 @@ func (r *TokenReview) authorizeAdmin(ctx context.Context, u authenticationv1.Use
 	}
 	if !sar.Status.Allowed {
 		r.log.Info("admin refused", "user", u.Username, "reason", sar.Status.Reason, "evaluation_error", sar.Status.EvaluationError)
-		return review{err: fmt.Errorf("%w: %q may not use the admin API: RBAC must allow verb %q on resource %q in API group %q",
+		return outcome{err: fmt.Errorf("%w: %q may not use the admin API: RBAC must allow verb %q on resource %q in API group %q",
 			ErrForbidden, u.Username, AdminAPIVerb, AdminAPIResource, AdminAPIGroup)}
 	}
 	r.log.Debug("token reviewed", "kind", id.Kind, "user", u.Username, "by", "rbac")
-	return review{id: id, expiry: expiry}
+	return outcome{id: id, expiry: expiry}
 }
 
 func (r *TokenReview) tokenReview(ctx context.Context, token string, audiences []string) (authenticationv1.TokenReviewStatus, error) {
@@ -266,9 +266,9 @@ func (r *TokenReview) tokenReview(ctx context.Context, token string, audiences [
 
 // unavailable logs an apiserver failure (the client error names the
 // request, never its body) and refuses the caller.
-func (r *TokenReview) unavailable(op string, err error) review {
+func (r *TokenReview) unavailable(op string, err error) outcome {
 	r.log.Warn("cannot authenticate: the apiserver did not answer", "op", op, "err", err)
-	return review{err: fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)}
+	return outcome{err: fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)}
 }
 
 // edgeNamespace returns ns when user is exactly

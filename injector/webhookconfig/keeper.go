@@ -15,8 +15,11 @@
 // re-reads and adopts the winner's certificates, so all replicas converge
 // on one Secret. When the CA is replaced, caBundle trusts the new and the
 // previous CA for Options.CAOverlap, and a replica starts presenting a
-// certificate of the new CA only after caBundle trusts it, so admissions
-// keep working through the rotation.
+// certificate of the new CA only after caBundle trusts it and, when it was
+// presenting one of the previous CA, CAPropagation later (API servers load
+// caBundle asynchronously), so admissions keep working through the
+// rotation. A replica that starts inside that window presents the new
+// certificate at once.
 package webhookconfig
 
 import (
@@ -43,8 +46,9 @@ type Keeper struct {
 	opts   Options
 	log    *slog.Logger
 
-	mu      sync.Mutex // serialises Sync
-	current atomic.Pointer[tls.Certificate]
+	mu       sync.Mutex // serialises Sync; guards switchAt
+	switchAt time.Time  // when a deferred switch to a new CA's certificate is due
+	current  atomic.Pointer[tls.Certificate]
 }
 
 // New validates opts and returns a Keeper; nothing is read or written
@@ -91,11 +95,45 @@ func (k *Keeper) Sync(ctx context.Context) error {
 		}
 		return err
 	}
-	if cur := k.current.Load(); cur == nil || !cur.Leaf.Equal(st.bundle.Serving.Cert) {
-		k.current.Store(st.bundle.TLSCertificate())
-		k.log.Info("webhook serving certificate loaded", "serial", st.bundle.Serving.Cert.SerialNumber.Text(16), "expires", st.bundle.Serving.Cert.NotAfter)
-	}
+	k.load(st)
 	return nil
+}
+
+// load presents st's serving certificate, except right after a CA
+// rotation: a replica presenting a still valid certificate of the previous
+// CA keeps it for CAPropagation, because API servers load a new caBundle
+// asynchronously and would refuse the new CA until they have.
+func (k *Keeper) load(st *tlsState) {
+	next := st.bundle.Serving.Cert
+	cur := k.current.Load()
+	if cur != nil && cur.Leaf.Equal(next) {
+		return
+	}
+	now := k.opts.Now()
+	if cur != nil && st.previous != nil && cur.Leaf.CheckSignatureFrom(st.previous) == nil && now.Before(cur.Leaf.NotAfter) {
+		if at := st.rotatedAt.Add(k.opts.CAPropagation); now.Before(at) {
+			if k.switchAt.IsZero() {
+				k.log.Info("webhook CA rotated; presenting the previous CA's certificate until the API servers trust the new one", "until", at)
+			}
+			k.switchAt = at
+			return
+		}
+	}
+	k.current.Store(st.bundle.TLSCertificate())
+	k.switchAt = time.Time{}
+	k.log.Info("webhook serving certificate loaded", "serial", next.SerialNumber.Text(16), "expires", next.NotAfter)
+}
+
+// nextSync is how long Run waits after a successful Sync: Interval, or
+// less when a deferred switch is due sooner.
+func (k *Keeper) nextSync() time.Duration {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	wait := k.opts.Interval
+	if !k.switchAt.IsZero() {
+		wait = min(wait, max(k.switchAt.Sub(k.opts.Now()), 0)+10*time.Millisecond)
+	}
+	return wait
 }
 
 // Run syncs at once and then every Interval until ctx ends; a failed sync
@@ -112,7 +150,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		}
-		wait := k.opts.Interval
+		var wait time.Duration
 		if err := k.Sync(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -121,7 +159,7 @@ func (k *Keeper) Run(ctx context.Context) error {
 			retry = min(2*retry, k.opts.Interval)
 			k.log.Error("webhook TLS and configuration sync failed", "error", err, "retry_in", wait)
 		} else {
-			retry = firstRetry
+			wait, retry = k.nextSync(), firstRetry
 		}
 		timer.Reset(wait)
 	}

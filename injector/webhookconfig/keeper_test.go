@@ -39,6 +39,7 @@ func TestOptions(t *testing.T) {
 		{"timeout too long", func(o *Options) { o.TimeoutSeconds = 31 }, "TimeoutSeconds"},
 		{"negative timeout", func(o *Options) { o.TimeoutSeconds = -1 }, "TimeoutSeconds"},
 		{"negative interval", func(o *Options) { o.Interval = -time.Second }, "Interval"},
+		{"negative propagation", func(o *Options) { o.CAPropagation = -time.Second }, "CAPropagation"},
 		{"overlap shorter than interval", func(o *Options) { o.Interval, o.CAOverlap = time.Hour, time.Minute }, "CAOverlap"},
 		{"renew before longer than validity", func(o *Options) { o.Certs = certs.Options{CAValidity: day, CARenewBefore: 2 * day} }, "Certs.CARenewBefore"},
 		{"bad host", func(o *Options) { o.Hosts = []string{"injector", "a b"} }, "Hosts[1]"},
@@ -199,7 +200,18 @@ func TestRotation(t *testing.T) {
 	rotateAt := ca1.NotAfter.Add(-29 * day)
 	c.Set(rotateAt)
 	sync1(t, k)
+	if !served(t, k).Equal(srv2) {
+		t.Fatalf("a certificate of the new CA presented before the API servers can have loaded caBundle")
+	}
+	if wait := k.nextSync(); wait > DefaultCAPropagation+time.Second {
+		t.Errorf("next sync in %s, want the switch within CAPropagation", wait)
+	}
+	c.Set(rotateAt.Add(DefaultCAPropagation))
+	sync1(t, k)
 	srv3 := served(t, k)
+	if srv3.Equal(srv2) {
+		t.Fatalf("still presenting the previous CA's certificate after CAPropagation")
+	}
 	bundle = bundleOf(t, getConfig(t, cs))
 	if len(bundle) != 2 || bundle[0].Equal(ca1) || !bundle[1].Equal(ca1) {
 		t.Fatalf("during the CA rotation caBundle holds %d CAs, want new then old", len(bundle))

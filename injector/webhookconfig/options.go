@@ -24,6 +24,7 @@ const (
 	DefaultServicePort       = 443
 	DefaultInterval          = time.Minute
 	DefaultCAOverlap         = 10 * time.Minute
+	DefaultCAPropagation     = 10 * time.Second
 )
 
 // ErrInvalidOptions is wrapped by every error New returns about Options;
@@ -73,9 +74,14 @@ type Options struct {
 	Interval time.Duration
 	// CAOverlap is how long a replaced CA stays in caBundle next to the
 	// new one, so servers still presenting a certificate of the old CA
-	// keep working until they have reloaded (default ten minutes, at
-	// least Interval).
+	// keep working until they have reloaded (default ten minutes; at
+	// least Interval + CAPropagation).
 	CAOverlap time.Duration
+	// CAPropagation is how long after a CA rotation a replica keeps
+	// presenting its certificate of the previous CA, so that every API
+	// server has loaded the new caBundle before it sees the new CA
+	// (default ten seconds).
+	CAPropagation time.Duration
 	// Certs tunes certificate lifetimes.
 	Certs certs.Options
 	// Now is the clock (default time.Now).
@@ -101,8 +107,11 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Interval == 0 {
 		o.Interval = DefaultInterval
 	}
+	if o.CAPropagation == 0 {
+		o.CAPropagation = DefaultCAPropagation
+	}
 	if o.CAOverlap == 0 {
-		o.CAOverlap = max(DefaultCAOverlap, 2*o.Interval)
+		o.CAOverlap = max(DefaultCAOverlap, 2*o.Interval+o.CAPropagation)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -178,8 +187,11 @@ func (o Options) validate() error {
 	if o.Interval <= 0 {
 		return bad("Interval", "%s: want > 0", o.Interval)
 	}
-	if o.CAOverlap < o.Interval {
-		return bad("CAOverlap", "%s: want at least Interval (%s), so every replica reloads before the old CA leaves caBundle", o.CAOverlap, o.Interval)
+	if o.CAPropagation < 0 {
+		return bad("CAPropagation", "%s: want >= 0", o.CAPropagation)
+	}
+	if o.CAOverlap < o.Interval+o.CAPropagation {
+		return bad("CAOverlap", "%s: want at least Interval + CAPropagation (%s), so every replica has switched before the old CA leaves caBundle", o.CAOverlap, o.Interval+o.CAPropagation)
 	}
 	if o.Certs.CARenewBefore > 0 && o.Certs.CAValidity > 0 && o.Certs.CARenewBefore >= o.Certs.CAValidity {
 		return bad("Certs.CARenewBefore", "%s: want less than Certs.CAValidity (%s)", o.Certs.CARenewBefore, o.Certs.CAValidity)

@@ -9,7 +9,7 @@
 // and whether its edge has a ready endpoint.
 //
 // The controller (package controller, leader only) creates the objects;
-// this package only reads them.
+// this package reads which are in place through the controller's caches.
 package clusterview
 
 import (
@@ -18,21 +18,17 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strconv"
-	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	discoveryinformers "k8s.io/client-go/informers/discovery/v1"
-	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
@@ -46,59 +42,49 @@ type Store interface {
 	UpdateRuntime(ctx context.Context, op string, mutate func(st *config.State) bool) (*snapshot.Set, error)
 }
 
-// PullTokenFunc reads the pull token out of a namespace's pull Secret
-// (the controller's format); an error means the Secret is not usable yet.
-type PullTokenFunc func(*corev1.Secret) (token string, err error)
-
-// Informers are the shared informers the view reads. Services and Secrets
-// may be restricted to the managed-by label, EndpointSlices to the edge
-// Service's name; the caller starts them.
-type Informers struct {
-	Namespaces     coreinformers.NamespaceInformer
-	Services       coreinformers.ServiceInformer
-	Secrets        coreinformers.SecretInformer
-	EndpointSlices discoveryinformers.EndpointSliceInformer
+// Edges are the namespaces whose edge objects are in place
+// (controller.Controller: it answers from its informers on every
+// replica, leader or not).
+type Edges interface {
+	Edges() ([]controller.Edge, error)
+	HasSynced() bool
 }
 
 // Options configure a View.
 type Options struct {
-	Store     Store
-	Informers Informers
-	PullToken PullTokenFunc
-	Logger    *slog.Logger
-	// Debounce gathers a burst of informer events (a thousand namespaces
-	// labelled at once) into one recomputation; default 100 ms.
+	Store Store
+	Edges Edges
+	// EndpointSlices may be restricted to the edge Service's name
+	// (discoveryv1.LabelServiceName); the caller starts it.
+	EndpointSlices discoveryinformers.EndpointSliceInformer
+	Logger         *slog.Logger
+	// Debounce gathers a burst of changes (a thousand namespaces labelled
+	// at once) into one recomputation; default 100 ms.
 	Debounce time.Duration
 }
 
 // View keeps the store's namespaces in line with the cluster.
 type View struct {
 	store     Store
-	nsLister  corelisters.NamespaceLister
-	svcLister corelisters.ServiceLister
-	secLister corelisters.SecretLister
+	edges     Edges
 	epsLister discoverylisters.EndpointSliceLister
 	synced    []cache.InformerSynced
-	pullToken PullTokenFunc
 	log       *slog.Logger
 	debounce  time.Duration
 	kick      chan struct{}
-
-	mu      sync.Mutex
-	skipped map[string]string // namespace → why it is not configured, logged once per reason
 }
 
-// New registers the view's event handlers on the informers; Run it after
-// starting them.
+// New returns a View; wire Changed to the controller's change
+// notifications (controller.WithOnEdgeChange) and Run it after starting
+// the informers.
 func New(opts Options) (*View, error) {
-	in := opts.Informers
 	switch {
 	case opts.Store == nil:
 		return nil, fmt.Errorf("clusterview: Options.Store is required")
-	case in.Namespaces == nil || in.Services == nil || in.Secrets == nil || in.EndpointSlices == nil:
-		return nil, fmt.Errorf("clusterview: Options.Informers needs namespaces, services, secrets and endpointslices")
-	case opts.PullToken == nil:
-		return nil, fmt.Errorf("clusterview: Options.PullToken is required")
+	case opts.Edges == nil:
+		return nil, fmt.Errorf("clusterview: Options.Edges is required")
+	case opts.EndpointSlices == nil:
+		return nil, fmt.Errorf("clusterview: Options.EndpointSlices is required")
 	}
 	log := opts.Logger
 	if log == nil {
@@ -106,37 +92,25 @@ func New(opts Options) (*View, error) {
 	}
 	v := &View{
 		store:     opts.Store,
-		nsLister:  in.Namespaces.Lister(),
-		svcLister: in.Services.Lister(),
-		secLister: in.Secrets.Lister(),
-		epsLister: in.EndpointSlices.Lister(),
-		pullToken: opts.PullToken,
+		edges:     opts.Edges,
+		epsLister: opts.EndpointSlices.Lister(),
 		log:       log,
 		debounce:  opts.Debounce,
 		kick:      make(chan struct{}, 1),
-		skipped:   map[string]string{},
 	}
 	if v.debounce <= 0 {
 		v.debounce = 100 * time.Millisecond
 	}
-	// Every event means "recompute"; the work is O(namespaces) and
-	// debounced, so there is nothing to gain from per-key bookkeeping.
-	h := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { v.trigger() },
-		UpdateFunc: func(any, any) { v.trigger() },
-		DeleteFunc: func(any) { v.trigger() },
-	}
-	for _, inf := range []cache.SharedIndexInformer{in.Namespaces.Informer(), in.Services.Informer(), in.Secrets.Informer()} {
-		if _, err := inf.AddEventHandler(h); err != nil {
-			return nil, fmt.Errorf("clusterview: add event handler: %w", err)
-		}
-		v.synced = append(v.synced, inf.HasSynced)
-	}
 	// Readiness is read on demand by the webhook; the informer only has
 	// to be synced.
-	v.synced = append(v.synced, in.EndpointSlices.Informer().HasSynced)
+	v.synced = []cache.InformerSynced{opts.Edges.HasSynced, opts.EndpointSlices.Informer().HasSynced}
 	return v, nil
 }
+
+// Changed tells the view that namespace's edge may have changed. Every
+// change means "recompute": the work is O(namespaces) and debounced, so
+// there is nothing to gain from per-namespace bookkeeping.
+func (v *View) Changed(string) { v.trigger() }
 
 func (v *View) trigger() {
 	select {
@@ -192,83 +166,17 @@ func (v *View) Sync(ctx context.Context) error {
 	return nil
 }
 
-// desired reads the caches: an opted-in, live namespace whose edge Service
-// has a node port and whose pull Secret holds a token.
+// desired is one configured namespace per edge in place.
 func (v *View) desired() (map[string]*config.Namespace, error) {
-	nss, err := v.nsLister.List(labels.SelectorFromSet(labels.Set{kubecontract.OptInLabel: kubecontract.OptInValue}))
+	edges, err := v.edges.Edges()
 	if err != nil {
-		return nil, fmt.Errorf("list namespaces: %w", err)
+		return nil, fmt.Errorf("read edges: %w", err)
 	}
-	out := make(map[string]*config.Namespace, len(nss))
-	seen := make(map[string]bool, len(nss))
-	for _, ns := range nss {
-		seen[ns.Name] = true
-		cfg, why := v.namespace(ns)
-		if cfg == nil {
-			v.noteSkipped(ns.Name, why)
-			continue
-		}
-		v.noteSkipped(ns.Name, "")
-		out[ns.Name] = cfg
+	out := make(map[string]*config.Namespace, len(edges))
+	for _, e := range edges {
+		out[e.Namespace] = &config.Namespace{PullToken: config.Secret(e.PullToken), EdgeAddress: e.Address}
 	}
-	v.mu.Lock()
-	for name := range v.skipped {
-		if !seen[name] {
-			delete(v.skipped, name)
-		}
-	}
-	v.mu.Unlock()
 	return out, nil
-}
-
-func (v *View) namespace(ns *corev1.Namespace) (*config.Namespace, string) {
-	if ns.DeletionTimestamp != nil {
-		return nil, "terminating"
-	}
-	port, why := v.nodePort(ns.Name)
-	if port == 0 {
-		return nil, why
-	}
-	sec, err := v.secLister.Secrets(ns.Name).Get(kubecontract.PullSecretName)
-	if err != nil {
-		return nil, "no pull Secret " + kubecontract.PullSecretName + " yet"
-	}
-	token, err := v.pullToken(sec)
-	if err != nil || token == "" {
-		return nil, fmt.Sprintf("pull Secret %s not usable: %v", kubecontract.PullSecretName, err)
-	}
-	return &config.Namespace{
-		PullToken:   config.Secret(token),
-		EdgeAddress: "127.0.0.1:" + strconv.Itoa(int(port)),
-	}, ""
-}
-
-func (v *View) nodePort(ns string) (int32, string) {
-	svc, err := v.svcLister.Services(ns).Get(kubecontract.EdgeName)
-	if err != nil {
-		return 0, "no edge Service " + kubecontract.EdgeName + " yet"
-	}
-	for _, p := range svc.Spec.Ports {
-		if p.NodePort != 0 {
-			return p.NodePort, ""
-		}
-	}
-	return 0, "edge Service has no node port yet"
-}
-
-// noteSkipped logs why a namespace is not configured, once per reason.
-func (v *View) noteSkipped(ns, why string) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.skipped[ns] == why {
-		return
-	}
-	if why == "" {
-		delete(v.skipped, ns)
-		return
-	}
-	v.skipped[ns] = why
-	v.log.Info("opted-in namespace not configured yet", "namespace", ns, "reason", why)
 }
 
 func namespacesEqual(a, b map[string]*config.Namespace) bool {

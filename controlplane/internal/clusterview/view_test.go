@@ -5,19 +5,20 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
@@ -32,25 +33,36 @@ func (memSource) Save(context.Context, *config.State) error {
 	return errors.New("the view must not persist")
 }
 
-// testPullToken reads the token from a "token" key: the real format is
-// the controller's, tested there.
-func testPullToken(s *corev1.Secret) (string, error) {
-	t := string(s.Data["token"])
-	if t == "" {
-		return "", errors.New("no token key")
-	}
-	return t, nil
+// fakeEdges is the controller's answer, set by the test.
+type fakeEdges struct {
+	mu    sync.Mutex
+	edges []controller.Edge
+}
+
+func (f *fakeEdges) Edges() ([]controller.Edge, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.edges), nil
+}
+func (*fakeEdges) HasSynced() bool { return true }
+
+func (f *fakeEdges) set(v *View, edges ...controller.Edge) {
+	f.mu.Lock()
+	f.edges = edges
+	f.mu.Unlock()
+	v.Changed("")
 }
 
 type fixture struct {
 	client kubernetes.Interface
 	store  *store.Store
 	view   *View
+	edges  *fakeEdges
 }
 
-func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
+func newFixture(t *testing.T, edges ...controller.Edge) *fixture {
 	t.Helper()
-	client := fake.NewClientset(objs...)
+	client := fake.NewClientset()
 	st := &config.State{
 		Upstreams:  []*selfhostv1.Upstream{{Prefix: "dockerhub", Url: "https://registry-1.docker.io", Hosts: []string{"docker.io"}}},
 		Namespaces: map[string]*config.Namespace{},
@@ -61,16 +73,8 @@ func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 		t.Fatal(err)
 	}
 	f := informers.NewSharedInformerFactory(client, 0)
-	v, err := New(Options{
-		Store: s,
-		Informers: Informers{
-			Namespaces: f.Core().V1().Namespaces(), Services: f.Core().V1().Services(),
-			Secrets: f.Core().V1().Secrets(), EndpointSlices: f.Discovery().V1().EndpointSlices(),
-		},
-		PullToken: testPullToken,
-		Logger:    log,
-		Debounce:  time.Millisecond,
-	})
+	fe := &fakeEdges{edges: edges}
+	v, err := New(Options{Store: s, Edges: fe, EndpointSlices: f.Discovery().V1().EndpointSlices(), Logger: log, Debounce: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,27 +82,7 @@ func newFixture(t *testing.T, objs ...runtime.Object) *fixture {
 	t.Cleanup(cancel)
 	f.Start(ctx.Done())
 	go func() { _ = v.Run(ctx) }()
-	return &fixture{client: client, store: s, view: v}
-}
-
-func namespace(name string, lbl map[string]string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbl}}
-}
-
-var optIn = map[string]string{kubecontract.OptInLabel: kubecontract.OptInValue}
-
-func edgeService(ns string, port int32) *corev1.Service {
-	return &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: kubecontract.EdgeName},
-		Spec:       corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 5000, NodePort: port}}},
-	}
-}
-
-func pullSecret(ns, token string) *corev1.Secret {
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: kubecontract.PullSecretName},
-		Data:       map[string][]byte{"token": []byte(token)},
-	}
+	return &fixture{client: client, store: s, view: v, edges: fe}
 }
 
 func readySlice(ns string, ready bool) *discoveryv1.EndpointSlice {
@@ -122,51 +106,34 @@ func waitFor(t *testing.T, what string, cond func(*snapshot.Set) bool, s *store.
 	}
 }
 
-func TestViewConfiguresOnlyCompleteOptedInNamespaces(t *testing.T) {
+func TestViewFollowsTheControllersEdges(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t,
-		namespace("a", optIn), edgeService("a", 30500), pullSecret("a", "tok-a"),
-		namespace("wrong-value", map[string]string{kubecontract.OptInLabel: "true"}), edgeService("wrong-value", 30501), pullSecret("wrong-value", "tok-w"),
-		namespace("no-secret", optIn), edgeService("no-secret", 30502),
-		namespace("no-service", optIn), pullSecret("no-service", "tok-s"),
-		namespace("plain", nil),
-	)
-	waitFor(t, "namespace a", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return ok }, f.store)
-	if got := strings.Join(f.store.Current().NamespaceNames(), ","); got != "a" {
-		t.Fatalf("configured namespaces = %s, want a", got)
-	}
+	f := newFixture(t, controller.Edge{Namespace: "a", Address: "127.0.0.1:30500", PullToken: "tok-a"})
+	waitFor(t, "a configured", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return ok }, f.store)
 	ns, _ := f.store.Current().Namespace("a")
 	if ns.EdgeAddress != "127.0.0.1:30500" || ns.Config.GetPolicy().GetPullToken() != "tok-a" {
 		t.Fatalf("namespace a: address %q token %q", ns.EdgeAddress, ns.Config.GetPolicy().GetPullToken())
 	}
-}
 
-func TestViewFollowsChanges(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	f := newFixture(t, namespace("a", optIn), edgeService("a", 30500), pullSecret("a", "tok-a"))
-	waitFor(t, "a configured", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return ok }, f.store)
-
-	// New node port (the Service was recreated elsewhere) → new address.
-	if _, err := f.client.CoreV1().Services("a").Update(ctx, edgeService("a", 30600), metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "new address", func(s *snapshot.Set) bool {
+	// New node port (the Service was recreated elsewhere) → new address;
+	// b appears.
+	f.edges.set(f.view,
+		controller.Edge{Namespace: "a", Address: "127.0.0.1:30600", PullToken: "tok-a"},
+		controller.Edge{Namespace: "b", Address: "127.0.0.1:30601", PullToken: "tok-b"})
+	waitFor(t, "new address and b", func(s *snapshot.Set) bool {
 		ns, ok := s.Namespace("a")
-		return ok && ns.EdgeAddress == "127.0.0.1:30600"
+		return ok && ns.EdgeAddress == "127.0.0.1:30600" && strings.Join(s.NamespaceNames(), ",") == "a,b"
 	}, f.store)
 
-	// Label removed → unconfigured.
-	if _, err := f.client.CoreV1().Namespaces().Update(ctx, namespace("a", nil), metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a removed", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return !ok }, f.store)
+	// a unlabelled → unconfigured.
+	f.edges.set(f.view, controller.Edge{Namespace: "b", Address: "127.0.0.1:30601", PullToken: "tok-b"})
+	waitFor(t, "a removed", func(s *snapshot.Set) bool { return strings.Join(s.NamespaceNames(), ",") == "b" }, f.store)
 }
 
 func TestViewEdgeReadiness(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	f := newFixture(t, namespace("a", optIn), edgeService("a", 30500), pullSecret("a", "tok-a"))
+	f := newFixture(t, controller.Edge{Namespace: "a", Address: "127.0.0.1:30500", PullToken: "tok-a"})
 	waitFor(t, "a configured", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return ok }, f.store)
 
 	e, ok := f.view.Namespace(ctx, "a")

@@ -172,3 +172,11 @@ func TestPodWithoutMetadata(t *testing.T) {
 		t.Fatalf("patched object %s", out)
 	}
 }
+
+func TestNilPolicies(t *testing.T) {
+	t.Parallel()
+	code, resp, text := post(t, NewHandler(nil), review(t, "team-a", admissionv1.Create, "", pod("nginx"), nil))
+	if code != http.StatusOK || !resp.Allowed || len(resp.Patch) != 0 {
+		t.Fatalf("status %d %s", code, text)
+	}
+}

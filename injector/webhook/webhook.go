@@ -120,8 +120,12 @@ type Handler struct {
 	maxBody  int64
 }
 
-// NewHandler returns a Handler that asks p about namespaces.
+// NewHandler returns a Handler that asks p about namespaces; a nil p
+// opts no namespace in.
 func NewHandler(p Policies, opts ...Option) *Handler {
+	if p == nil {
+		p = PoliciesFunc(func(context.Context, string) (Namespace, bool) { return Namespace{}, false })
+	}
 	h := &Handler{
 		policies: p,
 		log:      slog.New(slog.DiscardHandler),

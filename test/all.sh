@@ -6,8 +6,10 @@
 #      is already there) and keeps their system services stopped: every test
 #      starts its own servers on its own 127.0.0.1 ports;
 #   2. builds the Go tools pinned by `tool` lines in tools/go.mod (crane,
-#      versitygw, crictl) into bin/tools, and the edge and the test token
-#      proxy into bin/test, once for every test package;
+#      versitygw, crictl) and kube-apiserver v1.37.2 (tools/k8s/go.mod; run
+#      by test/harness StartKube with Debian's etcd-server) into bin/tools,
+#      and the edge and the test token proxy into bin/test, once for every
+#      test package;
 #   3. gofmt check, go vet, go test -race of every package (unit and the
 #      end-to-end tests in test/e2e), then a short fuzz run of every Fuzz
 #      target found;
@@ -15,8 +17,9 @@
 #
 # Idempotent; runs from any working directory. Go build cache: an existing
 # GOCACHE is respected; otherwise Go's default (~/.cache/go-build) is used,
-# which CI keeps between runs — a cold run compiles for ~5 minutes on 2 cores
-# (versitygw and crictl are most of it), a warm one for seconds.
+# which CI keeps between runs — a cold run compiles for ~10 minutes on 2 cores
+# (kube-apiserver ~4-5 min, versitygw and crictl most of the rest), a warm
+# one for seconds.
 #
 # Environment: FUZZTIME (default 20000x: a count of inputs, not a duration,
 # because a -fuzztime deadline that expires while the fuzzer is busy on a
@@ -42,11 +45,14 @@ declare -A PKG_OF=(
 	[ctr]=containerd [runc]=runc [nginx]=nginx-light [wrk]=wrk [ip]=iproute2
 	[curl]=curl [ss-server]=shadowsocks-libev [microsocks]=microsocks [tinyproxy]=tinyproxy
 	[trojan]=trojan [v2ray]=v2ray
+	[etcd]=etcd-server # kube: etcd for test/harness StartKube
 )
 PACKAGES=(docker-registry skopeo containerd runc nginx-light wrk iproute2 curl ca-certificates
-	shadowsocks-libev microsocks tinyproxy trojan v2ray)
+	shadowsocks-libev microsocks tinyproxy trojan v2ray
+	etcd-server) # kube: etcd for test/harness StartKube
 # Services those packages may start on installation.
-SERVICES=(nginx docker-registry containerd shadowsocks-libev tinyproxy trojan v2ray)
+SERVICES=(nginx docker-registry containerd shadowsocks-libev tinyproxy trojan v2ray
+	etcd) # kube: etcd-server's unit
 
 missing=()
 for bin in "${!PKG_OF[@]}"; do
@@ -118,6 +124,17 @@ export VERSITYGW="$ROOT/bin/tools/versitygw" CRANE="$ROOT/bin/tools/crane" CRICT
 for t in "$VERSITYGW" "$CRANE" "$CRICTL" "$GRPCURL" "$ROOT/bin/tools/buf"; do
 	[[ -x $t ]] || { echo "all.sh: $t was not built" >&2; exit 1; }
 done
+
+# --- kube: kube-apiserver for test/harness StartKube (tools/k8s/go.mod).
+# The ldflags make it report v1.37.2 instead of v0.0.0-master (kubectl and
+# helm misread that). Cold ~4-5 min on 2 cores; with a warm GOCACHE Go
+# finds the binary up to date and this takes seconds.
+log "building kube-apiserver (tools/k8s/go.mod) into bin/tools"
+KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
+(cd tools/k8s && go build -ldflags "$KUBE_LDFLAGS" -o ../../bin/tools/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver)
+export KUBE_APISERVER="$ROOT/bin/tools/kube-apiserver"
+[[ -x $KUBE_APISERVER ]] || { echo "all.sh: $KUBE_APISERVER was not built" >&2; exit 1; }
+# --- end kube
 
 # Built once here instead of once per test binary (see test/harness).
 log "building the edge, the control plane and the test token proxy into bin/test"

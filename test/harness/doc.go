@@ -4,6 +4,9 @@
 // containerd daemon driven through crictl and ctr, and the skopeo and crane
 // command-line clients. It also builds test images with go-containerregistry
 // and offers a fault-injecting reverse proxy for upstream failures.
+// StartKube runs a real kube-apiserver (built from tools/k8s) on its own
+// Debian etcd, with an admin clientset and kubeconfig and ServiceAccount
+// tokens from the TokenRequest API, for controller, webhook and RBAC tests.
 //
 // Every Start function takes a testing.TB, binds to a free 127.0.0.1 port,
 // waits for readiness with a deadline and registers a t.Cleanup that stops

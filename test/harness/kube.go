@@ -1,0 +1,458 @@
+package harness
+
+// A real kube-apiserver (built from tools/k8s/go.mod) backed by its own
+// Debian etcd, both on 127.0.0.1, for controller, webhook and RBAC tests.
+// There is no kubelet, scheduler or kube-controller-manager: no pods run,
+// namespaces are never finalized after a delete, and no "default"
+// ServiceAccount or kube-root-ca.crt ConfigMap appears by itself.
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+const hintKube = "run test/all.sh once, or: apt-get install etcd-server and build tools/k8s (see test/all.sh)"
+
+// EtcdBin is Debian's etcd (package etcd-server; env ETCD).
+func EtcdBin(t testing.TB) string { return Binary(t, "etcd", "ETCD", hintKube) }
+
+// KubeAPIServerBin is kube-apiserver (env KUBE_APISERVER, else PATH or
+// bin/tools/kube-apiserver, which test/all.sh builds from tools/k8s).
+func KubeAPIServerBin(t testing.TB) string {
+	return Binary(t, "kube-apiserver", "KUBE_APISERVER", hintKube)
+}
+
+// Kube is a kube-apiserver backed by its own etcd, on 127.0.0.1.
+type Kube struct {
+	URL        string               // https://127.0.0.1:PORT
+	Config     *rest.Config         // admin: a static token in the system:masters group
+	Client     kubernetes.Interface // built from Config
+	Kubeconfig string               // path of an admin kubeconfig file for kubectl/helm-like tools
+	Dir        string               // where its data, certs and logs live
+
+	bin  string
+	args []string
+	http *http.Client // admin client for /readyz
+
+	mu  sync.Mutex
+	api *Process // the current apiserver; replaced by StartAPIServer
+}
+
+// StartKube starts etcd (Debian etcd-server; env ETCD) and kube-apiserver
+// (env KUBE_APISERVER, else bin/tools/kube-apiserver) on free loopback
+// ports, waits until /readyz answers, and stops both with t.Cleanup. It
+// fails the test (t.Fatal) when a binary is missing.
+//
+// The serving certificate is signed by a CA of this instance (in Config
+// and Kubeconfig); ServiceAccount tokens are ES256, issuer
+// https://kubernetes.default.svc, which is also the default audience.
+func StartKube(t testing.TB) *Kube {
+	t.Helper()
+	etcdBin, apiBin := EtcdBin(t), KubeAPIServerBin(t)
+	k := &Kube{Dir: t.TempDir(), bin: apiBin}
+	pki, err := writeKubePKI(k.Dir)
+	if err != nil {
+		t.Fatalf("kube: %v", err)
+	}
+
+	var etcdURL string
+	var etcd *Process
+	err = startWithPorts(2, func(ports []int) error {
+		etcdURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+		p, err := startEtcd(etcdBin, k.Dir, etcdURL, fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
+		etcd = p
+		return err
+	})
+	if err != nil {
+		t.Fatalf("start etcd: %v", err)
+	}
+	cleanupProcess(t, etcd)
+
+	err = startWithPorts(1, func(ports []int) error {
+		if err := k.setAddress(ports[0], pki); err != nil {
+			return err
+		}
+		k.args = kubeAPIServerArgs(k.Dir, ports[0], etcdURL)
+		return k.start(true)
+	})
+	if err != nil {
+		t.Fatalf("start kube-apiserver: %v", err)
+	}
+	t.Cleanup(func() {
+		k.mu.Lock()
+		p := k.api
+		k.mu.Unlock()
+		p.Stop()
+		if t.Failed() {
+			t.Logf("---- log of kube-apiserver (%s), last 64 KiB ----\n%s\n---- end of kube-apiserver log ----", p.LogPath, p.LogTail(64<<10))
+		}
+	})
+	return k
+}
+
+// kubeAPIServerArgs are the flags of a single apiserver on 127.0.0.1
+// without nodes: static admin token, RBAC, TokenRequest with the issuer
+// as default audience, NodePort allocation, no endpoint reconciler (there
+// is no other apiserver and no node address to publish).
+func kubeAPIServerArgs(dir string, port int, etcdURL string) []string {
+	f := func(name string) string { return filepath.Join(dir, name) }
+	return []string{
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		fmt.Sprintf("--secure-port=%d", port),
+		"--endpoint-reconciler-type=none",
+		"--etcd-servers=" + etcdURL,
+		"--cert-dir=" + f("apiserver-certs"),
+		"--tls-cert-file=" + f("serving.crt"),
+		"--tls-private-key-file=" + f("serving.key"),
+		"--token-auth-file=" + f("tokens.csv"),
+		"--authorization-mode=Node,RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--service-account-key-file=" + f("sa.pub"),
+		"--service-account-signing-key-file=" + f("sa.key"),
+		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-node-port-range=30000-32767",
+		"--allow-privileged=true",
+		"--profiling=false",
+		"--v=1",
+	}
+}
+
+// setAddress fills URL, Config, Client and the kubeconfig file for port.
+func (k *Kube) setAddress(port int, pki kubePKI) error {
+	k.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	k.Config = &rest.Config{
+		Host:            k.URL,
+		BearerToken:     pki.adminToken,
+		TLSClientConfig: rest.TLSClientConfig{CAData: pki.caPEM},
+		UserAgent:       "selfhost-test-harness",
+		QPS:             200,
+		Burst:           400,
+	}
+	k.Kubeconfig = filepath.Join(k.Dir, "kubeconfig")
+	var err error
+	if k.http, err = rest.HTTPClientFor(k.Config); err != nil {
+		return err
+	}
+	if k.Client, err = kubernetes.NewForConfig(k.Config); err != nil {
+		return err
+	}
+	return writeKubeconfig(k.Kubeconfig, k.Config)
+}
+
+// start runs the apiserver with k.args and waits for /readyz (and, on the
+// first start, for the "default" namespace that a post-start hook creates
+// shortly after).
+func (k *Kube) start(first bool) error {
+	p, err := startProcess("kube-apiserver", k.bin, k.args, nil, k.Dir)
+	if err != nil {
+		return err
+	}
+	err = waitReady(p, func(ctx context.Context) error {
+		if err := k.readyz(ctx); err != nil {
+			return err
+		}
+		if first {
+			_, err := k.Client.CoreV1().Namespaces().Get(ctx, metav1.NamespaceDefault, metav1.GetOptions{})
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		p.Stop()
+		return portError(p, err)
+	}
+	k.mu.Lock()
+	k.api = p
+	k.mu.Unlock()
+	return nil
+}
+
+func (k *Kube) readyz(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.URL+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := k.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /readyz: %s", resp.Status)
+	}
+	return nil
+}
+
+// StopAPIServer stops the apiserver gracefully (SIGTERM); etcd keeps
+// running. It is a no-op when the apiserver is already stopped.
+func (k *Kube) StopAPIServer() {
+	k.mu.Lock()
+	p := k.api
+	k.mu.Unlock()
+	p.Stop()
+}
+
+// StartAPIServer starts the apiserver again after StopAPIServer, on the
+// same port and with the same certificates, tokens and etcd, so URL,
+// Config, Client and Kubeconfig stay valid. A port taken in the meantime
+// is retried for a while instead of moving. It fails the test if the
+// apiserver is still running.
+func (k *Kube) StartAPIServer(t testing.TB) {
+	t.Helper()
+	k.mu.Lock()
+	running := !k.api.Exited()
+	k.mu.Unlock()
+	if running {
+		t.Fatalf("kube: StartAPIServer while the apiserver on %s is running", k.URL)
+	}
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		if err = k.start(false); err == nil || !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("start kube-apiserver again on %s: %v", k.URL, err)
+	}
+}
+
+// ServiceAccountToken creates namespace ns and ServiceAccount sa when
+// missing and returns a token from the TokenRequest API for them;
+// audiences nil means the apiserver's default audience. ttl 0 means the
+// default (1 h); the apiserver refuses a ttl under 10 minutes.
+func (k *Kube) ServiceAccountToken(t testing.TB, ns, sa string, audiences []string, ttl time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	core := k.Client.CoreV1()
+	_, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("kube: create namespace %s: %v", ns, err)
+	}
+	_, err = core.ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("kube: create serviceaccount %s/%s: %v", ns, sa, err)
+	}
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}
+	if ttl > 0 {
+		secs := int64(ttl / time.Second)
+		req.Spec.ExpirationSeconds = &secs
+	}
+	tr, err := core.ServiceAccounts(ns).CreateToken(ctx, sa, req, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("kube: token for serviceaccount %s/%s: %v", ns, sa, err)
+	}
+	return tr.Status.Token
+}
+
+// ClientFor returns a clientset that authenticates with token (e.g. a
+// ServiceAccount token), for RBAC tests.
+func (k *Kube) ClientFor(t testing.TB, token string) kubernetes.Interface {
+	t.Helper()
+	cfg := rest.AnonymousClientConfig(k.Config)
+	cfg.BearerToken = token
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatalf("kube: client for token: %v", err)
+	}
+	return c
+}
+
+// startEtcd starts a single-member etcd with a fresh data directory and
+// waits for /health.
+func startEtcd(bin, dir, clientURL, peerURL string) (*Process, error) {
+	data := filepath.Join(dir, "etcd-data")
+	if err := os.RemoveAll(data); err != nil { // a previous attempt's
+		return nil, err
+	}
+	args := []string{
+		"--name=kube",
+		"--data-dir=" + data,
+		"--listen-client-urls=" + clientURL,
+		"--advertise-client-urls=" + clientURL,
+		"--listen-peer-urls=" + peerURL,
+		"--initial-advertise-peer-urls=" + peerURL,
+		"--initial-cluster=kube=" + peerURL,
+		"--initial-cluster-state=new",
+		"--logger=zap",
+		"--log-outputs=stderr",
+	}
+	p, err := startProcess("etcd", bin, args, etcdEnv(), dir)
+	if err != nil {
+		return nil, err
+	}
+	err = waitReady(p, func(ctx context.Context) error { return httpStatus(ctx, clientURL+"/health", http.StatusOK) })
+	if err != nil {
+		p.Stop()
+		return nil, portError(p, err)
+	}
+	return p, nil
+}
+
+// etcdEnv blanks every ETCD_* variable of the parent (etcd reads them as
+// flags; an empty value is ignored) and sets ETCD_UNSUPPORTED_ARCH where
+// etcd 3.4 refuses to start without it (anything but amd64 and ppc64le).
+func etcdEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "ETCD_") {
+			env = append(env, k+"=")
+		}
+	}
+	if a := runtime.GOARCH; a != "amd64" && a != "ppc64le" {
+		env = append(env, "ETCD_UNSUPPORTED_ARCH="+a)
+	}
+	return env
+}
+
+// kubePKI is what writeKubePKI made: the CA of the serving certificate
+// and the admin token.
+type kubePKI struct {
+	caPEM      []byte
+	adminToken string
+}
+
+// writeKubePKI writes a CA, a serving certificate for 127.0.0.1 and the
+// in-cluster names, the ServiceAccount signing key pair and the static
+// token file to dir.
+func writeKubePKI(dir string) (kubePKI, error) {
+	var pki kubePKI
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return pki, err
+	}
+	now := time.Now()
+	ca := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "selfhost-test-kube-ca"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(365 * 24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return pki, err
+	}
+	if ca, err = x509.ParseCertificate(caDER); err != nil {
+		return pki, err
+	}
+	servingKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return pki, err
+	}
+	serving := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default",
+			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+	}
+	servingDER, err := x509.CreateCertificate(rand.Reader, serving, ca, &servingKey.PublicKey, caKey)
+	if err != nil {
+		return pki, err
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return pki, err
+	}
+	tok := make([]byte, 24)
+	if _, err := rand.Read(tok); err != nil {
+		return pki, err
+	}
+	pki.adminToken = base64.RawURLEncoding.EncodeToString(tok)
+	pki.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	files := []struct {
+		name string
+		data func() ([]byte, error)
+	}{
+		{"ca.crt", func() ([]byte, error) { return pki.caPEM, nil }},
+		{"serving.crt", func() ([]byte, error) {
+			return append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: servingDER}), pki.caPEM...), nil
+		}},
+		{"serving.key", func() ([]byte, error) { return privateKeyPEM(servingKey) }},
+		{"sa.key", func() ([]byte, error) { return privateKeyPEM(saKey) }},
+		{"sa.pub", func() ([]byte, error) {
+			der, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), err
+		}},
+		// token,user,uid,"group,..."
+		{"tokens.csv", func() ([]byte, error) {
+			return []byte(pki.adminToken + ",selfhost-admin,selfhost-admin,system:masters\n"), nil
+		}},
+	}
+	for _, f := range files {
+		b, err := f.data()
+		if err != nil {
+			return pki, fmt.Errorf("%s: %w", f.name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.name), b, 0o600); err != nil {
+			return pki, err
+		}
+	}
+	return pki, nil
+}
+
+func privateKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// writeKubeconfig writes an admin kubeconfig (token and CA inline) for cfg.
+func writeKubeconfig(path string, cfg *rest.Config) error {
+	const tmpl = `apiVersion: v1
+kind: Config
+clusters:
+- name: selfhost-test
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: selfhost-admin
+  user:
+    token: %s
+contexts:
+- name: selfhost-test
+  context:
+    cluster: selfhost-test
+    user: selfhost-admin
+    namespace: default
+current-context: selfhost-test
+`
+	b := fmt.Sprintf(tmpl, cfg.Host, base64.StdEncoding.EncodeToString(cfg.TLSClientConfig.CAData), cfg.BearerToken)
+	return os.WriteFile(path, []byte(b), 0o600)
+}

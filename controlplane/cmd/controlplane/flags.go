@@ -14,8 +14,9 @@ import (
 // envPrefix: every flag --some-name can also be set as CONTROLPLANE_SOME_NAME.
 const envPrefix = "CONTROLPLANE_"
 
-// errInClusterMode is the answer when --standalone is missing.
-var errInClusterMode = errors.New("in-cluster mode is not implemented yet; use --standalone")
+// DefaultEdgeAudience is the audience of the edges' projected
+// ServiceAccount tokens.
+const DefaultEdgeAudience = "k8s-selfhost-repo-controlplane"
 
 // flags are the command line, after environment defaults.
 type flags struct {
@@ -27,6 +28,30 @@ type flags struct {
 	logLevel   slog.Level
 	tlsCert    string
 	tlsKey     string
+	cluster    clusterFlags
+}
+
+// clusterFlags are the in-cluster mode's flags (without --standalone).
+type clusterFlags struct {
+	kubeconfig       string
+	namespace        string
+	podName          string
+	adminGroups      []string
+	edgeAudience     string
+	edgeImage        string
+	edgePullPolicy   string
+	edgeResources    string
+	edgeArgs         []string
+	edgeControlPlane string
+	workers          int
+	leaseDuration    time.Duration
+	renewDeadline    time.Duration
+	retryPeriod      time.Duration
+	webhookDisabled  bool
+	webhookListen    string
+	webhookService   string
+	webhookURL       string
+	webhookHosts     []string
 }
 
 // parseFlags reads args, with CONTROLPLANE_<NAME> environment variables
@@ -38,6 +63,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	fs.SetOutput(out)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: controlplane --standalone --config FILE [flags]
+       controlplane --namespace NS --edge-image IMAGE --edge-control-plane ADDR [flags]   (in a cluster)
 
 The k8s-selfhost-repo control plane: holds the upstream registries and each
 namespace's policy, pushes them to the edges over gRPC
@@ -45,6 +71,14 @@ namespace's policy, pushes them to the edges over gRPC
 (selfhost.v1.AdminService) with server reflection and grpc.health.v1 on, so
 grpcurl list/describe work without a token; every other call needs
 "authorization: Bearer <token>". See docs/control-protocol.md.
+
+Without --standalone it runs in a Kubernetes cluster (docs/kubernetes.md):
+it creates an edge in every namespace labelled
+k8s-selfhost-repo.io/cache=enabled (leader-elected), authenticates edges
+and admins with TokenReview (admins: --admin-groups or RBAC "use" on
+adminapi.k8s-selfhost-repo.io), keeps admin changes in a ConfigMap, and
+serves the image-rewriting admission webhook over HTTPS. --config is
+optional there (upstreams, clash); adminTokens and namespaces are refused.
 
 Every flag can also be set as an environment variable CONTROLPLANE_<FLAG>
 (upper case, '-' as '_', e.g. CONTROLPLANE_GRPC_LISTEN); a flag on the
@@ -78,14 +112,48 @@ Flags:
 		return d
 	}
 
-	fs.BoolVar(&f.standalone, "standalone", envBool("standalone"), "run without Kubernetes: configuration, tokens and state come from --config (required for now; in-cluster mode comes with the Kubernetes work)")
-	fs.StringVar(&f.config, "config", env("config", ""), "standalone YAML configuration: adminTokens, upstreams, namespaces, clash (`FILE`; see docs/control-protocol.md and docs/clash.md)")
+	envInt := func(name string, def int) int {
+		v := env(name, strconv.Itoa(def))
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a number", envName(name), v))
+		}
+		return n
+	}
+	envList := func(name string) []string { return splitList(env(name, "")) }
+
+	fs.BoolVar(&f.standalone, "standalone", envBool("standalone"), "run without Kubernetes: configuration, tokens and state come from --config")
+	fs.StringVar(&f.config, "config", env("config", ""), "YAML configuration: upstreams, clash, and (standalone only) adminTokens and namespaces (`FILE`; see docs/control-protocol.md and docs/clash.md); required with --standalone")
 	fs.StringVar(&f.grpcListen, "grpc-listen", env("grpc-listen", ":9090"), "address of the gRPC server: edge streams and admin API (`ADDR`)")
-	fs.StringVar(&f.stateDir, "state-dir", env("state-dir", ""), "directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
+	fs.StringVar(&f.stateDir, "state-dir", env("state-dir", ""), "standalone: directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
 	fs.DurationVar(&f.debounce, "debounce", envDuration("debounce", 50*time.Millisecond), "quiet period after a change before it is pushed to edges; 0 pushes at once")
 	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&f.tlsCert, "tls-cert", env("tls-cert", ""), "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
 	fs.StringVar(&f.tlsKey, "tls-key", env("tls-key", ""), "private key for --tls-cert (`FILE`, PEM)")
+
+	c := &f.cluster
+	fs.StringVar(&c.kubeconfig, "kubeconfig", env("kubeconfig", ""), "in-cluster mode: kubeconfig `FILE`; default: the pod's ServiceAccount")
+	fs.StringVar(&c.namespace, "namespace", env("namespace", ""), "in-cluster mode: the release namespace (Lease, state ConfigMap, webhook Secret; never injected) (`NS`, required)")
+	fs.StringVar(&c.podName, "pod-name", env("pod-name", ""), "in-cluster mode: this replica's pod name, for the leader-election identity (default: host name)")
+	fs.Var(newListFlag(&c.adminGroups), "admin-groups", "in-cluster mode: Kubernetes groups whose members may use the admin API without an RBAC check (`G1,G2`)")
+	c.adminGroups = envList("admin-groups")
+	fs.StringVar(&c.edgeAudience, "edge-audience", env("edge-audience", DefaultEdgeAudience), "in-cluster mode: audience of the edges' projected ServiceAccount tokens")
+	fs.StringVar(&c.edgeImage, "edge-image", env("edge-image", ""), "in-cluster mode: image of every edge Deployment (`IMAGE`, required)")
+	fs.StringVar(&c.edgePullPolicy, "edge-image-pull-policy", env("edge-image-pull-policy", "IfNotPresent"), "in-cluster mode: Always, IfNotPresent or Never")
+	fs.StringVar(&c.edgeResources, "edge-resources", env("edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi"), "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
+	fs.Var(newListFlag(&c.edgeArgs), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
+	c.edgeArgs = envList("edge-args")
+	fs.StringVar(&c.edgeControlPlane, "edge-control-plane", env("edge-control-plane", ""), "in-cluster mode: the gRPC address edges dial, e.g. selfhost-controlplane.selfhost-system.svc:9090 (`ADDR`, required)")
+	fs.IntVar(&c.workers, "workers", envInt("workers", 4), "in-cluster mode: namespaces reconciled in parallel")
+	fs.DurationVar(&c.leaseDuration, "leader-lease-duration", envDuration("leader-lease-duration", 15*time.Second), "in-cluster mode: leader-election lease duration")
+	fs.DurationVar(&c.renewDeadline, "leader-renew-deadline", envDuration("leader-renew-deadline", 10*time.Second), "in-cluster mode: how long the leader keeps trying to renew before it stops leading")
+	fs.DurationVar(&c.retryPeriod, "leader-retry-period", envDuration("leader-retry-period", 2*time.Second), "in-cluster mode: interval of leader-election attempts")
+	fs.BoolVar(&c.webhookDisabled, "webhook-disabled", envBool("webhook-disabled"), "in-cluster mode: do not serve the injector webhook (pods keep their images)")
+	fs.StringVar(&c.webhookListen, "webhook-listen", env("webhook-listen", ":8443"), "in-cluster mode: HTTPS address of the injector webhook (`ADDR`)")
+	fs.StringVar(&c.webhookService, "webhook-service", env("webhook-service", ""), "in-cluster mode: the Service the apiserver calls the webhook through (`NAME:PORT` in --namespace)")
+	fs.StringVar(&c.webhookURL, "webhook-url", env("webhook-url", ""), "in-cluster mode: instead of --webhook-service, the URL the apiserver calls (`https://HOST:PORT/mutate-pods`; a control plane outside the cluster)")
+	fs.Var(newListFlag(&c.webhookHosts), "webhook-hosts", "in-cluster mode: the webhook certificate's DNS names and IPs (`H1,H2`; default: from --webhook-service or --webhook-url)")
+	c.webhookHosts = envList("webhook-hosts")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -98,17 +166,67 @@ Flags:
 	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return f, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
-	switch {
-	case !f.standalone:
-		return f, errInClusterMode
-	case f.config == "":
-		return f, errors.New("--config FILE is required with --standalone")
-	case f.debounce < 0:
+	if f.debounce < 0 {
 		return f, errors.New("--debounce must not be negative")
-	case (f.tlsCert == "") != (f.tlsKey == ""):
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return f, errors.New("--tls-cert and --tls-key go together")
 	}
+	if f.standalone {
+		if f.config == "" {
+			return f, errors.New("--config FILE is required with --standalone")
+		}
+		return f, nil
+	}
+	switch {
+	case c.namespace == "":
+		return f, errors.New("--namespace is required in-cluster (or give --standalone)")
+	case c.edgeImage == "":
+		return f, errors.New("--edge-image is required in-cluster")
+	case c.edgeControlPlane == "":
+		return f, errors.New("--edge-control-plane is required in-cluster")
+	case c.workers < 1:
+		return f, errors.New("--workers must be at least 1")
+	case f.stateDir != "":
+		return f, errors.New("--state-dir is for --standalone; in-cluster, admin changes live in a ConfigMap")
+	case !c.webhookDisabled && (c.webhookService == "") == (c.webhookURL == ""):
+		return f, errors.New("give exactly one of --webhook-service and --webhook-url (or --webhook-disabled)")
+	}
 	return f, nil
+}
+
+// listFlag is a comma-separated, repeatable list flag; the first use on
+// the command line replaces the environment's default.
+type listFlag struct {
+	list *[]string
+	set  *bool
+}
+
+func newListFlag(list *[]string) listFlag { return listFlag{list: list, set: new(bool)} }
+
+func (l listFlag) String() string {
+	if l.list == nil {
+		return ""
+	}
+	return strings.Join(*l.list, ",")
+}
+
+func (l listFlag) Set(v string) error {
+	if !*l.set {
+		*l.list, *l.set = nil, true
+	}
+	*l.list = append(*l.list, splitList(v)...)
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func envName(flagName string) string {

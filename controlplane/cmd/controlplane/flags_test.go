@@ -8,13 +8,34 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 )
 
+// clusterDefaults are the in-cluster flags' defaults; in-cluster cases
+// change what they set.
+func clusterDefaults(change func(*clusterFlags)) clusterFlags {
+	c := clusterFlags{
+		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
+		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4,
+		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
+		webhookListen: ":8443",
+	}
+	if change != nil {
+		change(&c)
+	}
+	return c
+}
+
 func TestParseFlags(t *testing.T) {
 	t.Parallel()
+	inCluster := []string{"--namespace", "sys", "--edge-image", "edge:1", "--edge-control-plane", "cp.sys.svc:9090", "--webhook-service", "cp:443"}
+	inClusterWant := clusterDefaults(func(c *clusterFlags) {
+		c.namespace, c.edgeImage, c.edgeControlPlane, c.webhookService = "sys", "edge:1", "cp.sys.svc:9090", "cp:443"
+	})
 	tests := []struct {
 		name    string
 		args    []string
@@ -23,15 +44,29 @@ func TestParseFlags(t *testing.T) {
 		wantErr string
 	}{
 		{"standalone defaults", []string{"--standalone", "--config", "c.yaml"}, nil,
-			flags{standalone: true, config: "c.yaml", grpcListen: ":9090", debounce: 50 * time.Millisecond, logLevel: slog.LevelInfo}, ""},
+			flags{standalone: true, config: "c.yaml", grpcListen: ":9090", debounce: 50 * time.Millisecond, logLevel: slog.LevelInfo, cluster: clusterDefaults(nil)}, ""},
 		{"everything from the environment", nil, map[string]string{
 			"CONTROLPLANE_STANDALONE": "true", "CONTROLPLANE_CONFIG": "e.yaml", "CONTROLPLANE_GRPC_LISTEN": "127.0.0.1:1",
 			"CONTROLPLANE_STATE_DIR": "/s", "CONTROLPLANE_DEBOUNCE": "0s", "CONTROLPLANE_LOG_LEVEL": "debug",
-		}, flags{standalone: true, config: "e.yaml", grpcListen: "127.0.0.1:1", stateDir: "/s", logLevel: slog.LevelDebug}, ""},
+		}, flags{standalone: true, config: "e.yaml", grpcListen: "127.0.0.1:1", stateDir: "/s", logLevel: slog.LevelDebug, cluster: clusterDefaults(nil)}, ""},
 		{"flag beats environment", []string{"--grpc-listen", "127.0.0.1:2"}, map[string]string{
 			"CONTROLPLANE_STANDALONE": "1", "CONTROLPLANE_CONFIG": "e.yaml", "CONTROLPLANE_GRPC_LISTEN": "127.0.0.1:1",
-		}, flags{standalone: true, config: "e.yaml", grpcListen: "127.0.0.1:2", debounce: 50 * time.Millisecond}, ""},
-		{"no standalone", []string{"--config", "c.yaml"}, nil, flags{}, "in-cluster mode is not implemented yet; use --standalone"},
+		}, flags{standalone: true, config: "e.yaml", grpcListen: "127.0.0.1:2", debounce: 50 * time.Millisecond, cluster: clusterDefaults(nil)}, ""},
+		{"in-cluster", inCluster, nil, flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: inClusterWant}, ""},
+		{"in-cluster lists: flag replaces environment", append(slices.Clone(inCluster), "--admin-groups", "ops, sre", "--edge-args", "--storage=s3://b/p", "--edge-args", "--s3-endpoint=http://s3:9000"),
+			map[string]string{"CONTROLPLANE_ADMIN_GROUPS": "env-group", "CONTROLPLANE_WEBHOOK_HOSTS": "a.example,10.0.0.1"},
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(func(c *clusterFlags) {
+				*c = inClusterWant
+				c.adminGroups = []string{"ops", "sre"}
+				c.edgeArgs = []string{"--storage=s3://b/p", "--s3-endpoint=http://s3:9000"}
+				c.webhookHosts = []string{"a.example", "10.0.0.1"}
+			})}, ""},
+		{"in-cluster without namespace", []string{"--edge-image", "e"}, nil, flags{}, "--namespace is required"},
+		{"in-cluster without edge image", []string{"--namespace", "n"}, nil, flags{}, "--edge-image is required"},
+		{"in-cluster without control plane address", []string{"--namespace", "n", "--edge-image", "e"}, nil, flags{}, "--edge-control-plane is required"},
+		{"in-cluster with both webhook targets", append(slices.Clone(inCluster), "--webhook-url", "https://127.0.0.1:8443/mutate-pods"), nil, flags{}, "exactly one of --webhook-service and --webhook-url"},
+		{"in-cluster with state dir", append(slices.Clone(inCluster), "--state-dir", "/s"), nil, flags{}, "--state-dir is for --standalone"},
+		{"in-cluster zero workers", append(slices.Clone(inCluster), "--workers", "0"), nil, flags{}, "--workers"},
 		{"no config", []string{"--standalone"}, nil, flags{}, "--config FILE is required"},
 		{"bad env bool", nil, map[string]string{"CONTROLPLANE_STANDALONE": "yes please"}, flags{}, "CONTROLPLANE_STANDALONE"},
 		{"bad env duration", []string{"--standalone", "--config", "c"}, map[string]string{"CONTROLPLANE_DEBOUNCE": "soon"}, flags{}, "CONTROLPLANE_DEBOUNCE"},
@@ -54,7 +89,7 @@ func TestParseFlags(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tc.want)
 			}
 		})
@@ -68,7 +103,8 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v", err)
 	}
-	for _, f := range []string{"-standalone", "-config", "-grpc-listen", "-state-dir", "-debounce", "-log-level", "-tls-cert", "-tls-key", "CONTROLPLANE_"} {
+	for _, f := range []string{"-standalone", "-config", "-grpc-listen", "-state-dir", "-debounce", "-log-level", "-tls-cert", "-tls-key", "CONTROLPLANE_",
+		"-kubeconfig", "-namespace", "-admin-groups", "-edge-image", "-edge-control-plane", "-webhook-service", "-webhook-url", "k8s-selfhost-repo.io/cache=enabled"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}
@@ -101,5 +137,69 @@ func TestRunStartsAndStops(t *testing.T) {
 	f.config = dir + "/missing.yaml"
 	if err := run(t.Context(), f, log); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Fatalf("missing config: %v", err)
+	}
+}
+
+func TestParseResources(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, wantErr string
+		want        string
+	}{
+		{"requests.cpu=50m,limits.memory=256Mi", "", "requests: cpu=50m; limits: memory=256Mi"},
+		{"", "", "requests: ; limits: "},
+		{"requests.gpu=1", "want requests.cpu", ""},
+		{"limits.memory=lots", "limits.memory=lots", ""},
+		{"cpu", "want requests.cpu", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			t.Parallel()
+			r, err := parseResources(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := "requests: "
+			if q, ok := r.Requests["cpu"]; ok {
+				got += "cpu=" + q.String()
+			}
+			got += "; limits: "
+			if q, ok := r.Limits["memory"]; ok {
+				got += "memory=" + q.String()
+			}
+			if got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWebhookOptions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		c       clusterFlags
+		wantErr string
+	}{
+		{"service", clusterFlags{webhookService: "cp:443"}, ""},
+		{"url", clusterFlags{webhookURL: "https://127.0.0.1:8443/mutate-pods"}, ""},
+		{"plain http url", clusterFlags{webhookURL: "http://127.0.0.1:8443/mutate-pods"}, "want https"},
+		{"service without port", clusterFlags{webhookService: "cp"}, "want NAME:PORT"},
+		{"service port out of range", clusterFlags{webhookService: "cp:70000"}, "port must be"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := webhookOptions(tc.c)
+			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
 	}
 }

@@ -3,6 +3,12 @@
 //
 //	controlplane --standalone --config controlplane.yaml --grpc-listen 127.0.0.1:9090
 //
+// In a cluster (the Helm chart's Deployment; docs/kubernetes.md):
+//
+//	controlplane --namespace selfhost-system --edge-image IMAGE \
+//	  --edge-control-plane selfhost-controlplane.selfhost-system.svc:9090 \
+//	  --webhook-service selfhost-controlplane:443
+//
 // main only wires flags to constructors; the work is in
 // controlplane/internal/server and the packages it assembles.
 package main
@@ -52,11 +58,7 @@ func main() {
 }
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
-	opts := server.Options{
-		Source:   configfile.New(f.config, f.stateDir, log.With("component", "config")),
-		Logger:   log,
-		Debounce: f.debounce,
-	}
+	opts := server.Options{Logger: log, Debounce: f.debounce}
 	if f.tlsCert != "" {
 		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)
 		if err != nil {
@@ -64,6 +66,16 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 		}
 		opts.GRPCOptions = append(opts.GRPCOptions, grpc.Creds(creds))
 	}
+	if f.standalone {
+		opts.Source = configfile.New(f.config, f.stateDir, log.With("component", "config"))
+		return serve(ctx, f, opts, nil)
+	}
+	return runInCluster(ctx, f, opts, log)
+}
+
+// serve runs the gRPC server, and next to it the jobs in extra, until ctx
+// ends or one of them fails.
+func serve(ctx context.Context, f flags, opts server.Options, extra func(context.Context, *server.Server) []func() error) error {
 	srv, err := server.New(ctx, opts)
 	if err != nil {
 		return err
@@ -74,5 +86,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ctx, lis) })
+	if extra != nil {
+		for _, job := range extra(ctx, srv) {
+			g.Go(job)
+		}
+	}
 	return g.Wait()
 }

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configfile"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configmapstate"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/incluster"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
+)
+
+// runInCluster wires the in-cluster parts: Kubernetes client, ConfigMap
+// state, TokenReview authentication, and the incluster runtime next to the
+// gRPC server.
+func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.Logger) error {
+	c := f.cluster
+	restCfg, err := restConfig(c.kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	state, err := configmapstate.New(client, configmapstate.Options{Namespace: c.namespace, Log: log.With("component", "state")})
+	if err != nil {
+		return err
+	}
+	src := configfile.New(f.config, "", log.With("component", "config"), configfile.WithStateStore(state), configfile.InCluster())
+	opts.Source = src
+	opts.Authenticator, err = auth.NewTokenReview(client, auth.TokenReviewOptions{
+		EdgeAudience: c.edgeAudience,
+		AdminGroups:  c.adminGroups,
+		Log:          log.With("component", "auth"),
+	})
+	if err != nil {
+		return fmt.Errorf("token review: %w", err)
+	}
+	tmpl, err := edgeTemplate(c)
+	if err != nil {
+		return err
+	}
+	wo, err := webhookOptions(c)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, f, opts, func(ctx context.Context, srv *server.Server) []func() error {
+		rt, err := incluster.New(incluster.Options{
+			Client: client, ReleaseNamespace: c.namespace, PodName: c.podName, Store: srv.Store(),
+			Edge: tmpl, Workers: c.workers,
+			LeaseDuration: c.leaseDuration, RenewDeadline: c.renewDeadline, RetryPeriod: c.retryPeriod,
+			WebhookDisabled: c.webhookDisabled, WebhookListen: c.webhookListen, Webhook: wo,
+			Logger: log,
+		})
+		if err != nil {
+			return []func() error{func() error { return err }}
+		}
+		return []func() error{
+			func() error { return rt.Run(ctx) },
+			func() error {
+				// Admin changes made through another replica.
+				return src.Watch(ctx, func(ctx context.Context, apply func(*config.State) bool) {
+					if _, err := srv.Store().UpdateRuntime(ctx, "runtime state from another replica", apply); err != nil {
+						log.Error("runtime state from another replica not applied", "err", err)
+					}
+				})
+			},
+		}
+	})
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster Kubernetes config (outside a pod, give --kubeconfig): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
+	}
+	return cfg, nil
+}
+
+func edgeTemplate(c clusterFlags) (controller.EdgeTemplate, error) {
+	res, err := parseResources(c.edgeResources)
+	if err != nil {
+		return controller.EdgeTemplate{}, fmt.Errorf("--edge-resources: %w", err)
+	}
+	t := controller.EdgeTemplate{
+		Image:               c.edgeImage,
+		ImagePullPolicy:     corev1.PullPolicy(c.edgePullPolicy),
+		Resources:           res,
+		ControlPlaneAddress: c.edgeControlPlane,
+		TokenAudience:       c.edgeAudience,
+		ExtraArgs:           c.edgeArgs,
+	}
+	if err := t.Validate(); err != nil {
+		return t, fmt.Errorf("edge template: %w", err)
+	}
+	return t, nil
+}
+
+// parseResources reads "requests.cpu=50m,limits.memory=256Mi".
+func parseResources(s string) (corev1.ResourceRequirements, error) {
+	var r corev1.ResourceRequirements
+	for _, item := range splitList(s) {
+		key, val, ok := strings.Cut(item, "=")
+		kind, name, ok2 := strings.Cut(key, ".")
+		if !ok || !ok2 || (kind != "requests" && kind != "limits") || (name != "cpu" && name != "memory") {
+			return r, fmt.Errorf("%q: want requests.cpu=…, requests.memory=…, limits.cpu=… or limits.memory=…", item)
+		}
+		q, err := resource.ParseQuantity(val)
+		if err != nil {
+			return r, fmt.Errorf("%q: %w", item, err)
+		}
+		list := &r.Requests
+		if kind == "limits" {
+			list = &r.Limits
+		}
+		if *list == nil {
+			*list = corev1.ResourceList{}
+		}
+		(*list)[corev1.ResourceName(name)] = q
+	}
+	return r, nil
+}
+
+func webhookOptions(c clusterFlags) (webhookconfig.Options, error) {
+	o := webhookconfig.Options{Hosts: c.webhookHosts}
+	if c.webhookDisabled {
+		return o, nil
+	}
+	if c.webhookURL != "" {
+		u, err := url.Parse(c.webhookURL)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return o, errors.New("--webhook-url: want https://HOST:PORT/PATH")
+		}
+		o.URL = c.webhookURL
+		return o, nil
+	}
+	name, port, err := net.SplitHostPort(c.webhookService)
+	if err != nil {
+		return o, fmt.Errorf("--webhook-service %q: want NAME:PORT", c.webhookService)
+	}
+	p, err := strconv.ParseInt(port, 10, 32)
+	if err != nil || p < 1 || p > 65535 {
+		return o, fmt.Errorf("--webhook-service %q: port must be 1-65535", c.webhookService)
+	}
+	o.Service = &webhookconfig.Service{Name: name, Port: int32(p)}
+	return o, nil
+}

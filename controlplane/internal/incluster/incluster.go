@@ -1,0 +1,230 @@
+// Package incluster runs the control plane's Kubernetes side next to its
+// gRPC server (package server): the informers, the namespace controller
+// under leader election, the cluster view that feeds opted-in namespaces
+// into the configuration store, the injector's HTTPS server, and the
+// keeper of the injector's TLS Secret and webhook configuration.
+//
+// Every replica serves gRPC and the webhook and keeps its view of the
+// cluster; only the leader reconciles namespaces. cmd/controlplane builds
+// the Options from its flags.
+package incluster
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clusterview"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/leader"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+)
+
+// Options configure a Runtime. Client, ReleaseNamespace, Store, Edge and
+// (unless WebhookDisabled) WebhookListen and Webhook are required.
+type Options struct {
+	Client kubernetes.Interface
+	// ReleaseNamespace is where the control plane runs: its Lease, state
+	// ConfigMap and webhook TLS Secret live there, and the injector never
+	// touches its pods.
+	ReleaseNamespace string
+	// PodName starts the leader-election identity (default: host name).
+	PodName string
+	// Store is the configuration store the cluster view writes
+	// namespaces into.
+	Store clusterview.Store
+	// Edge is every namespace's edge Deployment template.
+	Edge controller.EdgeTemplate
+	// Workers reconcile namespaces in parallel (default
+	// controller.DefaultWorkers).
+	Workers int
+	// LeaseDuration, RenewDeadline, RetryPeriod tune leader election
+	// (defaults in package leader).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// Resync is the informers' resync period (0: none; drift is seen
+	// through watch events).
+	Resync time.Duration
+	// WebhookDisabled turns the injector off (chart value
+	// webhook.enabled=false): no HTTPS server, no webhook configuration.
+	WebhookDisabled bool
+	// WebhookListen is the HTTPS address of the injector (":8443").
+	WebhookListen string
+	// Webhook configures the TLS Secret and MutatingWebhookConfiguration;
+	// its Namespace and Logger are filled in.
+	Webhook webhookconfig.Options
+	Logger  *slog.Logger
+}
+
+// Runtime is the Kubernetes side of one control-plane replica.
+type Runtime struct {
+	opts       Options
+	log        *slog.Logger
+	nsFactory  informers.SharedInformerFactory
+	managed    informers.SharedInformerFactory
+	slices     informers.SharedInformerFactory
+	controller *controller.Controller
+	view       *clusterview.View
+	elector    *leader.Elector
+	keeper     *webhookconfig.Keeper // nil when the webhook is disabled
+	handler    http.Handler
+}
+
+// New builds the runtime; nothing talks to the apiserver before Run.
+func New(opts Options) (*Runtime, error) {
+	switch {
+	case opts.Client == nil:
+		return nil, errors.New("incluster: Options.Client is required")
+	case opts.ReleaseNamespace == "":
+		return nil, errors.New("incluster: Options.ReleaseNamespace is required (--namespace)")
+	case opts.Store == nil:
+		return nil, errors.New("incluster: Options.Store is required")
+	case !opts.WebhookDisabled && opts.WebhookListen == "":
+		return nil, errors.New("incluster: Options.WebhookListen is required (--webhook-listen)")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Runtime{opts: opts, log: log}
+	r.nsFactory, r.managed = controller.NewInformerFactories(opts.Client, opts.Resync)
+	// Only the edge Services' EndpointSlices: readiness for the injector.
+	r.slices = informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
+			o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubecontract.EdgeName
+		}))
+
+	var view *clusterview.View
+	ctlOpts := []controller.Option{controller.WithOnEdgeChange(func(ns string) {
+		if view != nil {
+			view.Changed(ns)
+		}
+	})}
+	if opts.Workers > 0 {
+		ctlOpts = append(ctlOpts, controller.WithWorkers(opts.Workers))
+	}
+	ctl, err := controller.New(opts.Client, r.nsFactory, r.managed, opts.Edge, log, ctlOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("namespace controller: %w", err)
+	}
+	view, err = clusterview.New(clusterview.Options{
+		Store: opts.Store, Edges: ctl, EndpointSlices: r.slices.Discovery().V1().EndpointSlices(),
+		Logger: log.With("component", "clusterview"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.controller, r.view = ctl, view
+
+	var leaderOpts []leader.Option
+	if opts.PodName != "" {
+		leaderOpts = append(leaderOpts, leader.WithPodName(opts.PodName))
+	}
+	if opts.LeaseDuration > 0 || opts.RenewDeadline > 0 || opts.RetryPeriod > 0 {
+		leaderOpts = append(leaderOpts, leader.WithTimings(
+			cmp.Or(opts.LeaseDuration, leader.DefaultLeaseDuration),
+			cmp.Or(opts.RenewDeadline, leader.DefaultRenewDeadline),
+			cmp.Or(opts.RetryPeriod, leader.DefaultRetryPeriod)))
+	}
+	r.elector, err = leader.New(opts.Client, opts.ReleaseNamespace, kubecontract.LeaseName, log.With("component", "leader"), leaderOpts...)
+	if err != nil {
+		return nil, err
+	}
+
+	if !opts.WebhookDisabled {
+		wo := opts.Webhook
+		wo.Namespace = opts.ReleaseNamespace
+		if wo.Logger == nil {
+			wo.Logger = log
+		}
+		r.keeper, err = webhookconfig.New(opts.Client, wo)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle(webhook.Path, webhook.NewHandler(view,
+			webhook.WithLogger(log.With("component", "injector")),
+			webhook.WithReleaseNamespace(opts.ReleaseNamespace)))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		r.handler = mux
+	}
+	return r, nil
+}
+
+// Elector is the leader elector, for status and tests.
+func (r *Runtime) Elector() *leader.Elector { return r.elector }
+
+// Run starts the informers and runs every part until ctx ends or one
+// fails. The webhook server's listener is bound first, so a bad address
+// fails at once.
+func (r *Runtime) Run(ctx context.Context) error {
+	var lis net.Listener
+	if r.keeper != nil {
+		var err error
+		if lis, err = net.Listen("tcp", r.opts.WebhookListen); err != nil {
+			return fmt.Errorf("webhook listen %s: %w", r.opts.WebhookListen, err)
+		}
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	r.nsFactory.Start(ctx.Done())
+	r.managed.Start(ctx.Done())
+	r.slices.Start(ctx.Done())
+	defer func() {
+		r.nsFactory.Shutdown()
+		r.managed.Shutdown()
+		r.slices.Shutdown()
+	}()
+	g.Go(func() error { return r.view.Run(ctx) })
+	g.Go(func() error {
+		return r.elector.Run(ctx, func(leaderCtx context.Context) {
+			if err := r.controller.Run(leaderCtx); err != nil {
+				r.log.Error("namespace controller stopped", "err", err)
+			}
+		})
+	})
+	if r.keeper != nil {
+		g.Go(func() error { return r.keeper.Run(ctx) })
+		g.Go(func() error { return r.serveWebhook(ctx, lis) })
+	}
+	return g.Wait()
+}
+
+// serveWebhook serves the injector over HTTPS with the keeper's current
+// certificate until ctx ends.
+func (r *Runtime) serveWebhook(ctx context.Context, lis net.Listener) error {
+	srv := &http.Server{
+		Handler:           r.handler,
+		TLSConfig:         r.keeper.TLSConfig(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(r.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(lis, "", "") }()
+	r.log.Info("serving the injector webhook", "addr", lis.Addr().String(), "path", webhook.Path)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve webhook on %s: %w", lis.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		r.log.Warn("webhook server shutdown", "err", err)
+	}
+	return nil
+}

@@ -41,6 +41,8 @@ type ControlPlane struct {
 	// Addr is the gRPC address, 127.0.0.1:port; it stays the same across
 	// Kill/Start and Restart because the edges are configured with it.
 	Addr string
+	// WebhookAddr is the injector's HTTPS address (in-cluster mode only).
+	WebhookAddr string
 	// Dir holds ConfigPath and the state file.
 	Dir        string
 	ConfigPath string

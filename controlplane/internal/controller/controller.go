@@ -23,6 +23,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -38,6 +39,13 @@ import (
 
 // DefaultWorkers is how many namespaces are reconciled at once.
 const DefaultWorkers = 4
+
+// DefaultNodePortGrace is how long a remembered node port that the
+// apiserver calls allocated is asked for again before the Service takes
+// another one. A deleted Service's port is released only after its watch
+// event went out, so a Service recreated at once can find its own port
+// still allocated for a moment.
+const DefaultNodePortGrace = 3 * time.Second
 
 // Controller reconciles the edges of opted-in namespaces.
 type Controller struct {
@@ -62,6 +70,11 @@ type Controller struct {
 	// wrongValue holds, per namespace, the wrong opt-in value already
 	// logged, so it is logged once.
 	wrongValue map[string]string
+	// portBusySince holds, per namespace, when the apiserver first
+	// refused the remembered node port as allocated; nodePortGrace is how
+	// long the controller asks again before it takes another port.
+	portBusySince map[string]time.Time
+	nodePortGrace time.Duration
 }
 
 // Option configures a Controller.
@@ -124,7 +137,10 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 	if err != nil {
 		return nil, err
 	}
-	c := &Controller{client: client, tmpl: t, log: log, workers: DefaultWorkers, wrongValue: map[string]string{}}
+	c := &Controller{
+		client: client, tmpl: t, log: log, workers: DefaultWorkers,
+		wrongValue: map[string]string{}, portBusySince: map[string]time.Time{}, nodePortGrace: DefaultNodePortGrace,
+	}
 	for _, o := range opts {
 		o(c)
 	}
@@ -224,6 +240,10 @@ func (c *Controller) processNext(ctx context.Context, q workqueue.TypedRateLimit
 		q.Forget(ns)
 	case ctx.Err() != nil:
 		// Stopping (lease lost): the next leader starts over.
+	case errors.Is(err, errNodePortBusy) || apierrors.IsConflict(err):
+		// Expected now and then: asked again shortly.
+		c.log.Debug("namespace sync retrying", "namespace", ns, "retries", q.NumRequeues(ns), "err", err)
+		q.AddRateLimited(ns)
 	default:
 		c.log.Warn("namespace sync failed; retrying", "namespace", ns, "retries", q.NumRequeues(ns), "err", err)
 		q.AddRateLimited(ns)
@@ -316,6 +336,7 @@ func (c *Controller) namespaceDeleted(obj any) {
 	}
 	c.mu.Lock()
 	delete(c.wrongValue, ns.Name)
+	delete(c.portBusySince, ns.Name)
 	c.mu.Unlock()
 	c.changed(ns.Name)
 }

@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -114,15 +117,27 @@ func (c *Controller) ensureService(ctx context.Context, ns string, remembered in
 	return port, nil
 }
 
+// errNodePortBusy: the remembered node port is allocated; the sync is
+// retried until the grace period ends.
+var errNodePortBusy = errors.New("remembered node port is allocated; asking again")
+
 // writeService writes svc with the node port it asks for and, when the
-// apiserver refuses that port (allocated to another Service, or outside
-// the node port range), again with one the apiserver allocates.
+// apiserver refuses that port (outside the node port range, or still
+// allocated after the grace period: another Service has it), again with
+// one the apiserver allocates.
 func (c *Controller) writeService(ctx context.Context, svc *corev1.Service, write func(context.Context, *corev1.Service) (*corev1.Service, error)) (*corev1.Service, error) {
 	asked := nodePortOf(svc)
 	out, err := write(ctx, svc)
 	if err == nil || asked == 0 || !isNodePortInvalid(err) {
+		if err == nil {
+			c.portFree(svc.Namespace)
+		}
 		return out, err
 	}
+	if strings.Contains(err.Error(), "already allocated") && c.portBusyWithinGrace(svc.Namespace) {
+		return nil, fmt.Errorf("service %s/%s node port %d: %w", svc.Namespace, svc.Name, asked, errNodePortBusy)
+	}
+	c.portFree(svc.Namespace)
 	c.log.Warn("edge node port unavailable; allocating another", "namespace", svc.Namespace, "service", svc.Name,
 		"node_port", asked, "err", err)
 	retry := svc.DeepCopy()
@@ -136,6 +151,25 @@ func (c *Controller) writeService(ctx context.Context, svc *corev1.Service, writ
 	c.event(out, corev1.EventTypeWarning, "NodePortChanged",
 		"node port %d is unavailable; the edge moved to %d (pods pull from %s)", asked, nodePortOf(out), EdgeHost(nodePortOf(out)))
 	return out, nil
+}
+
+// portBusyWithinGrace records the first refusal of ns's remembered node
+// port and reports whether the grace period since then still runs.
+func (c *Controller) portBusyWithinGrace(ns string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first, ok := c.portBusySince[ns]
+	if !ok {
+		first = time.Now()
+		c.portBusySince[ns] = first
+	}
+	return time.Since(first) < c.nodePortGrace
+}
+
+func (c *Controller) portFree(ns string) {
+	c.mu.Lock()
+	delete(c.portBusySince, ns)
+	c.mu.Unlock()
 }
 
 // isNodePortInvalid reports the apiserver's refusal of a requested node

@@ -2,8 +2,10 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -236,6 +238,7 @@ func TestSyncGarbageSecretIsLogged(t *testing.T) {
 func TestSyncNodePortTaken(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTemplate(), optedIn("team-a"), namespace("other", nil))
+	e.c.nodePortGrace = 0
 	e.mustSync("team-a")
 	old := e.objects("team-a").svc.Spec.Ports[0].NodePort
 	svcs := e.client.CoreV1().Services("team-a")
@@ -260,6 +263,41 @@ func TestSyncNodePortTaken(t *testing.T) {
 	e.refresh()
 	if edge, ok := e.c.Edge("team-a"); !ok || edge.Address != host {
 		t.Fatalf("Edge = %+v, %v; want %s", edge.Address, ok, host)
+	}
+}
+
+// TestSyncNodePortBusyBriefly: a remembered port still allocated (a
+// deleted Service's port is released after its watch event) is asked for
+// again during the grace period, and kept once it is free.
+func TestSyncNodePortBusyBriefly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTemplate(), optedIn("team-a"), namespace("other", nil))
+	e.c.nodePortGrace = time.Hour
+	e.mustSync("team-a")
+	old := e.objects("team-a").svc.Spec.Ports[0].NodePort
+	if err := e.client.CoreV1().Services("team-a").Delete(e.ctx, kubecontract.EdgeName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	holder := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: "other", Name: "holder"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 80, NodePort: old}},
+	}}
+	if _, err := e.client.CoreV1().Services("other").Create(e.ctx, holder, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := e.sync("team-a"); !errors.Is(err, errNodePortBusy) {
+			t.Fatalf("sync with the port still allocated: %v, want errNodePortBusy", err)
+		}
+	}
+	if err := e.client.CoreV1().Services("other").Delete(e.ctx, "holder", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.mustSync("team-a")
+	if got := e.objects("team-a").svc.Spec.Ports[0].NodePort; got != old {
+		t.Fatalf("node port %d, want %d kept", got, old)
+	}
+	if n := e.logs.count("allocating another"); n != 0 {
+		t.Fatalf("%d lines about another port", n)
 	}
 }
 

@@ -109,9 +109,9 @@ type candidate struct {
 	maxSeen *atomic.Int32
 }
 
-func startCandidate(t *testing.T, client kubernetes.Interface, pod string, overlap, maxSeen *atomic.Int32, opts ...Option) *candidate {
+func startCandidate(t *testing.T, client kubernetes.Interface, lease, pod string, overlap, maxSeen *atomic.Int32, opts ...Option) *candidate {
 	t.Helper()
-	e, err := New(client, testNS, testLease, nil, append([]Option{WithPodName(pod), fast()}, opts...)...)
+	e, err := New(client, testNS, lease, nil, append([]Option{WithPodName(pod), fast()}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,9 +153,9 @@ func (c *candidate) stop(t *testing.T) {
 	}
 }
 
-func holder(t *testing.T, client kubernetes.Interface) string {
+func holder(t *testing.T, client kubernetes.Interface, lease string) string {
 	t.Helper()
-	l, err := client.CoordinationV1().Leases(testNS).Get(t.Context(), testLease, metav1.GetOptions{})
+	l, err := client.CoordinationV1().Leases(testNS).Get(t.Context(), lease, metav1.GetOptions{})
 	if err != nil || l.Spec.HolderIdentity == nil {
 		return ""
 	}
@@ -207,15 +207,15 @@ func TestNewValidates(t *testing.T) {
 // testHandover: a stopped leader releases the lease after its work ended
 // and the standby takes over; a crashed one (no release) is replaced once
 // its lease expires. Never two leaders at once.
-func testHandover(t *testing.T, cl cluster, crash bool) {
+func testHandover(t *testing.T, cl cluster, lease string, crash bool) {
 	var overlap, maxSeen atomic.Int32
 	client := cl.admin()
 	aClient, crashA := cl.candidateClient(t)
-	a := startCandidate(t, aClient, "cp-a", &overlap, &maxSeen)
+	a := startCandidate(t, aClient, lease, "cp-a", &overlap, &maxSeen)
 	waitFor(t, "cp-a to lead", func() bool { return a.inside.Load() && a.e.IsLeader() })
 	bClient, _ := cl.candidateClient(t)
-	b := startCandidate(t, bClient, "cp-b", &overlap, &maxSeen)
-	waitFor(t, "cp-b to see the lease held", func() bool { return holder(t, client) == a.e.Identity() })
+	b := startCandidate(t, bClient, lease, "cp-b", &overlap, &maxSeen)
+	waitFor(t, "cp-b to see the lease held", func() bool { return holder(t, client, lease) == a.e.Identity() })
 	if b.e.IsLeader() || b.starts.Load() != 0 {
 		t.Fatal("cp-b leads while cp-a holds the lease")
 	}
@@ -227,7 +227,7 @@ func testHandover(t *testing.T, cl cluster, crash bool) {
 	if a.e.IsLeader() {
 		t.Error("cp-a still reports leading after Run returned")
 	}
-	waitFor(t, "cp-b to take over", func() bool { return b.inside.Load() && holder(t, client) == b.e.Identity() })
+	waitFor(t, "cp-b to take over", func() bool { return b.inside.Load() && holder(t, client, lease) == b.e.Identity() })
 	if n := maxSeen.Load(); n != 1 {
 		t.Fatalf("%d leaders at once", n)
 	}
@@ -235,26 +235,26 @@ func testHandover(t *testing.T, cl cluster, crash bool) {
 
 func TestHandoverOnStop(t *testing.T) {
 	t.Parallel()
-	testHandover(t, newFakeCluster(), false)
+	testHandover(t, newFakeCluster(), testLease, false)
 }
 
 func TestHandoverOnCrash(t *testing.T) {
 	t.Parallel()
-	testHandover(t, newFakeCluster(), true)
+	testHandover(t, newFakeCluster(), testLease, true)
 }
 
 // testTakenOver: a leader whose Lease is given to another holder stops
 // its work (its context ends) and campaigns again; it leads again once the
 // other holder's lease expires.
-func testTakenOver(t *testing.T, cl cluster) {
+func testTakenOver(t *testing.T, cl cluster, lease string) {
 	var overlap, maxSeen atomic.Int32
 	client := cl.admin()
 	aClient, _ := cl.candidateClient(t)
-	a := startCandidate(t, aClient, "cp-a", &overlap, &maxSeen)
+	a := startCandidate(t, aClient, lease, "cp-a", &overlap, &maxSeen)
 	waitFor(t, "cp-a to lead", func() bool { return a.inside.Load() })
 	err := retryOnConflict(t, func() error {
 		leases := client.CoordinationV1().Leases(testNS)
-		l, err := leases.Get(t.Context(), testLease, metav1.GetOptions{})
+		l, err := leases.Get(t.Context(), lease, metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -269,13 +269,13 @@ func testTakenOver(t *testing.T, cl cluster) {
 	}
 	waitFor(t, "cp-a to stop leading", func() bool { return !a.inside.Load() && !a.e.IsLeader() })
 	waitFor(t, "cp-a to lead again after the intruder's lease expired", func() bool {
-		return a.starts.Load() == 2 && a.inside.Load() && holder(t, client) == a.e.Identity()
+		return a.starts.Load() == 2 && a.inside.Load() && holder(t, client, lease) == a.e.Identity()
 	})
 }
 
 func TestTakenOver(t *testing.T) {
 	t.Parallel()
-	testTakenOver(t, newFakeCluster())
+	testTakenOver(t, newFakeCluster(), testLease)
 }
 
 func TestLeadReturningEarlyStepsDown(t *testing.T) {

@@ -79,6 +79,11 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 				return src.Watch(ctx, func(ctx context.Context, apply func(*config.State) bool) {
 					if _, err := srv.Store().UpdateRuntime(ctx, "runtime state from another replica", apply); err != nil {
 						log.Error("runtime state from another replica not applied", "err", err)
+						return
+					}
+					// A new Clash mode or pinned node changes the selection.
+					if mgr := srv.Clash(); mgr != nil {
+						mgr.Reselect(ctx, "runtime state from another replica")
 					}
 				})
 			},

@@ -6,8 +6,9 @@ import rbacv1 "k8s.io/api/rbac/v1"
 // ClusterRole: opted-in namespaces come and go). Its informers list and
 // watch; it writes with create, update and delete only (no patch), and
 // reads single objects with get when a create finds one already there.
-// Events are recorded through the core/v1 API (client-go tools/record),
-// only when an EventRecorder is configured.
+// Events are recorded through the core/v1 API (client-go tools/record
+// creates them and patches repeats), only when an EventRecorder is
+// configured.
 //
 // Note that cluster-wide get/list/watch on Secrets cannot be narrowed by
 // label in RBAC: the informer asks only for the edge's pull Secrets, but
@@ -18,6 +19,6 @@ func PolicyRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts", "secrets", "services"}, Verbs: rw},
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: rw},
-		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "update", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	}
 }

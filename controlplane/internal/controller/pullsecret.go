@@ -98,10 +98,11 @@ func ParsePullSecret(s *corev1.Secret) (host, token string, err error) {
 	if len(cfg.Auths) != 1 {
 		return fail("data[%s].auths has %d entries, want 1", corev1.DockerConfigJsonKey, len(cfg.Auths))
 	}
-	for h, a := range cfg.Auths {
-		host, token = h, a.Password
+	var a dockerAuth
+	for h, auth := range cfg.Auths { // the only entry
+		host, a = h, auth
 	}
-	a := cfg.Auths[host]
+	token = a.Password
 	field := fmt.Sprintf("data[%s].auths[%q]", corev1.DockerConfigJsonKey, host)
 	if _, ok := NodePortOf(host); !ok {
 		return fail("%s: host is not 127.0.0.1:<port>", field)

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
@@ -31,6 +32,9 @@ import (
 // gRPC server.
 func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.Logger) error {
 	c := f.cluster
+	// client-go logs (leader election, informers) through klog: route them
+	// into the same structured log.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	restCfg, err := restConfig(c.kubeconfig)
 	if err != nil {
 		return err

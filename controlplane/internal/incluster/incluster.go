@@ -19,10 +19,14 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 
 	"golang.org/x/sync/errgroup"
 
@@ -81,6 +85,7 @@ type Runtime struct {
 	elector    *leader.Elector
 	keeper     *webhookconfig.Keeper // nil when the webhook is disabled
 	handler    http.Handler
+	events     record.EventBroadcaster
 }
 
 // New builds the runtime; nothing talks to the apiserver before Run.
@@ -107,8 +112,12 @@ func New(opts Options) (*Runtime, error) {
 			o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubecontract.EdgeName
 		}))
 
+	// Events say why a namespace's edge changed or could not be made,
+	// where `kubectl describe` shows them.
+	r.events = record.NewBroadcaster()
+	recorder := r.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: kubecontract.ManagedByValue})
 	var view *clusterview.View
-	ctlOpts := []controller.Option{controller.WithOnEdgeChange(func(ns string) {
+	ctlOpts := []controller.Option{controller.WithEventRecorder(recorder), controller.WithOnEdgeChange(func(ns string) {
 		if view != nil {
 			view.Changed(ns)
 		}
@@ -179,6 +188,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 		}
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	r.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.opts.Client.CoreV1().Events("")})
+	defer r.events.Shutdown()
 	r.nsFactory.Start(ctx.Done())
 	r.managed.Start(ctx.Done())
 	r.slices.Start(ctx.Done())

@@ -72,13 +72,19 @@ func StartControlPlane(t testing.TB, configYAML string, args ...string) *Control
 	if err != nil {
 		t.Fatalf("start control plane: %v", err)
 	}
+	c.stopOnCleanup(t, "controlplane")
+	return c
+}
+
+// stopOnCleanup stops the current process when the test ends and, when it
+// failed, logs the tail of the process's log under name.
+func (c *ControlPlane) stopOnCleanup(t testing.TB, name string) {
 	t.Cleanup(func() {
 		c.Proc.Stop()
 		if t.Failed() {
-			t.Logf("---- log of controlplane %s, last 64 KiB ----\n%s\n---- end of controlplane log ----", c.Addr, c.Proc.LogTail(64<<10))
+			t.Logf("---- log of %s %s, last 64 KiB ----\n%s\n---- end of %s log ----", name, c.Addr, c.Proc.LogTail(64<<10), name)
 		}
 	})
-	return c
 }
 
 func (c *ControlPlane) start() error {

@@ -124,11 +124,6 @@ func StartControlPlaneInCluster(t testing.TB, kubeconfig, configYAML string, arg
 	if err != nil {
 		t.Fatalf("start control plane: %v", err)
 	}
-	t.Cleanup(func() {
-		c.Proc.Stop()
-		if t.Failed() {
-			t.Logf("---- log of in-cluster controlplane %s, last 64 KiB ----\n%s\n---- end of controlplane log ----", c.Addr, c.Proc.LogTail(64<<10))
-		}
-	})
+	c.stopOnCleanup(t, "in-cluster controlplane")
 	return c
 }

@@ -148,7 +148,9 @@ func TestKubernetes(t *testing.T) {
 	// the token, never from the edge's hello.
 	edgeB := harness.StartEdge(t, "--namespace", "team-b", "--pod-name", "edge-b-impostor",
 		"--control-plane", cp1.Addr, "--control-plane-token-file", tokenFile)
-	time.Sleep(2 * time.Second) // a few connection attempts
+	waitUntil(t, "the impostor edge to be refused", kubeTimeout, func() bool {
+		return strings.Contains(edgeB.Proc.LogTail(64<<10), "does not match the token's namespace")
+	}, nil)
 	if r := edgeB.Readiness(t); r.ControlPlane == "connected" || r.ConfigVersion != "" {
 		t.Fatalf("an edge with team-a's token got team-b's config: %+v", r)
 	}

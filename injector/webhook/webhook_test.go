@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -168,18 +168,7 @@ func TestAdmitGolden(t *testing.T) {
 		b.WriteString("\n")
 	}
 	path := filepath.Join("testdata", "admit.golden")
-	if *update {
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update once to create it)", err)
-	}
-	if got := b.String(); got != string(want) {
-		t.Errorf("output differs from %s (go test -update rewrites it; review the diff):\n%s", path, diffLines(string(want), got))
-	}
+	testkit.Golden(t, path, b.String(), *update)
 }
 
 // checkIdempotent re-admits the patched pod, as the API server does with
@@ -254,24 +243,6 @@ func images(p *corev1.Pod) string {
 		parts = append(parts, fmt.Sprintf("ephemeralContainers/%s=%q", c.Name, clip(c.Image)))
 	}
 	return strings.Join(parts, " ")
-}
-
-// diffLines shows the first differing lines; enough to see what changed.
-func diffLines(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			return fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, wl, gl)
-		}
-	}
-	return ""
 }
 
 // TestAdmitLogs: one line per admission, with the namespace, the pod and

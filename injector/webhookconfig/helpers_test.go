@@ -1,7 +1,6 @@
 package webhookconfig
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -17,10 +16,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/certs"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 const (
@@ -49,24 +50,6 @@ func (c *clock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = t
-}
-
-// logBuffer collects JSON log lines from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // newClient is a fake clientset that, like the API server and unlike the
@@ -105,7 +88,7 @@ func newClient(objects ...runtime.Object) *fake.Clientset {
 }
 
 // newKeeper makes a Keeper with the URL client config, a clock and a log.
-func newKeeper(t *testing.T, cs *fake.Clientset, c *clock, logs *logBuffer, edit ...func(*Options)) *Keeper {
+func newKeeper(t *testing.T, cs *fake.Clientset, c *clock, logs *testkit.LogBuffer, edit ...func(*Options)) *Keeper {
 	t.Helper()
 	opts := Options{Namespace: release, URL: testURL, Now: c.Now}
 	if logs != nil {
@@ -128,7 +111,19 @@ func sync1(t *testing.T, k *Keeper) {
 	}
 }
 
-func getSecret(t *testing.T, cs *fake.Clientset) *corev1.Secret {
+// syncedKeeper is a Keeper on a fresh fake cluster that has synced once:
+// the Secret and the configuration exist. Its log goes to the returned
+// buffer.
+func syncedKeeper(t *testing.T) (*fake.Clientset, *clock, *Keeper, *testkit.LogBuffer) {
+	t.Helper()
+	cs, c, logs := newClient(), newClock(), &testkit.LogBuffer{}
+	k := newKeeper(t, cs, c, logs)
+	sync1(t, k)
+	return cs, c, k, logs
+}
+
+// getSecret reads the Secret from a Keeper's cluster.
+func getSecret(t *testing.T, cs kubernetes.Interface) *corev1.Secret {
 	t.Helper()
 	s, err := cs.CoreV1().Secrets(release).Get(context.Background(), DefaultSecretName, metav1.GetOptions{})
 	if err != nil {

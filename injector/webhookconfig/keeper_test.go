@@ -166,10 +166,7 @@ func TestServiceClientConfig(t *testing.T) {
 // both CAs for CAOverlap so the old serving certificate keeps working.
 func TestRotation(t *testing.T) {
 	t.Parallel()
-	cs, c := newClient(), newClock()
-	var logs logBuffer
-	k := newKeeper(t, cs, c, &logs)
-	sync1(t, k)
+	cs, c, k, logs := syncedKeeper(t)
 	ca1, srv1 := bundleOf(t, getConfig(t, cs))[0], served(t, k)
 
 	c.Set(t0.Add(59 * day))

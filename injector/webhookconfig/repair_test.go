@@ -17,6 +17,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/certs"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // TestRaceConverges: two replicas syncing at once, at creation and again
@@ -25,8 +26,8 @@ import (
 func TestRaceConverges(t *testing.T) {
 	t.Parallel()
 	cs, c := newClient(), newClock()
-	var logs logBuffer
-	a, b := newKeeper(t, cs, c, &logs), newKeeper(t, cs, c, &logs)
+	logs := &testkit.LogBuffer{}
+	a, b := newKeeper(t, cs, c, logs), newKeeper(t, cs, c, logs)
 	race := func() {
 		var wg sync.WaitGroup
 		for i := range 8 {
@@ -90,7 +91,7 @@ func TestLostRaceAdoptsWinner(t *testing.T) {
 				once.Do(func() {
 					// The other replica writes first (under the Fake's lock,
 					// straight into the tracker).
-					won := getSecretFrom(t, winner)
+					won := getSecret(t, winner.client)
 					if verb == "update" {
 						cur, err := cs.Tracker().Get(corev1.SchemeGroupVersion.WithResource("secrets"), release, DefaultSecretName)
 						if err != nil {
@@ -116,15 +117,6 @@ func TestLostRaceAdoptsWinner(t *testing.T) {
 			}
 		})
 	}
-}
-
-func getSecretFrom(t *testing.T, k *Keeper) *corev1.Secret {
-	t.Helper()
-	s, err := k.client.CoreV1().Secrets(release).Get(context.Background(), DefaultSecretName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // TestStaleSecretNotRolledBack: a replica that read the Secret before
@@ -195,10 +187,7 @@ func TestDriftRepaired(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cs, c := newClient(), newClock()
-			var logs logBuffer
-			k := newKeeper(t, cs, c, &logs)
-			sync1(t, k)
+			cs, _, k, logs := syncedKeeper(t)
 			want := getConfig(t, cs)
 			cfg := want.DeepCopy()
 			tc.edit(cfg)
@@ -217,9 +206,7 @@ func TestDriftRepaired(t *testing.T) {
 	}
 	t.Run("deleted", func(t *testing.T) {
 		t.Parallel()
-		cs, c := newClient(), newClock()
-		k := newKeeper(t, cs, c, nil)
-		sync1(t, k)
+		cs, _, k, _ := syncedKeeper(t)
 		if err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), DefaultConfigurationName, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -258,10 +245,7 @@ func TestBadSecretRegenerated(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cs, c := newClient(), newClock()
-			var logs logBuffer
-			k := newKeeper(t, cs, c, &logs)
-			sync1(t, k)
+			cs, c, k, logs := syncedKeeper(t)
 			ca1 := bundleOf(t, getConfig(t, cs))[0]
 			sec := getSecret(t, cs)
 			tc.edit(sec)
@@ -269,7 +253,7 @@ func TestBadSecretRegenerated(t *testing.T) {
 				t.Fatal(err)
 			}
 			sync1(t, k)
-			if !lineWith(logs.String(), `"field":"`+strings.ReplaceAll(tc.field, `"`, `\"`)+`"`) {
+			if logs.Count(`"field":"`+strings.ReplaceAll(tc.field, `"`, `\"`)+`"`) == 0 {
 				t.Fatalf("no log line naming field %s:\n%s", tc.field, logs.String())
 			}
 			sec = getSecret(t, cs)
@@ -301,15 +285,6 @@ func TestBadSecretRegenerated(t *testing.T) {
 			t.Fatalf("Secret type %s", s.Type)
 		}
 	})
-}
-
-func lineWith(logs, s string) bool {
-	for _, l := range strings.Split(logs, "\n") {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestSyncErrors: API errors come back named; a configuration that cannot
@@ -360,17 +335,16 @@ func TestRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx) }()
-	waitFor(t, func() bool {
-		_, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, DefaultConfigurationName, metav1.GetOptions{})
+	configs := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	exists := func() bool {
+		_, err := configs.Get(ctx, DefaultConfigurationName, metav1.GetOptions{})
 		return err == nil
-	})
-	if err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, DefaultConfigurationName, metav1.DeleteOptions{}); err != nil {
+	}
+	waitFor(t, "the configuration", exists)
+	if err := configs.Delete(ctx, DefaultConfigurationName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
-		_, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, DefaultConfigurationName, metav1.GetOptions{})
-		return err == nil
-	})
+	waitFor(t, "the deleted configuration to be repaired", exists)
 	cancel()
 	select {
 	case err := <-done:
@@ -397,25 +371,19 @@ func TestRunRetriesFailures(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	var logs logBuffer
-	k := newKeeper(t, cs, newClock(), &logs, func(o *Options) { o.Interval = 50 * time.Millisecond })
+	logs := &testkit.LogBuffer{}
+	k := newKeeper(t, cs, newClock(), logs, func(o *Options) { o.Interval = 50 * time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = k.Run(ctx) }()
-	waitFor(t, func() bool { return strings.Contains(logs.String(), "sync failed") })
+	waitFor(t, "a logged failure", func() bool { return strings.Contains(logs.String(), "sync failed") })
 	mu.Lock()
 	refuse = false
 	mu.Unlock()
-	waitFor(t, func() bool { _, err := k.GetCertificate(nil); return err == nil })
+	waitFor(t, "a certificate", func() bool { _, err := k.GetCertificate(nil); return err == nil })
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10 s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, what, 10*time.Second, cond)
 }

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -282,6 +283,41 @@ func (k *Kube) ClientFor(t testing.TB, token string) kubernetes.Interface {
 		t.Fatalf("kube: client for token: %v", err)
 	}
 	return c
+}
+
+// ServiceAccountUser is the user name and groups the apiserver gives a
+// token of ServiceAccount ns/sa, for a SubjectAccessReview about it.
+func ServiceAccountUser(ns, sa string) (user string, groups []string) {
+	return "system:serviceaccount:" + ns + ":" + sa,
+		[]string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+}
+
+// WaitAllowed waits until a SubjectAccessReview allows user with groups
+// attrs. RBAC reads roles and bindings from an informer, so a binding
+// just created takes effect a moment later; a test that then acts as the
+// subject waits here first so that it does not race the informer. It
+// fails the test when the review errs or is still denied after a minute.
+func (k *Kube) WaitAllowed(t testing.TB, user string, groups []string, attrs *authorizationv1.ResourceAttributes) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	review := &authorizationv1.SubjectAccessReview{
+		Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: attrs},
+	}
+	for {
+		sar, err := k.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("kube: SubjectAccessReview for %s: %v", user, err)
+		}
+		if sar.Status.Allowed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("kube: %s is still not allowed %+v (%s)", user, *attrs, sar.Status.Reason)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // startEtcd starts a single-member etcd with a fresh data directory and

@@ -10,6 +10,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -19,8 +20,9 @@ import (
 
 // TestKube proves that StartKube gives a working apiserver: TokenRequest
 // with an audience, TokenReview honouring it, SubjectAccessReview, NodePort
-// allocation, RBAC for a ServiceAccount token, a kubeconfig file, and a
-// stop and start of the apiserver that keeps etcd's data.
+// allocation, RBAC for a ServiceAccount token, WaitAllowed for a new
+// binding of it, a kubeconfig file, and a stop and start of the apiserver
+// that keeps etcd's data.
 func TestKube(t *testing.T) {
 	t.Parallel()
 	t0 := time.Now()
@@ -117,6 +119,32 @@ func TestKube(t *testing.T) {
 			if !tc.want(err) {
 				t.Errorf("%s: ServiceAccount lists secrets without RBAC: err %v", tc.name, err)
 			}
+		}
+	})
+
+	t.Run("WaitAllowed", func(t *testing.T) {
+		rbac := k.Client.RbacV1()
+		role := &rbacv1.Role{
+			ObjectMeta: metav1.ObjectMeta{Name: "secret-lister", Namespace: ns},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list"}}},
+		}
+		if _, err := rbac.Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := rbac.RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: sa}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		user, groups := harness.ServiceAccountUser(ns, sa)
+		k.WaitAllowed(t, user, groups, &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "list", Resource: "secrets"})
+		// Allowed by the review means allowed to the ServiceAccount's own
+		// requests, at once.
+		if _, err := k.ClientFor(t, k.ServiceAccountToken(t, ns, sa, nil, 0)).CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{}); err != nil {
+			t.Fatalf("ServiceAccount lists secrets after WaitAllowed: %v", err)
 		}
 	})
 

@@ -3,10 +3,8 @@ package auth_test
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,9 +15,9 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -41,18 +39,18 @@ func TestTokenReviewAgainstKube(t *testing.T) {
 	defer cancel()
 
 	// What the chart grants the control plane for authentication.
-	grant(ctx, t, k.Client, "selfhost-controlplane-auth", []rbacv1.PolicyRule{
+	grant(ctx, t, k, "selfhost-controlplane-auth", []rbacv1.PolicyRule{
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}},
 	}, releaseNS, "controlplane")
 	// An admin by RBAC.
-	grant(ctx, t, k.Client, "selfhost-admin", []rbacv1.PolicyRule{
+	grant(ctx, t, k, "selfhost-admin", []rbacv1.PolicyRule{
 		{APIGroups: []string{auth.AdminAPIGroup}, Resources: []string{auth.AdminAPIResource}, Verbs: []string{auth.AdminAPIVerb}},
 	}, "ops", "admin")
 
 	cp := k.ClientFor(t, k.ServiceAccountToken(t, releaseNS, "controlplane", nil, tokenTTL))
-	var logs strings.Builder
-	log := slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs testkit.LogBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	authn, err := auth.NewTokenReview(cp, auth.TokenReviewOptions{
 		EdgeAudience: kubeEdgeAudience,
 		AdminGroups:  []string{"system:serviceaccounts:platform"},
@@ -128,9 +126,9 @@ func TestTokenReviewAgainstKube(t *testing.T) {
 
 // grant creates a ClusterRole with rules and binds it to the
 // ServiceAccount ns/sa.
-func grant(ctx context.Context, t *testing.T, client kubernetes.Interface, name string, rules []rbacv1.PolicyRule, ns, sa string) {
+func grant(ctx context.Context, t *testing.T, k *harness.Kube, name string, rules []rbacv1.PolicyRule, ns, sa string) {
 	t.Helper()
-	rbac := client.RbacV1()
+	rbac := k.Client.RbacV1()
 	if _, err := rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -144,39 +142,8 @@ func grant(ctx context.Context, t *testing.T, client kubernetes.Interface, name 
 	}
 	// RBAC reads bindings from an informer: wait until the apiserver
 	// applies this one, so no check below races it.
+	user, groups := harness.ServiceAccountUser(ns, sa)
 	for _, r := range rules {
-		attrs := &authorizationv1.ResourceAttributes{Group: r.APIGroups[0], Resource: r.Resources[0], Verb: r.Verbs[0]}
-		for {
-			sar, err := client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
-				Spec: authorizationv1.SubjectAccessReviewSpec{
-					User:               "system:serviceaccount:" + ns + ":" + sa,
-					Groups:             []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-					ResourceAttributes: attrs,
-				},
-			}, metav1.CreateOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if sar.Status.Allowed {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				t.Fatalf("binding %s never took effect", name)
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
+		k.WaitAllowed(t, user, groups, &authorizationv1.ResourceAttributes{Group: r.APIGroups[0], Resource: r.Resources[0], Verb: r.Verbs[0]})
 	}
-}
-
-// syncWriter serialises writes of concurrent log calls.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }

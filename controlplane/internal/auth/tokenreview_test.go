@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -150,27 +150,9 @@ func (f *fakeAPI) subjectAccessReview(action k8stesting.Action) (bool, runtime.O
 	return true, sar, nil
 }
 
-// logBuffer is a slog sink tests can read while reviews write to it.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newTestReview(t *testing.T, f *fakeAPI, opts TokenReviewOptions) (*TokenReview, *logBuffer) {
+func newTestReview(t *testing.T, f *fakeAPI, opts TokenReviewOptions) (*TokenReview, *testkit.LogBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	opts.EdgeAudience = edgeAudience
 	opts.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r, err := NewTokenReview(f.client, opts)

@@ -23,26 +23,29 @@ import (
 // it in-cluster: config file + ConfigMap state → store, with Watch
 // reloading through UpdateRuntime.
 type replica struct {
+	state   *Store
 	store   *store.Store
 	reloads chan error
 }
 
-func startReplica(t *testing.T, client kubernetes.Interface, cfgPath string) *replica {
+// startReplica starts a replica whose state is in the ConfigMap that
+// client reaches; it watches until ctx ends or the test cleans up.
+func startReplica(t *testing.T, ctx context.Context, client kubernetes.Interface, cfgPath string) *replica {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
-	src := configfile.New(cfgPath, "", log, configfile.InCluster(), configfile.WithStateStore(newStore(t, client)))
-	st, err := src.Load(t.Context())
+	r := &replica{state: newStore(t, client), reloads: make(chan error, 16)}
+	src := configfile.New(cfgPath, "", log, configfile.InCluster(), configfile.WithStateStore(r.state))
+	st, err := src.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &replica{reloads: make(chan error, 16)}
 	if r.store, err = store.New(st, src, snapshot.Builder{}, log); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	watchCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- src.Watch(ctx, func(ctx context.Context, apply func(*config.State) bool) {
+		done <- src.Watch(watchCtx, func(ctx context.Context, apply func(*config.State) bool) {
 			_, err := r.store.UpdateRuntime(ctx, "runtime state from another replica", apply)
 			r.reloads <- err
 		})
@@ -56,6 +59,17 @@ func startReplica(t *testing.T, client kubernetes.Interface, cfgPath string) *re
 	return r
 }
 
+// writeConfig writes the replicas' config file, with the one upstream
+// test, and returns its path.
+func writeConfig(t *testing.T) string {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "controlplane.yaml")
+	if err := os.WriteFile(cfg, []byte("upstreams: [{prefix: test, url: 'https://test.io'}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 func (r *replica) prefixes() []string {
 	var out []string
 	for _, u := range r.store.Current().Upstreams {
@@ -63,6 +77,17 @@ func (r *replica) prefixes() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// addUpstream puts upstream prefix through the replica's store.
+func (r *replica) addUpstream(t *testing.T, ctx context.Context, prefix string) {
+	t.Helper()
+	if _, err := r.store.Update(ctx, "put upstream", func(st *config.State) error {
+		st.Upstreams = append(st.Upstreams, &selfhostv1.Upstream{Prefix: prefix, Url: "https://" + prefix + ".io"})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (r *replica) waitReload(t *testing.T) {
@@ -79,25 +104,16 @@ func (r *replica) waitReload(t *testing.T) {
 
 func TestTwoReplicasThroughTheStore(t *testing.T) {
 	t.Parallel()
-	cfg := filepath.Join(t.TempDir(), "controlplane.yaml")
-	if err := os.WriteFile(cfg, []byte("upstreams: [{prefix: test, url: 'https://test.io'}]\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	client := fake.NewClientset()
-	a, b := startReplica(t, client, cfg), startReplica(t, client, cfg)
+	ctx, cfg, client := t.Context(), writeConfig(t), fake.NewClientset()
+	a, b := startReplica(t, ctx, client, cfg), startReplica(t, ctx, client, cfg)
 
-	if _, err := a.store.Update(t.Context(), "put upstream", func(st *config.State) error {
-		st.Upstreams = append(st.Upstreams, &selfhostv1.Upstream{Prefix: "quay", Url: "https://quay.io"})
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	a.addUpstream(t, ctx, "quay")
 	b.waitReload(t)
 	if got := b.prefixes(); !slices.Equal(got, []string{"quay", "test"}) {
 		t.Fatalf("replica b: %v", got)
 	}
 	// A restarted replica starts from the ConfigMap.
-	c := startReplica(t, client, cfg)
+	c := startReplica(t, ctx, client, cfg)
 	if got := c.prefixes(); !slices.Equal(got, []string{"quay", "test"}) {
 		t.Fatalf("restarted replica: %v", got)
 	}

@@ -130,7 +130,7 @@ func TestKubeController(t *testing.T) {
 			return o.svc != nil && o.svc.Spec.Ports[0].NodePort != port && edgeReady(t, admin, "team-a")
 		})
 		waitFor(t, "the NodePortChanged event", func() bool { return hasEvent(t, admin, "team-a", "NodePortChanged") })
-		if kc.logs.count("edge node port changed") == 0 {
+		if kc.logs.Count("edge node port changed") == 0 {
 			t.Error("no log line for the changed node port")
 		}
 	})
@@ -143,7 +143,7 @@ func TestKubeController(t *testing.T) {
 
 	t.Run("wrong label value", func(t *testing.T) {
 		createNamespace(t, admin, namespace("team-true", map[string]string{kubecontract.OptInLabel: "true"}))
-		waitFor(t, "the wrong value logged", func() bool { return kc.logs.count(`namespace=team-true`) > 0 })
+		waitFor(t, "the wrong value logged", func() bool { return kc.logs.Count(`namespace=team-true`) > 0 })
 		waitFor(t, "the controller idle", func() bool { return c.idle("team-true") })
 		if n := objectsOf(t, admin, "team-true").count(); n != 0 {
 			t.Fatalf("%d objects for a wrong label value", n)

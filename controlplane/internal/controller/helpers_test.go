@@ -1,11 +1,9 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 
@@ -21,6 +19,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -38,35 +37,6 @@ func namespace(name string, lbls map[string]string) *corev1.Namespace {
 
 func optedIn(name string) *corev1.Namespace {
 	return namespace(name, map[string]string{kubecontract.OptInLabel: kubecontract.OptInValue})
-}
-
-// logBuffer is a goroutine-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// count is how many log lines contain s.
-func (b *logBuffer) count(s string) int {
-	n := 0
-	for _, l := range strings.Split(b.String(), "\n") {
-		if strings.Contains(l, s) {
-			n++
-		}
-	}
-	return n
 }
 
 // nodePorts plays the apiserver's node port allocator on a fake
@@ -144,7 +114,7 @@ type env struct {
 	nsF    informers.SharedInformerFactory
 	mF     informers.SharedInformerFactory
 	c      *Controller
-	logs   *logBuffer
+	logs   *testkit.LogBuffer
 }
 
 func newEnv(t *testing.T, tmpl EdgeTemplate, objs ...runtime.Object) *env {
@@ -152,7 +122,7 @@ func newEnv(t *testing.T, tmpl EdgeTemplate, objs ...runtime.Object) *env {
 	client := fake.NewClientset(objs...)
 	installNodePorts(client)
 	nsF, mF := NewInformerFactories(client, 0)
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := New(client, nsF, mF, tmpl, log)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/leader"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -68,14 +69,14 @@ type kubeController struct {
 	t      *testing.T
 	admin  kubernetes.Interface
 	c      *Controller
-	logs   *logBuffer
+	logs   *testkit.LogBuffer
 	stopFn func()
 }
 
 func startKubeController(t *testing.T, k *harness.Kube, client kubernetes.Interface, opts ...Option) *kubeController {
 	t.Helper()
 	ctx := t.Context()
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	b := record.NewBroadcaster(record.WithContext(ctx))
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})

@@ -8,9 +8,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -18,11 +18,7 @@ import (
 // is noisy.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 60*time.Second, true,
-		func(context.Context) (bool, error) { return cond(), nil })
-	if err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
+	testkit.WaitFor(t, what, 60*time.Second, cond)
 }
 
 // TestRun runs the controller with real (fake-backed) informers: it
@@ -35,7 +31,7 @@ func TestRun(t *testing.T) {
 	nsF, mF := NewInformerFactories(client, 0)
 	var mu sync.Mutex
 	changed := map[string]int{}
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	c, err := New(client, nsF, mF, testTemplate(), slog.New(slog.NewTextHandler(logs, nil)),
 		WithWorkers(3), WithOnEdgeChange(func(ns string) { mu.Lock(); changed[ns]++; mu.Unlock() }))
 	if err != nil {

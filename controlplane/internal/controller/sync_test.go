@@ -226,11 +226,11 @@ func TestSyncGarbageSecretIsLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.mustSync("team-a")
-	if n := e.logs.count("pull secret unreadable"); n != 1 || !strings.Contains(e.logs.String(), "data[.dockerconfigjson].auths has 0 entries") {
+	if n := e.logs.Count("pull secret unreadable"); n != 1 || !strings.Contains(e.logs.String(), "data[.dockerconfigjson].auths has 0 entries") {
 		t.Fatalf("%d regeneration lines naming the field; log:\n%s", n, e.logs)
 	}
 	e.mustSync("team-a")
-	if n := e.logs.count("pull secret unreadable"); n != 1 {
+	if n := e.logs.Count("pull secret unreadable"); n != 1 {
 		t.Fatalf("regenerated again: %d lines", n)
 	}
 }
@@ -257,7 +257,7 @@ func TestSyncNodePortTaken(t *testing.T) {
 	if got := o.svc.Spec.Ports[0].NodePort; got == old || got == 0 {
 		t.Fatalf("node port %d, want a new one (old %d taken)", got, old)
 	}
-	if e.logs.count("edge node port changed") != 1 {
+	if e.logs.Count("edge node port changed") != 1 {
 		t.Fatalf("no log line about the changed port:\n%s", e.logs)
 	}
 	e.refresh()
@@ -296,7 +296,7 @@ func TestSyncNodePortBusyBriefly(t *testing.T) {
 	if got := e.objects("team-a").svc.Spec.Ports[0].NodePort; got != old {
 		t.Fatalf("node port %d, want %d kept", got, old)
 	}
-	if n := e.logs.count("allocating another"); n != 0 {
+	if n := e.logs.Count("allocating another"); n != 0 {
 		t.Fatalf("%d lines about another port", n)
 	}
 }
@@ -338,8 +338,8 @@ func TestSyncRemovesEdge(t *testing.T) {
 			if _, ok := e.c.Edge("team-a"); ok {
 				t.Error("Edge(team-a) still reported")
 			}
-			if tt.logged != "" && e.logs.count(tt.logged) != 1 {
-				t.Errorf("log has %d lines with %q", e.logs.count(tt.logged), tt.logged)
+			if tt.logged != "" && e.logs.Count(tt.logged) != 1 {
+				t.Errorf("log has %d lines with %q", e.logs.Count(tt.logged), tt.logged)
 			}
 			e.mustSync("team-b")
 			if _, err := e.client.CoreV1().Services("team-b").Get(e.ctx, kubecontract.EdgeName, metav1.GetOptions{}); err != nil {
@@ -359,7 +359,7 @@ func TestSyncWrongValueLoggedOnce(t *testing.T) {
 	for range 3 {
 		e.mustSync("team-a")
 	}
-	if n := e.logs.count("wrong value"); n != 1 {
+	if n := e.logs.Count("wrong value"); n != 1 {
 		t.Fatalf("%d log lines for the wrong value, want 1", n)
 	}
 	ns.Labels[kubecontract.OptInLabel] = "yes"
@@ -368,7 +368,7 @@ func TestSyncWrongValueLoggedOnce(t *testing.T) {
 	}
 	e.mustSync("team-a")
 	e.mustSync("team-a")
-	if n := e.logs.count("wrong value"); n != 2 {
+	if n := e.logs.Count("wrong value"); n != 2 {
 		t.Fatalf("%d log lines after a second wrong value, want 2", n)
 	}
 	if n := e.objects("team-a").count(); n != 0 {
@@ -442,35 +442,32 @@ type errDummy string
 
 func (e errDummy) Error() string { return string(e) }
 
-func updateDeployment(ctx context.Context, e *env, edit func(*appsv1.Deployment)) error {
-	api := e.client.AppsV1().Deployments("team-a")
-	d, err := api.Get(ctx, kubecontract.EdgeName, metav1.GetOptions{})
+// getUpdater is the part of a typed client (Deployments, Services,
+// Secrets, …) that update uses.
+type getUpdater[T any] interface {
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (T, error)
+	Update(ctx context.Context, obj T, opts metav1.UpdateOptions) (T, error)
+}
+
+// update reads name through api, edits it and writes it back.
+func update[T any](ctx context.Context, api getUpdater[T], name string, edit func(T)) error {
+	obj, err := api.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return err
 	}
-	edit(d)
-	_, err = api.Update(ctx, d, metav1.UpdateOptions{})
+	edit(obj)
+	_, err = api.Update(ctx, obj, metav1.UpdateOptions{})
 	return err
+}
+
+func updateDeployment(ctx context.Context, e *env, edit func(*appsv1.Deployment)) error {
+	return update(ctx, e.client.AppsV1().Deployments("team-a"), kubecontract.EdgeName, edit)
 }
 
 func updateService(ctx context.Context, e *env, edit func(*corev1.Service)) error {
-	api := e.client.CoreV1().Services("team-a")
-	s, err := api.Get(ctx, kubecontract.EdgeName, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	edit(s)
-	_, err = api.Update(ctx, s, metav1.UpdateOptions{})
-	return err
+	return update(ctx, e.client.CoreV1().Services("team-a"), kubecontract.EdgeName, edit)
 }
 
 func updateSecret(ctx context.Context, e *env, edit func(*corev1.Secret)) error {
-	api := e.client.CoreV1().Secrets("team-a")
-	s, err := api.Get(ctx, kubecontract.PullSecretName, metav1.GetOptions{})
-	if err != nil {
-		return err
-	}
-	edit(s)
-	_, err = api.Update(ctx, s, metav1.UpdateOptions{})
-	return err
+	return update(ctx, e.client.CoreV1().Secrets("team-a"), kubecontract.PullSecretName, edit)
 }

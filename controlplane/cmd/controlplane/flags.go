@@ -34,6 +34,8 @@ type flags struct {
 // clusterFlags are the in-cluster mode's flags (without --standalone).
 type clusterFlags struct {
 	kubeconfig       string
+	kubeQPS          int
+	kubeBurst        int
 	namespace        string
 	podName          string
 	adminGroups      []string
@@ -133,6 +135,8 @@ Flags:
 
 	c := &f.cluster
 	fs.StringVar(&c.kubeconfig, "kubeconfig", env("kubeconfig", ""), "in-cluster mode: kubeconfig `FILE`; default: the pod's ServiceAccount")
+	fs.IntVar(&c.kubeQPS, "kube-api-qps", envInt("kube-api-qps", 50), "in-cluster mode: sustained requests per second to the apiserver, per API group (client-go's default of 5 makes reconciling 1000 namespaces take 10 minutes)")
+	fs.IntVar(&c.kubeBurst, "kube-api-burst", envInt("kube-api-burst", 100), "in-cluster mode: request burst to the apiserver")
 	fs.StringVar(&c.namespace, "namespace", env("namespace", ""), "in-cluster mode: the release namespace (Lease, state ConfigMap, webhook Secret; never injected) (`NS`, required)")
 	fs.StringVar(&c.podName, "pod-name", env("pod-name", ""), "in-cluster mode: this replica's pod name, for the leader-election identity (default: host name)")
 	fs.Var(newListFlag(&c.adminGroups), "admin-groups", "in-cluster mode: Kubernetes groups whose members may use the admin API without an RBAC check (`G1,G2`)")
@@ -187,6 +191,8 @@ Flags:
 		return f, errors.New("--edge-control-plane is required in-cluster")
 	case c.workers < 1:
 		return f, errors.New("--workers must be at least 1")
+	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:
+		return f, errors.New("--kube-api-qps must be at least 1 and --kube-api-burst at least as large")
 	case f.stateDir != "":
 		return f, errors.New("--state-dir is for --standalone; in-cluster, admin changes live in a ConfigMap")
 	case !c.webhookDisabled && (c.webhookService == "") == (c.webhookURL == ""):

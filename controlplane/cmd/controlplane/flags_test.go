@@ -20,7 +20,7 @@ import (
 func clusterDefaults(change func(*clusterFlags)) clusterFlags {
 	c := clusterFlags{
 		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
-		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4,
+		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100,
 		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
 		webhookListen: ":8443",
 	}
@@ -66,6 +66,7 @@ func TestParseFlags(t *testing.T) {
 		{"in-cluster without control plane address", []string{"--namespace", "n", "--edge-image", "e"}, nil, flags{}, "--edge-control-plane is required"},
 		{"in-cluster with both webhook targets", append(slices.Clone(inCluster), "--webhook-url", "https://127.0.0.1:8443/mutate-pods"), nil, flags{}, "exactly one of --webhook-service and --webhook-url"},
 		{"in-cluster with state dir", append(slices.Clone(inCluster), "--state-dir", "/s"), nil, flags{}, "--state-dir is for --standalone"},
+		{"in-cluster burst below qps", append(slices.Clone(inCluster), "--kube-api-qps", "20", "--kube-api-burst", "10"), nil, flags{}, "--kube-api-burst"},
 		{"in-cluster zero workers", append(slices.Clone(inCluster), "--workers", "0"), nil, flags{}, "--workers"},
 		{"no config", []string{"--standalone"}, nil, flags{}, "--config FILE is required"},
 		{"bad env bool", nil, map[string]string{"CONTROLPLANE_STANDALONE": "yes please"}, flags{}, "CONTROLPLANE_STANDALONE"},

@@ -39,6 +39,8 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 	if err != nil {
 		return err
 	}
+	restCfg.QPS, restCfg.Burst = float32(c.kubeQPS), c.kubeBurst
+	restCfg.UserAgent = "k8s-selfhost-repo-controlplane"
 	client, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)

@@ -98,7 +98,7 @@ func TestControlPlaneBenchTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	header := append(machineInfo(),
+	header := append(harness.MachineInfo("control plane", "controlplane", "proto", "go.mod"),
 		fmt.Sprintf("control plane: controlplane --standalone, --debounce %s, state persisted (fsync) on every change; RLIMIT_NOFILE %d", s.debounce, limit),
 		fmt.Sprintf("edges: in-process gRPC clients in the benchmark process, one grpc.ClientConn (TCP connection over loopback) each, ACKing every snapshot at once; %s", nsLayout(s.namespaces)),
 		fmt.Sprintf("change: PutUpstream (admin gRPC) alternating the URL of one upstream, which changes every namespace's snapshot, so every edge gets a push; %d changes per row after one unmeasured warm-up change", s.reps),
@@ -158,7 +158,7 @@ func measure(t *testing.T, s settings, n, nsCount int) row {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+adminToken)
 
 	time.Sleep(time.Second) // let the start-up garbage be collected
-	rss0, err := vmRSS(pid)
+	rss0, err := harness.MemStatus(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func measure(t *testing.T, s settings, n, nsCount int) row {
 	defer f.close()
 	t.Logf("%d edges connected and ACKed their first snapshot in %v", n, time.Since(connectStart).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // settle: the control plane's GC catches up
-	rssN, err := vmRSS(pid)
+	rssN, err := harness.MemStatus(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func times(f float64) string {
 // functional breaks or a measurement cannot be made.
 func TestKubeBenchTable(t *testing.T) {
 	s := loadSettings(t)
-	header := machineInfo()
+	header := harness.MachineInfo("control plane", "controlplane", "injector", "kubecontract", "go.mod")
 	header = append(header,
 		"cluster: etcd (Debian etcd-server) + kube-apiserver v1.37.2 on 127.0.0.1, no kubelet/scheduler/controller-manager; the control plane is the real binary in in-cluster mode with the selfhost-controlplane ServiceAccount's token and deploy/rbac.yaml's RBAC, --log-level info",
 		"everything (etcd, apiserver, control plane, load generator) shares the machine's cores")
@@ -124,7 +124,7 @@ func TestKubeBenchTable(t *testing.T) {
 			rows = append(rows, measureBulk(t, s, w, baselines[w])...)
 		})
 	}
-	loadEnd = loadAvg()
+	loadEnd = harness.LoadAvg()
 	header = append(header, fmt.Sprintf("load average at the end (1, 5, 15 min): %s", loadEnd))
 	table := render(header, rows)
 	if out := os.Getenv("BENCH_OUT"); out != "" {

@@ -14,6 +14,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
 // unlimited is a client of the admin config without client-side rate
@@ -100,7 +102,7 @@ func measureBulk(t *testing.T, s settings, workers int, base bulkBase) []row {
 	w := startWatcher(t, c.kube.Client, managedSelector, func(ns, _ string) bool { return strings.HasPrefix(ns, "bulk-") })
 	defer w.stop()
 	time.Sleep(2 * time.Second) // start-up garbage collected
-	rss0, err := procStatus(pid, "VmRSS")
+	rss0, err := harness.MemStatus(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +112,7 @@ func measureBulk(t *testing.T, s settings, workers int, base bulkBase) []row {
 	defer stopSampling()
 	go func() {
 		for sampleCtx.Err() == nil {
-			if v, err := procStatus(pid, "VmRSS"); err == nil && v > peakSampled.Load() {
+			if v, err := harness.MemStatus(pid, "VmRSS"); err == nil && v > peakSampled.Load() {
 				peakSampled.Store(v)
 			}
 			time.Sleep(250 * time.Millisecond)
@@ -151,11 +153,11 @@ func measureBulk(t *testing.T, s settings, workers int, base bulkBase) []row {
 	took := last.Sub(start)
 	t.Logf("workers %d: %d/%d objects, last after %v; namespaces created in %v; progress %v", workers, got, want, took, nsTook, progress)
 	time.Sleep(2 * time.Second)
-	rssEnd, err := procStatus(pid, "VmRSS")
+	rssEnd, err := harness.MemStatus(pid, "VmRSS")
 	if err != nil {
 		t.Fatal(err)
 	}
-	hwm, err := procStatus(pid, "VmHWM")
+	hwm, err := harness.MemStatus(pid, "VmHWM")
 	if err != nil {
 		t.Fatal(err)
 	}

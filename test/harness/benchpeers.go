@@ -29,10 +29,20 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // "VmHWM" (peak resident set size) or "VmRSS". The kernel keeps VmHWM for
 // the life of the process, so it is the true peak, not a sample.
 func (p *Process) MemStatus(field string) (int64, error) {
-	path := fmt.Sprintf("/proc/%d/status", p.Pid())
-	f, err := os.Open(path)
+	v, err := MemStatus(p.Pid(), field)
 	if err != nil {
 		return 0, fmt.Errorf("read memory of %s: %w", p.Name, err)
+	}
+	return v, nil
+}
+
+// MemStatus returns a memory field of /proc/<pid>/status in bytes, for any
+// process (see Process.MemStatus).
+func MemStatus(pid int, field string) (int64, error) {
+	path := fmt.Sprintf("/proc/%d/status", pid)
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)

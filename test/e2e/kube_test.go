@@ -168,6 +168,18 @@ func TestKubernetes(t *testing.T) {
 	if h := holder(); !strings.HasPrefix(h, "cp-1") {
 		t.Fatalf("lease holder %q, want cp-1 (the first replica)", h)
 	}
+	// An admin change through one replica lives in the state ConfigMap and
+	// reaches the other replica.
+	if r := cp2.AdminCall(t, e.adminToken, "PutUpstream", `{"upstream":{"prefix":"quay","url":"https://quay.io"}}`); r.Err != nil {
+		t.Fatalf("PutUpstream through cp-2: %v\n%s", r.Err, r.Output())
+	}
+	waitUntil(t, "cp-1 to see the upstream added through cp-2", kubeTimeout, func() bool {
+		last = cp1.AdminCall(t, e.adminToken, "ListUpstreams", "{}")
+		return last.Err == nil && strings.Contains(last.Stdout, `"prefix": "quay"`)
+	}, func() string { return last.Output() })
+	if cm, err := e.kube.Client.CoreV1().ConfigMaps(releaseNS).Get(ctx, "selfhost-controlplane-state", metav1.GetOptions{}); err != nil || !strings.Contains(cm.Data["state.json"], "quay.io") {
+		t.Fatalf("state ConfigMap after PutUpstream: %v %v", err, cm.Data)
+	}
 	cp1.Kill()
 	waitUntil(t, "cp-2 to take the lease", kubeTimeout, func() bool { return strings.HasPrefix(holder(), "cp-2") },
 		func() string { return "holder " + holder() + "; " + leaseString(e, ctx) })

@@ -158,7 +158,7 @@ func ValidateEdgeConfig(c *selfhostv1.EdgeConfig) error {
 	if len(c.GetPolicy().GetPullToken()) > MaxSecretBytes {
 		return fmt.Errorf("%w: policy.pull_token: too long", ErrInvalid)
 	}
-	return nil
+	return ValidateStorage("storage", c.GetStorage())
 }
 
 // redact shows only scheme, host and path of a URL in an error: user info,

@@ -610,7 +610,11 @@ type EdgeConfig struct {
 	Policy *NamespacePolicy `protobuf:"bytes,5,opt,name=policy,proto3" json:"policy,omitempty"`
 	// Proxy is how the edge reaches its upstreams: through Clash nodes or
 	// directly. Unset means direct.
-	Proxy         *ProxySelection `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	Proxy *ProxySelection `protobuf:"bytes,6,opt,name=proxy,proto3" json:"proxy,omitempty"`
+	// Storage is the shared blob storage the edge keeps its cache in. Only an
+	// edge started with --storage=control-plane uses it; other edges ignore
+	// it. Unset means the control plane configures no shared storage.
+	Storage       *StorageConfig `protobuf:"bytes,7,opt,name=storage,proto3" json:"storage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -687,6 +691,167 @@ func (x *EdgeConfig) GetProxy() *ProxySelection {
 	return nil
 }
 
+func (x *EdgeConfig) GetStorage() *StorageConfig {
+	if x != nil {
+		return x.Storage
+	}
+	return nil
+}
+
+// StorageConfig is the shared storage every namespace's edge uses.
+type StorageConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// S3 is an S3-compatible bucket.
+	S3            *S3Storage `protobuf:"bytes,1,opt,name=s3,proto3" json:"s3,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StorageConfig) Reset() {
+	*x = StorageConfig{}
+	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StorageConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StorageConfig) ProtoMessage() {}
+
+func (x *StorageConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StorageConfig.ProtoReflect.Descriptor instead.
+func (*StorageConfig) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StorageConfig) GetS3() *S3Storage {
+	if x != nil {
+		return x.S3
+	}
+	return nil
+}
+
+// S3Storage is an S3-compatible bucket and, optionally, the credentials to
+// reach it. The credentials are secrets: edges keep them in memory only,
+// never write them to disk, and the admin API never returns them.
+type S3Storage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bucket name (S3 bucket naming rules).
+	Bucket string `protobuf:"bytes,1,opt,name=bucket,proto3" json:"bucket,omitempty"`
+	// Prefix inside the bucket every key is written under, without a leading
+	// "/" and without ".." segments; empty means the bucket's root.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Region of the bucket; empty means the edge's default.
+	Region string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	// Endpoint is the base URL of an S3-compatible service
+	// ("http(s)://host[:port]", no credentials, path or query); empty means
+	// AWS.
+	Endpoint string `protobuf:"bytes,4,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// PathStyle addresses the bucket as endpoint/bucket instead of
+	// bucket.endpoint (most S3-compatible services need it).
+	PathStyle bool `protobuf:"varint,5,opt,name=path_style,json=pathStyle,proto3" json:"path_style,omitempty"`
+	// AccessKeyId of the S3 identity. Secret. Set together with
+	// secret_access_key; both empty means the edge uses its own AWS
+	// credential chain.
+	AccessKeyId string `protobuf:"bytes,6,opt,name=access_key_id,json=accessKeyId,proto3" json:"access_key_id,omitempty"`
+	// SecretAccessKey of the S3 identity. Secret.
+	SecretAccessKey string `protobuf:"bytes,7,opt,name=secret_access_key,json=secretAccessKey,proto3" json:"secret_access_key,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *S3Storage) Reset() {
+	*x = S3Storage{}
+	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *S3Storage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*S3Storage) ProtoMessage() {}
+
+func (x *S3Storage) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use S3Storage.ProtoReflect.Descriptor instead.
+func (*S3Storage) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *S3Storage) GetBucket() string {
+	if x != nil {
+		return x.Bucket
+	}
+	return ""
+}
+
+func (x *S3Storage) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *S3Storage) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *S3Storage) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *S3Storage) GetPathStyle() bool {
+	if x != nil {
+		return x.PathStyle
+	}
+	return false
+}
+
+func (x *S3Storage) GetAccessKeyId() string {
+	if x != nil {
+		return x.AccessKeyId
+	}
+	return ""
+}
+
+func (x *S3Storage) GetSecretAccessKey() string {
+	if x != nil {
+		return x.SecretAccessKey
+	}
+	return ""
+}
+
 // ProxySelection is the proxy part of an edge's configuration.
 type ProxySelection struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -702,7 +867,7 @@ type ProxySelection struct {
 
 func (x *ProxySelection) Reset() {
 	*x = ProxySelection{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	mi := &file_selfhost_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -714,7 +879,7 @@ func (x *ProxySelection) String() string {
 func (*ProxySelection) ProtoMessage() {}
 
 func (x *ProxySelection) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[7]
+	mi := &file_selfhost_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -727,7 +892,7 @@ func (x *ProxySelection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxySelection.ProtoReflect.Descriptor instead.
 func (*ProxySelection) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ProxySelection) GetMode() ProxyMode {
@@ -761,7 +926,7 @@ type ProxyNode struct {
 
 func (x *ProxyNode) Reset() {
 	*x = ProxyNode{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	mi := &file_selfhost_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +938,7 @@ func (x *ProxyNode) String() string {
 func (*ProxyNode) ProtoMessage() {}
 
 func (x *ProxyNode) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	mi := &file_selfhost_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +951,7 @@ func (x *ProxyNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyNode.ProtoReflect.Descriptor instead.
 func (*ProxyNode) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProxyNode) GetName() string {
@@ -838,7 +1003,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[9]
+	mi := &file_selfhost_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +1015,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[9]
+	mi := &file_selfhost_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +1028,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Upstream) GetPrefix() string {
@@ -928,7 +1093,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[10]
+	mi := &file_selfhost_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1105,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[10]
+	mi := &file_selfhost_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1118,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Credentials) GetUsername() string {
@@ -988,7 +1153,7 @@ type NamespacePolicy struct {
 
 func (x *NamespacePolicy) Reset() {
 	*x = NamespacePolicy{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[11]
+	mi := &file_selfhost_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1000,7 +1165,7 @@ func (x *NamespacePolicy) String() string {
 func (*NamespacePolicy) ProtoMessage() {}
 
 func (x *NamespacePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[11]
+	mi := &file_selfhost_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1013,7 +1178,7 @@ func (x *NamespacePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespacePolicy.ProtoReflect.Descriptor instead.
 func (*NamespacePolicy) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NamespacePolicy) GetAllowedPrefixes() []string {
@@ -1052,7 +1217,7 @@ type InvalidateTag struct {
 
 func (x *InvalidateTag) Reset() {
 	*x = InvalidateTag{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[12]
+	mi := &file_selfhost_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1229,7 @@ func (x *InvalidateTag) String() string {
 func (*InvalidateTag) ProtoMessage() {}
 
 func (x *InvalidateTag) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[12]
+	mi := &file_selfhost_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1242,7 @@ func (x *InvalidateTag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateTag.ProtoReflect.Descriptor instead.
 func (*InvalidateTag) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InvalidateTag) GetPrefix() string {
@@ -1137,7 +1302,7 @@ const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\x14StreamConfigResponse\x121\n" +
 	"\x06config\x18\x01 \x01(\v2\x17.selfhost.v1.EdgeConfigH\x00R\x06config\x12C\n" +
 	"\x0einvalidate_tag\x18\x02 \x01(\v2\x1a.selfhost.v1.InvalidateTagH\x00R\rinvalidateTagB\x06\n" +
-	"\x04kind\"\xf8\x01\n" +
+	"\x04kind\"\xae\x02\n" +
 	"\n" +
 	"EdgeConfig\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x14\n" +
@@ -1145,7 +1310,19 @@ const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x123\n" +
 	"\tupstreams\x18\x04 \x03(\v2\x15.selfhost.v1.UpstreamR\tupstreams\x124\n" +
 	"\x06policy\x18\x05 \x01(\v2\x1c.selfhost.v1.NamespacePolicyR\x06policy\x121\n" +
-	"\x05proxy\x18\x06 \x01(\v2\x1b.selfhost.v1.ProxySelectionR\x05proxy\"j\n" +
+	"\x05proxy\x18\x06 \x01(\v2\x1b.selfhost.v1.ProxySelectionR\x05proxy\x124\n" +
+	"\astorage\x18\a \x01(\v2\x1a.selfhost.v1.StorageConfigR\astorage\"7\n" +
+	"\rStorageConfig\x12&\n" +
+	"\x02s3\x18\x01 \x01(\v2\x16.selfhost.v1.S3StorageR\x02s3\"\xde\x01\n" +
+	"\tS3Storage\x12\x16\n" +
+	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12\x1a\n" +
+	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12\x1d\n" +
+	"\n" +
+	"path_style\x18\x05 \x01(\bR\tpathStyle\x12\"\n" +
+	"\raccess_key_id\x18\x06 \x01(\tR\vaccessKeyId\x12*\n" +
+	"\x11secret_access_key\x18\a \x01(\tR\x0fsecretAccessKey\"j\n" +
 	"\x0eProxySelection\x12*\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x16.selfhost.v1.ProxyModeR\x04mode\x12,\n" +
 	"\x05nodes\x18\x02 \x03(\v2\x16.selfhost.v1.ProxyNodeR\x05nodes\"R\n" +
@@ -1197,7 +1374,7 @@ func file_selfhost_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_selfhost_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_selfhost_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_selfhost_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_selfhost_v1_config_proto_goTypes = []any{
 	(ProxyMode)(0),               // 0: selfhost.v1.ProxyMode
 	(*StreamConfigRequest)(nil),  // 1: selfhost.v1.StreamConfigRequest
@@ -1207,13 +1384,15 @@ var file_selfhost_v1_config_proto_goTypes = []any{
 	(*EdgeStats)(nil),            // 5: selfhost.v1.EdgeStats
 	(*StreamConfigResponse)(nil), // 6: selfhost.v1.StreamConfigResponse
 	(*EdgeConfig)(nil),           // 7: selfhost.v1.EdgeConfig
-	(*ProxySelection)(nil),       // 8: selfhost.v1.ProxySelection
-	(*ProxyNode)(nil),            // 9: selfhost.v1.ProxyNode
-	(*Upstream)(nil),             // 10: selfhost.v1.Upstream
-	(*Credentials)(nil),          // 11: selfhost.v1.Credentials
-	(*NamespacePolicy)(nil),      // 12: selfhost.v1.NamespacePolicy
-	(*InvalidateTag)(nil),        // 13: selfhost.v1.InvalidateTag
-	(*durationpb.Duration)(nil),  // 14: google.protobuf.Duration
+	(*StorageConfig)(nil),        // 8: selfhost.v1.StorageConfig
+	(*S3Storage)(nil),            // 9: selfhost.v1.S3Storage
+	(*ProxySelection)(nil),       // 10: selfhost.v1.ProxySelection
+	(*ProxyNode)(nil),            // 11: selfhost.v1.ProxyNode
+	(*Upstream)(nil),             // 12: selfhost.v1.Upstream
+	(*Credentials)(nil),          // 13: selfhost.v1.Credentials
+	(*NamespacePolicy)(nil),      // 14: selfhost.v1.NamespacePolicy
+	(*InvalidateTag)(nil),        // 15: selfhost.v1.InvalidateTag
+	(*durationpb.Duration)(nil),  // 16: google.protobuf.Duration
 }
 var file_selfhost_v1_config_proto_depIdxs = []int32{
 	3,  // 0: selfhost.v1.StreamConfigRequest.hello:type_name -> selfhost.v1.Hello
@@ -1221,21 +1400,23 @@ var file_selfhost_v1_config_proto_depIdxs = []int32{
 	5,  // 2: selfhost.v1.StreamConfigRequest.stats:type_name -> selfhost.v1.EdgeStats
 	2,  // 3: selfhost.v1.StreamConfigRequest.proxy_failure:type_name -> selfhost.v1.ProxyFailure
 	7,  // 4: selfhost.v1.StreamConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
-	13, // 5: selfhost.v1.StreamConfigResponse.invalidate_tag:type_name -> selfhost.v1.InvalidateTag
-	10, // 6: selfhost.v1.EdgeConfig.upstreams:type_name -> selfhost.v1.Upstream
-	12, // 7: selfhost.v1.EdgeConfig.policy:type_name -> selfhost.v1.NamespacePolicy
-	8,  // 8: selfhost.v1.EdgeConfig.proxy:type_name -> selfhost.v1.ProxySelection
-	0,  // 9: selfhost.v1.ProxySelection.mode:type_name -> selfhost.v1.ProxyMode
-	9,  // 10: selfhost.v1.ProxySelection.nodes:type_name -> selfhost.v1.ProxyNode
-	11, // 11: selfhost.v1.Upstream.credentials:type_name -> selfhost.v1.Credentials
-	14, // 12: selfhost.v1.Upstream.tag_ttl:type_name -> google.protobuf.Duration
-	1,  // 13: selfhost.v1.ConfigDiscoveryService.StreamConfig:input_type -> selfhost.v1.StreamConfigRequest
-	6,  // 14: selfhost.v1.ConfigDiscoveryService.StreamConfig:output_type -> selfhost.v1.StreamConfigResponse
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 5: selfhost.v1.StreamConfigResponse.invalidate_tag:type_name -> selfhost.v1.InvalidateTag
+	12, // 6: selfhost.v1.EdgeConfig.upstreams:type_name -> selfhost.v1.Upstream
+	14, // 7: selfhost.v1.EdgeConfig.policy:type_name -> selfhost.v1.NamespacePolicy
+	10, // 8: selfhost.v1.EdgeConfig.proxy:type_name -> selfhost.v1.ProxySelection
+	8,  // 9: selfhost.v1.EdgeConfig.storage:type_name -> selfhost.v1.StorageConfig
+	9,  // 10: selfhost.v1.StorageConfig.s3:type_name -> selfhost.v1.S3Storage
+	0,  // 11: selfhost.v1.ProxySelection.mode:type_name -> selfhost.v1.ProxyMode
+	11, // 12: selfhost.v1.ProxySelection.nodes:type_name -> selfhost.v1.ProxyNode
+	13, // 13: selfhost.v1.Upstream.credentials:type_name -> selfhost.v1.Credentials
+	16, // 14: selfhost.v1.Upstream.tag_ttl:type_name -> google.protobuf.Duration
+	1,  // 15: selfhost.v1.ConfigDiscoveryService.StreamConfig:input_type -> selfhost.v1.StreamConfigRequest
+	6,  // 16: selfhost.v1.ConfigDiscoveryService.StreamConfig:output_type -> selfhost.v1.StreamConfigResponse
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_selfhost_v1_config_proto_init() }
@@ -1259,7 +1440,7 @@ func file_selfhost_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_selfhost_v1_config_proto_rawDesc), len(file_selfhost_v1_config_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

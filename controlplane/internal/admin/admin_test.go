@@ -47,6 +47,8 @@ func newService(t *testing.T, err error) (*Service, *bytes.Buffer) {
 	set, buildErr := snapshot.Builder{}.Build(&config.State{
 		Upstreams:  ups,
 		Namespaces: map[string]*config.Namespace{"team-a": {PullToken: "secret-pull", EdgeAddress: "127.0.0.1:5000"}},
+		Storage: &config.Storage{Bucket: "edge-cache", Endpoint: "http://127.0.0.1:7070", PathStyle: true,
+			AccessKeyID: s3KeyID, SecretAccessKey: s3Secret},
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

@@ -29,7 +29,8 @@ func upstreamInfo(u *selfhostv1.Upstream) *selfhostv1.UpstreamInfo {
 }
 
 // withoutSecrets deep-copies an EdgeConfig without credentials, the pull
-// token and the proxy nodes' Clash maps (passwords, UUIDs). The copy
+// token, the proxy nodes' Clash maps (passwords, UUIDs) and the shared S3
+// storage's access key and secret. The copy
 // matters: the original is shared with every edge.
 func withoutSecrets(c *selfhostv1.EdgeConfig) *selfhostv1.EdgeConfig {
 	out := proto.CloneOf(c)
@@ -41,6 +42,11 @@ func withoutSecrets(c *selfhostv1.EdgeConfig) *selfhostv1.EdgeConfig {
 	}
 	for _, n := range out.GetProxy().GetNodes() {
 		n.ClashJson = ""
+	}
+	if s3 := out.GetStorage().GetS3(); s3 != nil {
+		// Bucket, endpoint and the rest stay: operators need them to see
+		// where edges cache. The S3 identity does not.
+		s3.AccessKeyId, s3.SecretAccessKey = "", ""
 	}
 	return out
 }

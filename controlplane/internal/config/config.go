@@ -81,6 +81,33 @@ type State struct {
 	// by package clash; nil until the subscription was first fetched (and
 	// always when Clash is disabled). It is never persisted.
 	Proxy *ProxyPool
+	// Storage is the shared S3 storage every edge started with
+	// --storage=control-plane uses; nil when none is configured. It comes
+	// from the operator's YAML file only and is never persisted.
+	Storage *Storage
+}
+
+// Storage is the shared S3 bucket edges cache in, and the credentials they
+// reach it with (empty: the edges' own AWS credential chain).
+type Storage struct {
+	Bucket          string
+	Prefix          string
+	Region          string
+	Endpoint        string
+	PathStyle       bool
+	AccessKeyID     Secret
+	SecretAccessKey Secret
+}
+
+// Proto is the StorageConfig edges receive, credentials included.
+func (s *Storage) Proto() *selfhostv1.StorageConfig {
+	if s == nil {
+		return nil
+	}
+	return &selfhostv1.StorageConfig{S3: &selfhostv1.S3Storage{
+		Bucket: s.Bucket, Prefix: s.Prefix, Region: s.Region, Endpoint: s.Endpoint, PathStyle: s.PathStyle,
+		AccessKeyId: s.AccessKeyID.Reveal(), SecretAccessKey: s.SecretAccessKey.Reveal(),
+	}}
 }
 
 // Namespace is one namespace's policy and edge.
@@ -108,6 +135,10 @@ func (s *State) Clone() *State {
 		Namespaces:  make(map[string]*Namespace, len(s.Namespaces)),
 		Clash:       s.Clash,
 		Proxy:       s.Proxy, // immutable, shared
+	}
+	if s.Storage != nil {
+		st := *s.Storage
+		out.Storage = &st
 	}
 	for name, ns := range s.Namespaces {
 		c := *ns

@@ -30,6 +30,7 @@ type fileConfig struct {
 	Upstreams      *[]upstreamSpec          `json:"upstreams"` // nil: the defaults
 	Namespaces     map[string]namespaceSpec `json:"namespaces"`
 	Clash          *clashSpec               `json:"clash"`
+	Storage        *storageSpec             `json:"storage"`
 }
 
 type namespaceSpec struct {
@@ -107,6 +108,7 @@ func parse(data []byte, dir string, inCluster bool) (*config.State, error) {
 	}
 
 	st.Clash = parseClash(fc.Clash, dir, bad)
+	st.Storage = parseStorage(fc.Storage, dir, bad)
 
 	if fc.Upstreams == nil {
 		st.Upstreams = configspec.DefaultUpstreams()

@@ -46,7 +46,8 @@ type EdgeTemplate struct {
 	// 65532.
 	RunAsUser int64
 	// ExtraArgs are appended to the edge's arguments, e.g. the storage
-	// flags (--storage=s3://bucket/prefix --s3-endpoint=…). Without a
+	// flags (--storage=s3://bucket/prefix --s3-endpoint=…, or
+	// --storage=control-plane for the control plane's storage.s3). Without a
 	// --storage flag the edge caches on an emptyDir. The flags the
 	// controller sets itself (--listen, --namespace, --pod-name,
 	// --control-plane, --control-plane-token-file) are refused here.

@@ -97,6 +97,14 @@ func TestDesiredDeployment(t *testing.T) {
 			notArgs:  []string{"--storage=" + CacheDir},
 		},
 		{
+			// The S3 settings and credentials come over the stream: nothing
+			// about them in the Deployment, and no cache volume.
+			name:     "storage from the control plane",
+			edit:     func(e *EdgeTemplate) { e.ExtraArgs = []string{"--storage=control-plane"} },
+			wantArgs: []string{"--state-dir=/tmp/edge-state", "--storage=control-plane"},
+			notArgs:  []string{"--storage=" + CacheDir},
+		},
+		{
 			name:     "s3 storage with a state dir",
 			edit:     func(e *EdgeTemplate) { e.ExtraArgs = []string{"--storage", "s3://bucket", "--state-dir=/state"} },
 			wantArgs: []string{"--storage", "s3://bucket", "--state-dir=/state"},

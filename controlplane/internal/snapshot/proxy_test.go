@@ -18,6 +18,7 @@ func clashState() *config.State {
 		nodes[n] = &selfhostv1.ProxyNode{Name: n, Type: "ss", ClashJson: `{"name":"` + n + `","password":"pw-` + n + `"}`}
 	}
 	st.Proxy = &config.ProxyPool{Generation: 1, Nodes: nodes, Order: []string{"a", "b"}}
+	st.Storage = &config.Storage{Bucket: "edge-cache", AccessKeyID: "AKID", SecretAccessKey: "s3-secret"}
 	return st
 }
 

@@ -83,6 +83,9 @@ func (Builder) Build(st *config.State) (*Set, error) {
 		return nil, err
 	}
 	proxy, edgeUps, summary := proxySelection(st, ups)
+	// Shared and read-only like the upstreams; its credentials are secrets
+	// that only edges receive (the admin API strips them).
+	storage := st.Storage.Proto()
 	set := &Set{Upstreams: ups, Proxy: summary, namespaces: make(map[string]*Namespace, len(st.Namespaces))}
 	global := sha256.New()
 	for _, u := range ups {
@@ -107,6 +110,7 @@ func (Builder) Build(st *config.State) (*Set, error) {
 			// upstream and proxy messages, so a Set costs one copy of them.
 			Upstreams: edgeUps,
 			Proxy:     proxy,
+			Storage:   storage,
 			Policy: &selfhostv1.NamespacePolicy{
 				AllowedPrefixes:    slices.Clone(ns.AllowedPrefixes),
 				PullToken:          ns.PullToken.Reveal(),

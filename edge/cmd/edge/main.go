@@ -94,7 +94,7 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	}
 	fs.StringVar(&cfg.Listen, "listen", env("listen", ":5000"), "address of the registry API (`ADDR`)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", env("metrics-listen", ""), "separate address for Prometheus /metrics (`ADDR`); empty: /metrics on --listen")
-	fs.StringVar(&cfg.Storage, "storage", env("storage", "./data"), "cache storage: a directory, or s3://BUCKET[/PREFIX] (`PATH|URL`)")
+	fs.StringVar(&cfg.Storage, "storage", env("storage", "./data"), "cache storage: a directory, s3://BUCKET[/PREFIX], or control-plane: the shared S3 storage (and its credentials, kept in memory only) from the control plane's configuration; needs --control-plane, and the edge is not ready until it arrives (`PATH|URL|control-plane`)")
 	fs.StringVar(&cfg.S3Endpoint, "s3-endpoint", env("s3-endpoint", ""), "S3 endpoint for MinIO and other S3-compatible servers (`URL`); empty: AWS")
 	fs.StringVar(&cfg.S3Region, "s3-region", env("s3-region", ""), "S3 region (default from AWS_REGION, else us-east-1)")
 	pathStyle, _ := strconv.ParseBool(env("s3-path-style", "false"))

@@ -8,13 +8,15 @@ import (
 	"path/filepath"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
 // stateFile is the last good configuration inside the state directory. It
 // holds upstream credentials and the pull token: owner-only, like a Secret
-// mounted into the pod.
+// mounted into the pod. The shared S3 storage's credentials are never
+// written to it (withoutStorageCredentials).
 const stateFile = "edge-config.json"
 
 // Restore applies the configuration persisted by an earlier run, so the
@@ -49,7 +51,20 @@ func (c *Client) persist(cfg *selfhostv1.EdgeConfig) error {
 	if c.o.stateDir == "" {
 		return nil
 	}
-	return saveState(c.o.stateDir, cfg)
+	return saveState(c.o.stateDir, withoutStorageCredentials(cfg))
+}
+
+// withoutStorageCredentials returns cfg, or a copy of it without the shared
+// S3 storage's access key and secret: those are kept in memory only, so a
+// restarted edge needs the control plane to open its storage again.
+func withoutStorageCredentials(cfg *selfhostv1.EdgeConfig) *selfhostv1.EdgeConfig {
+	s3 := cfg.GetStorage().GetS3()
+	if s3.GetAccessKeyId() == "" && s3.GetSecretAccessKey() == "" {
+		return cfg
+	}
+	out := proto.CloneOf(cfg)
+	out.Storage.S3.AccessKeyId, out.Storage.S3.SecretAccessKey = "", ""
+	return out
 }
 
 func loadState(dir string) (*selfhostv1.EdgeConfig, error) {

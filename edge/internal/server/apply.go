@@ -29,6 +29,9 @@ type configApplier struct {
 	proxies *proxies
 	log     *slog.Logger
 	opts    []upstream.Option
+	// storage is set with --storage=control-plane: every configuration
+	// must then carry storage.s3, and the first one opens the store.
+	storage *cpStorage
 	mu      sync.Mutex // one Apply at a time: each builds on the previous snapshot
 }
 
@@ -38,6 +41,13 @@ var _ control.Applier = (*configApplier)(nil)
 func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var openStorage func()
+	if a.storage != nil {
+		var err error
+		if openStorage, err = a.storage.prepare(cfg.GetStorage()); err != nil {
+			return err
+		}
+	}
 	old := a.set.cur.Load()
 	next, err := configSnapshot(cfg, old, a.proxies, a.log, a.opts...)
 	if err != nil {
@@ -46,6 +56,11 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 	a.set.cur.Store(next)
 	a.fills.SetMaxFills(int(cfg.GetPolicy().GetMaxConcurrentFills()))
 	retire(old, next)
+	if openStorage != nil {
+		// After the upstreams: the first request the open store lets
+		// through already sees this configuration.
+		openStorage()
+	}
 	return nil
 }
 

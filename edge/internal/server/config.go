@@ -24,7 +24,7 @@ import (
 type Config struct {
 	Listen          string
 	MetricsListen   string
-	Storage         string // a directory, or s3://BUCKET[/PREFIX]
+	Storage         string // a directory, s3://BUCKET[/PREFIX], or StorageControlPlane
 	S3Endpoint      string
 	S3Region        string
 	S3PathStyle     bool
@@ -150,8 +150,12 @@ func (cfg Config) ProxyNodes() ([]*proxydial.Node, error) {
 	return nodes, nil
 }
 
-// OpenStore opens the configured storage.
+// OpenStore opens the configured storage. With StorageControlPlane there
+// is nothing to open yet: Run waits for the control plane instead.
 func (cfg Config) OpenStore(ctx context.Context) (blob.Store, string, error) {
+	if cfg.Storage == StorageControlPlane {
+		return nil, "", errors.New("--storage=control-plane: the storage comes from the control plane's configuration, not from flags")
+	}
 	if rest, ok := strings.CutPrefix(cfg.Storage, "s3://"); ok {
 		bucket, prefix, _ := strings.Cut(rest, "/")
 		if bucket == "" {

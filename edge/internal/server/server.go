@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
@@ -32,8 +33,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	store, kind, err := cfg.OpenStore(ctx)
-	if err != nil {
+	var cps *cpStorage
+	var store blob.Store
+	var kind string
+	if cfg.Storage == StorageControlPlane {
+		if cfg.ControlPlane == "" {
+			return errors.New("--storage=control-plane needs --control-plane: the storage comes from the control plane's configuration")
+		}
+		cps = newCPStorage(log)
+		store, kind = cps, "s3"
+	} else if store, kind, err = cfg.OpenStore(ctx); err != nil {
 		return err
 	}
 	nodes, err := cfg.ProxyNodes()
@@ -62,7 +71,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	// is applied before the first request is answered.
 	var cp *control.Client
 	if cfg.ControlPlane != "" {
-		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, log); err != nil {
+		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, cps, log); err != nil {
 			_ = ln.Close()
 			return err
 		}
@@ -71,8 +80,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	reg := registry.New(ups, c, m, log)
 	mux := http.NewServeMux()
 	api := withAccessLog(reg, m, log)
+	if cps != nil {
+		api = untilStorage(cps, api)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.Handle("GET /readyz", readiness(c, kind, cp))
+	mux.Handle("GET /readyz", readiness(c, kind, cp, cps))
 	if cfg.MetricsListen == "" {
 		mux.Handle("GET /metrics", m.Handler())
 	}
@@ -87,6 +99,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	g.Go(func() error { return serve(gctx, srv, ln) })
 	if cp != nil {
 		g.Go(func() error { return cp.Run(gctx) })
+	}
+	if cps != nil {
+		g.Go(func() error {
+			select {
+			case <-cps.changed:
+				return errStorageChanged
+			case <-gctx.Done():
+				return nil
+			}
+		})
 	}
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
@@ -105,7 +127,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 
 // newControlClient wires the control-plane client to the edge and applies
 // the persisted configuration, if any.
-func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, log *slog.Logger) (*control.Client, error) {
+func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *cpStorage, log *slog.Logger) (*control.Client, error) {
 	pod := cfg.PodName
 	if pod == "" {
 		pod, _ = os.Hostname()
@@ -117,7 +139,7 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	if cfg.ControlPlaneTokenFile == "" {
 		log.Warn("no --control-plane-token-file: the control plane will see an unauthenticated edge")
 	}
-	applier := &configApplier{set: ups, fills: c, proxies: px, log: log}
+	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log}
 	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c},
 		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
 		control.WithEdgeVersion(cfg.Version), control.WithStateDir(cfg.stateDir(kind)),
@@ -126,6 +148,12 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 		return nil, err
 	}
 	px.obs.setReporter(cp)
+	if cps != nil {
+		// The persisted configuration has no storage credentials: the edge
+		// waits, not ready, for the control plane to send them again.
+		log.Info("storage comes from the control plane: the persisted configuration is not restored; not ready until the control plane sends storage.s3")
+		return cp, nil
+	}
 	if _, err := cp.Restore(); err != nil {
 		// The edge still serves, on its flags, until the control plane
 		// sends a snapshot.
@@ -190,13 +218,18 @@ type readyStatus struct {
 // readiness reports ready while storage answers; when it does not, the edge
 // still serves (from upstream, without caching) and says so. A lost control
 // plane does not make the edge unready either: it serves its last good
-// configuration.
-func readiness(c *cache.Cache, kind string, cp *control.Client) http.Handler {
+// configuration. The one unready state (503) is an edge with
+// --storage=control-plane that has no storage yet: it serves nothing, so
+// the injector must not rewrite images to it.
+func readiness(c *cache.Cache, kind string, cp *control.Client, cps *cpStorage) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		st := readyStatus{Storage: kind, Mode: "caching", ControlPlane: "disabled"}
-		if err := c.CheckStorage(ctx); err != nil {
+		code := http.StatusOK
+		if cps != nil && !cps.ready() {
+			st.Mode, st.Error, code = "not ready: waiting for storage from the control plane", errNoStorage.Error(), http.StatusServiceUnavailable
+		} else if err := c.CheckStorage(ctx); err != nil {
 			st.Mode = "degraded: storage unavailable, streaming from upstream without caching"
 			st.Error = err.Error()
 		}
@@ -208,7 +241,23 @@ func readiness(c *cache.Cache, kind string, cp *control.Client) http.Handler {
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
 		_ = json.NewEncoder(w).Encode(st)
+	})
+}
+
+// untilStorage answers registry requests with 503 UNAVAILABLE until the
+// control plane's storage is open.
+func untilStorage(cps *cpStorage, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !cps.ready() {
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Retry-After", "5")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"errors":[{"code":"UNAVAILABLE","message":"edge not ready: waiting for storage from the control plane"}]}` + "\n"))
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -265,6 +265,17 @@ func TestDeadDestinationMovesConnection(t *testing.T) {
 // first bytes arrive, like ss-server when the destination is down.
 func startCloser(t *testing.T) int {
 	t.Helper()
+	return serveConns(t, func(c net.Conn) {
+		buf := make([]byte, 1024)
+		_, _ = c.Read(buf)
+		c.Close()
+	})
+}
+
+// serveConns listens on 127.0.0.1, hands every accepted connection to
+// handle on its own goroutine until the test ends, and returns the port.
+func serveConns(t *testing.T, handle func(net.Conn)) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -276,11 +287,7 @@ func startCloser(t *testing.T) int {
 			if err != nil {
 				return
 			}
-			go func() {
-				buf := make([]byte, 1024)
-				_, _ = c.Read(buf)
-				c.Close()
-			}()
+			go handle(c)
 		}
 	}()
 	return l.Addr().(*net.TCPAddr).Port
@@ -356,22 +363,9 @@ func TestTLSUpstreamThroughSS(t *testing.T) {
 // connection timed out by the server) is not a node failure.
 func TestUnusedConnectionClosedIsNoFailure(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	port := serveConns(t, func(c net.Conn) { c.Close() })
 	n, err := proxydial.NewNode(map[string]any{"name": "idle", "type": "ss", "server": "127.0.0.1",
-		"port": l.Addr().(*net.TCPAddr).Port, "cipher": "aes-256-gcm", "password": "x-secret"})
+		"port": port, "cipher": "aes-256-gcm", "password": "x-secret"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,9 @@ const (
 	CodeUnsupported     ErrorCode = "UNSUPPORTED"
 	CodeTooManyRequests ErrorCode = "TOOMANYREQUESTS"
 	CodeRangeInvalid    ErrorCode = "RANGE_INVALID"
+	// CodeUnavailable is distribution's code for a registry that cannot
+	// serve yet (answered with 503 and Retry-After).
+	CodeUnavailable ErrorCode = "UNAVAILABLE"
 	// CodeUnknown is distribution's code for failures the spec has no code
 	// for (an unreachable upstream, a storage fault).
 	CodeUnknown ErrorCode = "UNKNOWN"

@@ -19,6 +19,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 )
 
@@ -251,10 +252,9 @@ func readiness(c *cache.Cache, kind string, cp *control.Client, cps *cpStorage) 
 func untilStorage(cps *cpStorage, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !cps.ready() {
-			w.Header().Set("Content-Type", "application/json")
 			w.Header().Set("Retry-After", "5")
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte(`{"errors":[{"code":"UNAVAILABLE","message":"edge not ready: waiting for storage from the control plane"}]}` + "\n"))
+			oci.WriteError(w, r, oci.NewError(http.StatusServiceUnavailable, oci.CodeUnavailable,
+				"edge not ready: waiting for storage from the control plane"))
 			return
 		}
 		next.ServeHTTP(w, r)

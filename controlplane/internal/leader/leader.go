@@ -213,7 +213,15 @@ func (e *Elector) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), e.renew)
 	defer cancel()
 	rec, _, err := e.lock.Get(ctx)
-	if err != nil || rec.HolderIdentity != e.identity {
+	if err != nil {
+		// Typically RBAC already gone (an uninstall that deleted the Role
+		// first) or the apiserver unreachable: say so, or a successor's
+		// wait of a whole lease duration looks unexplained.
+		e.log.Warn("lease not released: reading it failed; a standby takes over when it expires", "err", err)
+		return
+	}
+	if rec.HolderIdentity != e.identity {
+		e.log.Info("lease not released: another replica holds it", "holder", rec.HolderIdentity)
 		return
 	}
 	now := metav1.Now()

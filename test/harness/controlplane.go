@@ -9,6 +9,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,24 +233,40 @@ func (c *ControlPlane) AdminCall(t testing.TB, token, method, body string) Grpcu
 
 // EdgeReadiness is an edge's /readyz body.
 type EdgeReadiness struct {
+	// Code is the HTTP status: 200 ready, 503 not ready (waiting for its
+	// configuration or storage, or draining).
+	Code          int    `json:"-"`
+	Ready         bool   `json:"ready"`
 	Storage       string `json:"storage"`
+	StorageStatus string `json:"storage_status"`
 	Mode          string `json:"mode"`
 	Error         string `json:"error"`
+	Config        string `json:"config"`
+	Draining      bool   `json:"draining"`
 	ControlPlane  string `json:"control_plane"`
 	ConfigVersion string `json:"config_version"`
 	LastNACK      string `json:"last_nack"`
 }
 
-// Readiness returns the edge's /readyz.
+// Readiness returns the edge's /readyz, ready (200) or not (503).
 func (e *Edge) Readiness(t testing.TB) EdgeReadiness {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b, err := httpGet(ctx, e.URL+"/readyz")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, e.URL+"/readyz", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s/readyz: %v", e.URL, err)
 	}
-	var r EdgeReadiness
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || (resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusServiceUnavailable) {
+		t.Fatalf("GET %s/readyz: %d %q %v", e.URL, resp.StatusCode, b, err)
+	}
+	r := EdgeReadiness{Code: resp.StatusCode}
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatalf("parse /readyz %q: %v", b, err)
 	}

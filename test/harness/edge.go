@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // EdgeBinary returns the edge binary: $HARNESS_EDGE_BIN when set (test/all.sh
@@ -86,13 +88,21 @@ func StartEdgeWith(t testing.TB, opts EdgeOptions) *Edge {
 }
 
 func (e *Edge) start() error {
-	p, err := startProcess("edge", e.bin, e.args, e.env, e.dir)
+	args := e.args
+	if _, ok := flagValue(args, "--shutdown-delay"); !ok {
+		// Tests stop edges often and have no endpoints to drain; a test of
+		// the drain sets the flag itself.
+		args = append(args[:len(args):len(args)], "--shutdown-delay=0s")
+	}
+	p, err := startProcess("edge", e.bin, args, e.env, e.dir)
 	if err != nil {
 		return err
 	}
 	err = waitReady(p, func(ctx context.Context) error {
-		// 401 counts: an edge that demands pull credentials is up.
-		if err := httpStatus(ctx, "http://"+e.Addr+"/v2/", http.StatusOK, http.StatusUnauthorized); err != nil {
+		// Liveness, not /v2/: an edge with --control-plane answers 503 on
+		// /v2/ until its namespace's configuration is applied, and tests
+		// wait for that on /readyz.
+		if err := httpStatus(ctx, "http://"+e.Addr+"/healthz", http.StatusOK); err != nil {
 			return err
 		}
 		return httpStatus(ctx, "http://"+e.metricsAddr+"/metrics", http.StatusOK)
@@ -107,6 +117,28 @@ func (e *Edge) start() error {
 
 // Stop stops the edge gracefully.
 func (e *Edge) Stop() { e.Proc.Stop() }
+
+// Terminate sends SIGTERM to the edge process alone, as the kubelet does
+// when a pod is deleted, and returns at once; WaitExit then waits for it.
+func (e *Edge) Terminate(t testing.TB) {
+	t.Helper()
+	if err := e.Proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatalf("SIGTERM edge: %v", err)
+	}
+}
+
+// WaitExit waits up to timeout for the edge process to exit and returns
+// how it ended: nil for exit code 0.
+func (e *Edge) WaitExit(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-e.Proc.done:
+		return e.Proc.waitErr
+	case <-time.After(timeout):
+		t.Fatalf("edge %s still running %v after SIGTERM", e.Addr, timeout)
+		return nil
+	}
+}
 
 // Restart stops the edge and starts it again with the same flags, ports and
 // storage, as a pod restart would.

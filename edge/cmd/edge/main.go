@@ -49,6 +49,12 @@ func main() {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal starts the graceful shutdown; a second one
+		// (an impatient Ctrl-C) ends the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	if err := server.Run(ctx, cfg, log, nil); err != nil {
 		log.Error("edge stopped", "err", err)
 		os.Exit(1)
@@ -108,9 +114,9 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	}
 	fs.DurationVar(&cfg.TagTTL, "tag-ttl", ttl, "how long a tag is trusted before it is revalidated upstream with HEAD")
 	fs.StringVar(&cfg.SpoolDir, "spool-dir", env("spool-dir", ""), "directory for in-flight upstream transfers (default: <storage>/_spool, or the temp dir for S3)")
-	fs.StringVar(&cfg.ControlPlane, "control-plane", env("control-plane", ""), "gRPC address of the control plane (`ADDR`, e.g. 127.0.0.1:9090). Its snapshots replace --upstream, --upstream-credentials and the policy; until the first one (or the persisted one) arrives the flags apply. Empty: flags only")
+	fs.StringVar(&cfg.ControlPlane, "control-plane", env("control-plane", ""), "gRPC address of the control plane (`ADDR`, e.g. 127.0.0.1:9090). Its snapshots replace --upstream, --upstream-credentials and the policy. The edge fails closed: until this namespace's configuration is applied (from the control plane, or persisted in --state-dir by an earlier run) /readyz and every registry request answer 503. Empty: flags only")
 	fs.StringVar(&cfg.ControlPlaneTokenFile, "control-plane-token-file", env("control-plane-token-file", ""), "bearer token for the control plane, e.g. a projected ServiceAccount token (`FILE`); read again on every reconnect")
-	fs.StringVar(&cfg.StateDir, "state-dir", env("state-dir", ""), "directory for the last good control-plane configuration (`DIR`); the file holds credentials and is written mode 0600 (default: <storage>/_state, or ./edge-state for S3)")
+	fs.StringVar(&cfg.StateDir, "state-dir", env("state-dir", ""), "directory for the last good control-plane configuration (`DIR`); the file holds credentials and is written mode 0600 (default: <storage>/_state/<namespace>, or ./edge-state/<namespace> for S3, so edges of different namespaces on one storage never share it)")
 	fs.StringVar(&cfg.PodName, "pod-name", env("pod-name", ""), "pod name this edge reports to the control plane (`NAME`; default: the host name)")
 	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", env("advertise-address", ""), "address clients pull from, reported to the control plane (`ADDR`; default: the bound --listen address)")
 	statsEvery, err := time.ParseDuration(env("stats-interval", "10s"))
@@ -124,6 +130,21 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		return cfg, level, fmt.Errorf("EDGE_PROXY_FIRST_BYTE_TIMEOUT: %w", err)
 	}
 	fs.DurationVar(&cfg.ProxyFirstByteTimeout, "proxy-first-byte-timeout", firstByte, "a connection through a proxy node that gets no byte back this long after its first write moves to the next node (a silent proxy: wrong password, unreachable upstream); must exceed the upstream's time to answer")
+	shutdownDelay, err := time.ParseDuration(env("shutdown-delay", server.DefaultShutdownDelay.String()))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_SHUTDOWN_DELAY: %w", err)
+	}
+	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", shutdownDelay, "after SIGTERM, /readyz answers 503 at once but requests are still served this long, while the endpoint's removal reaches kube-proxy and load balancers")
+	shutdownTimeout, err := time.ParseDuration(env("shutdown-timeout", server.DefaultShutdownTimeout.String()))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_SHUTDOWN_TIMEOUT: %w", err)
+	}
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", shutdownTimeout, "after the drain delay the listener closes and in-flight requests (blob transfers) get this long to finish; the pod's terminationGracePeriodSeconds must exceed --shutdown-delay plus this")
+	maxConns, err := strconv.Atoi(env("max-connections", strconv.Itoa(server.DefaultMaxConnections)))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_MAX_CONNECTIONS: %w", err)
+	}
+	fs.IntVar(&cfg.MaxConnections, "max-connections", maxConns, "most open connections on --listen; further ones wait in the accept queue (0: no cap)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, level, err
@@ -157,6 +178,12 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	}
 	if cfg.TagTTL < 0 {
 		return cfg, level, fmt.Errorf("--tag-ttl must not be negative")
+	}
+	if cfg.ShutdownDelay < 0 || cfg.ShutdownTimeout < 0 {
+		return cfg, level, fmt.Errorf("--shutdown-delay and --shutdown-timeout must not be negative")
+	}
+	if cfg.MaxConnections < 0 {
+		return cfg, level, fmt.Errorf("--max-connections must not be negative")
 	}
 	if cfg.StatsInterval <= 0 {
 		return cfg, level, fmt.Errorf("--stats-interval must be positive")

@@ -56,7 +56,11 @@ func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
 			f.release()
 			return b, nil
 		}
-		go c.runFill(context.WithoutCancel(ctx), f, rt)
+		c.running.add()
+		go func() {
+			defer c.running.done()
+			c.runFill(context.WithoutCancel(ctx), f, rt)
+		}()
 	}
 	size, err := f.wait(ctx)
 	if err != nil {

@@ -43,6 +43,7 @@ type Cache struct {
 	now        func() time.Time
 
 	fills   fillSet
+	running fillWaiter
 	limiter fillLimiter
 	flights singleflight.Group
 }

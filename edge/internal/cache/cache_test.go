@@ -300,3 +300,35 @@ func waitFillsDone(t *testing.T, c *Cache) {
 	}
 	t.Fatal("fills still running")
 }
+
+// TestWaitFills: WaitFills returns only once a background fill has
+// committed, even after every client let go of it, and gives up when its
+// context ends.
+func TestWaitFills(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.c.WaitFills(t.Context()); err != nil {
+		t.Fatalf("no fills: %v", err)
+	}
+	body := []byte("0123456789")
+	d := e.addBlob(body)
+	gate := make(chan struct{})
+	e.up.gate = gate
+	b, err := e.c.Blob(context.Background(), blobRoute(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // the client went away; the fill runs on
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := e.c.WaitFills(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitFills with a fill held: %v", err)
+	}
+	close(gate)
+	if err := e.c.WaitFills(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.mem.Stat(context.Background(), blob.BlobKey(d)); err != nil {
+		t.Fatalf("not stored when WaitFills returned: %v", err)
+	}
+}

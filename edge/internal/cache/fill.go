@@ -217,3 +217,49 @@ func (s *fillSet) remove(f *fill) {
 	}
 	s.mu.Unlock()
 }
+
+// fillWaiter counts the fills running in the background, so that a
+// shutdown can wait for them.
+type fillWaiter struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero
+}
+
+func (w *fillWaiter) add() {
+	w.mu.Lock()
+	if w.n == 0 {
+		w.idle = make(chan struct{})
+	}
+	w.n++
+	w.mu.Unlock()
+}
+
+func (w *fillWaiter) done() {
+	w.mu.Lock()
+	w.n--
+	if w.n == 0 {
+		close(w.idle)
+	}
+	w.mu.Unlock()
+}
+
+// WaitFills waits until every blob fill running in the background has
+// committed or aborted, or ctx ends. The edge calls it on shutdown after
+// its last request: the clients of a fill get the last byte once it is
+// verified, before the store's commit, and the commit must not be lost.
+func (c *Cache) WaitFills(ctx context.Context) error {
+	c.running.mu.Lock()
+	if c.running.n == 0 {
+		c.running.mu.Unlock()
+		return nil
+	}
+	idle := c.running.idle
+	c.running.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("wait for blob fills: %w", ctx.Err())
+	}
+}

@@ -37,14 +37,15 @@ type Config struct {
 	// Version is the edge's build version, reported to the control plane.
 	Version string
 	// ControlPlane is the gRPC target of the control plane; empty runs the
-	// edge on its flags alone. With it, the flags are the configuration
-	// until the first snapshot (or the persisted one) is applied.
+	// edge on its flags alone. With it, the edge serves nothing (503) until
+	// its namespace's snapshot (received, or the persisted one) is applied.
 	ControlPlane string
 	// ControlPlaneTokenFile holds the bearer token for the control plane
 	// (a projected ServiceAccount token); read again on every reconnect.
 	ControlPlaneTokenFile string
-	// StateDir keeps the last good configuration (default <storage>/_state,
-	// or ./edge-state with S3 storage).
+	// StateDir keeps the last good configuration (default
+	// <storage>/_state/<namespace>, or ./edge-state/<namespace> with S3
+	// storage).
 	StateDir string
 	// PodName and AdvertiseAddress introduce the edge in its hello
 	// (defaults: the host name, the bound listen address).
@@ -59,6 +60,15 @@ type Config struct {
 	// while the edge runs on its flags: a control-plane snapshot replaces
 	// them with its own proxy selection. Empty: direct.
 	Proxy []string
+	// ShutdownDelay is how long the edge keeps serving after SIGTERM with
+	// /readyz already 503; ShutdownTimeout then bounds the wait for
+	// in-flight requests (see DefaultShutdownDelay).
+	ShutdownDelay   time.Duration
+	ShutdownTimeout time.Duration
+	// MaxConnections caps the registry listener's open connections; zero
+	// or negative: no cap.
+	MaxConnections int
+
 	// ProxyFirstByteTimeout bounds the wait for the first byte of a new
 	// connection through a node (see proxydial.WithFirstByteTimeout);
 	// zero means proxydial.DefaultFirstByteTimeout.

@@ -143,12 +143,21 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 		hello.Msg.GetEdgeVersion() != "test" || hello.Token != "edge-token-91ab" {
 		t.Fatalf("hello %v token %q", hello.Msg, hello.Token)
 	}
-	// Flag defaults until the first snapshot: no "test" upstream.
-	if code, body, _ := get(t, base+"/tags/list", ""); code != 404 || !strings.Contains(body, "NAME_UNKNOWN") {
-		t.Fatalf("before config: %d %s", code, body)
+	// Fail closed until the first snapshot: neither the flag defaults nor
+	// an anonymous /v2/ are served.
+	for _, u := range []string{base + "/tags/list", "http://" + addr + "/v2/", "http://" + addr + "/v2/ghcr/org/app/manifests/latest"} {
+		if code, body, _ := get(t, u, ""); code != 503 || !strings.Contains(body, "UNAVAILABLE") {
+			t.Fatalf("%s before config: %d %s", u, code, body)
+		}
 	}
-	if st := ready(t, addr); st.ControlPlane != "disconnected" || st.ConfigVersion != "" {
+	if code, body, _ := get(t, "http://"+addr+"/readyz", ""); code != 503 || !strings.Contains(body, `"config":"waiting"`) {
+		t.Fatalf("readyz before config: %d %s", code, body)
+	}
+	if st := ready(t, addr); st.ControlPlane != "disconnected" || st.ConfigVersion != "" || st.Ready {
 		t.Fatalf("readyz before config %+v", st)
+	}
+	if code, _, _ := get(t, "http://"+addr+"/healthz", ""); code != 200 {
+		t.Fatalf("healthz before config: %d", code)
 	}
 
 	// v1: upstream A, a pull token and an allow-list.
@@ -165,7 +174,7 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 	if code, body, _ := get(t, "http://"+addr+"/v2/ghcr/org/app/tags/list", "pt-v1"); code != 404 || !strings.Contains(body, "prefix not allowed") {
 		t.Fatalf("v1 ghcr: %d %s", code, body)
 	}
-	if st := ready(t, addr); st.ControlPlane != "connected" || st.ConfigVersion != "v1" || st.LastNACK != "" {
+	if st := ready(t, addr); st.ControlPlane != "connected" || st.ConfigVersion != "v1" || st.LastNACK != "" || !st.Ready || st.Config != "applied" {
 		t.Fatalf("readyz v1 %+v", st)
 	}
 
@@ -213,7 +222,7 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 	// Restart with the control plane gone: the persisted v3 serves at once.
 	stop()
 	cp.Stop()
-	fi, err := os.Stat(filepath.Join(storage, "_state", "edge-config.json"))
+	fi, err := os.Stat(filepath.Join(storage, "_state", "team-a", "edge-config.json"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file: %v %v", fi, err)
 	}
@@ -221,7 +230,7 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 	if code, body, _ := get(t, "http://"+addr2+"/v2/test/org/app/tags/list", ""); code != 200 || !strings.Contains(body, "from-b") {
 		t.Fatalf("restarted without control plane: %d %s", code, body)
 	}
-	if st := ready(t, addr2); st.ControlPlane != "disconnected" || st.ConfigVersion != "v3" {
+	if st := ready(t, addr2); st.ControlPlane != "disconnected" || st.ConfigVersion != "v3" || !st.Ready {
 		t.Fatalf("readyz after restart %+v", st)
 	}
 }

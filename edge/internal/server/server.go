@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +18,6 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 )
 
@@ -64,45 +62,55 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		return err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := cfg.listen()
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return err
 	}
 	// The listener is open but not yet served: the persisted configuration
 	// is applied before the first request is answered.
 	var cp *control.Client
+	g := &gate{cps: cps}
 	if cfg.ControlPlane != "" {
 		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, cps, log); err != nil {
 			_ = ln.Close()
 			return err
 		}
+		g.cp = cp
 	}
 
 	reg := registry.New(ups, c, m, log)
 	mux := http.NewServeMux()
-	api := withAccessLog(reg, m, log)
-	if cps != nil {
-		api = untilStorage(cps, api)
-	}
+	api := g.guard(withAccessLog(reg, m, log))
+	probe := &storageProbe{check: c.CheckStorage, ttl: storageProbeTTL, now: time.Now}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	mux.Handle("GET /readyz", readiness(c, kind, cp, cps))
+	mux.Handle("GET /readyz", readiness(g, kind, probe, cp))
 	if cfg.MetricsListen == "" {
 		mux.Handle("GET /metrics", m.Handler())
 	}
 	log.Info("edge serving", "addr", ln.Addr().String(), "storage", kind, "namespace", cfg.Namespace,
 		"upstreams", len(ups.cur.Load().table.Upstreams()), "tag_ttl", cfg.TagTTL.String(),
-		"control_plane", cfg.ControlPlane, "config_version", ups.cur.Load().version, "proxy_nodes", nodeNames(nodes))
+		"control_plane", cfg.ControlPlane, "config_version", ups.cur.Load().version, "proxy_nodes", nodeNames(nodes),
+		"ready", g.waiting() == "", "max_connections", cfg.MaxConnections)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
 	srv := &http.Server{Handler: registryFirst(api, mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve(gctx, srv, ln) })
+	sd := shutdown{delay: cfg.ShutdownDelay, timeout: cfg.ShutdownTimeout, log: log}
+	eg, gctx := errgroup.WithContext(ctx)
+	main := sd
+	main.finish = c.WaitFills
+	eg.Go(func() error {
+		return main.serve(gctx, srv, ln, func() {
+			g.draining.Store(true)
+			log.Info("shutting down: /readyz reports not ready; still serving during the drain delay",
+				"shutdown_delay", sd.delay.String(), "shutdown_timeout", sd.timeout.String())
+		})
+	})
 	if cp != nil {
-		g.Go(func() error { return cp.Run(gctx) })
+		eg.Go(func() error { return cp.Run(gctx) })
 	}
 	if cps != nil {
-		g.Go(func() error {
+		eg.Go(func() error {
 			select {
 			case <-cps.changed:
 				return errStorageChanged
@@ -119,11 +127,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 		}
 		mmux := http.NewServeMux()
 		mmux.Handle("GET /metrics", m.Handler())
-		g.Go(func() error {
-			return serve(gctx, &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}, mln)
+		eg.Go(func() error {
+			// Scraped through the drain too; it closes with the registry.
+			return sd.serve(gctx, &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}, mln, nil)
 		})
 	}
-	return g.Wait()
+	if err := eg.Wait(); err != nil {
+		return err
+	}
+	log.Info("edge stopped")
+	return nil
 }
 
 // newControlClient wires the control-plane client to the edge and applies
@@ -140,10 +153,14 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	if cfg.ControlPlaneTokenFile == "" {
 		log.Warn("no --control-plane-token-file: the control plane will see an unauthenticated edge")
 	}
+	stateDir, err := cfg.stateDir(kind)
+	if err != nil {
+		return nil, err
+	}
 	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log}
 	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c},
 		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
-		control.WithEdgeVersion(cfg.Version), control.WithStateDir(cfg.stateDir(kind)),
+		control.WithEdgeVersion(cfg.Version), control.WithStateDir(stateDir),
 		control.WithStatsInterval(cfg.StatsInterval), control.WithLogger(log.With("component", "control")))
 	if err != nil {
 		return nil, err
@@ -155,10 +172,13 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 		log.Info("storage comes from the control plane: the persisted configuration is not restored; not ready until the control plane sends storage.s3")
 		return cp, nil
 	}
-	if _, err := cp.Restore(); err != nil {
-		// The edge still serves, on its flags, until the control plane
-		// sends a snapshot.
-		log.Warn("persisted configuration not applied; starting on the flag defaults", "err", err)
+	// Fail closed either way: without a restored configuration the edge
+	// answers 503 until the control plane sends this namespace's one.
+	switch v, err := cp.Restore(); {
+	case err != nil:
+		log.Warn("persisted configuration not applied; not ready until the control plane sends this namespace's configuration", "state_dir", stateDir, "err", err)
+	case v == "":
+		log.Info("no persisted configuration; not ready until the control plane sends this namespace's configuration", "state_dir", stateDir)
 	}
 	return cp, nil
 }
@@ -174,91 +194,21 @@ func (cfg Config) spoolDir(kind string) string {
 	return filepath.Join(cfg.Storage, "_spool")
 }
 
-// stateDir is where the last good configuration is kept.
-func (cfg Config) stateDir(kind string) string {
-	switch {
-	case cfg.StateDir != "":
-		return cfg.StateDir
-	case kind == "s3":
-		return "edge-state"
+// stateDir is where the last good configuration is kept: one directory
+// per namespace, so edges of different namespaces sharing one storage
+// never read or overwrite each other's file.
+func (cfg Config) stateDir(kind string) (string, error) {
+	if cfg.StateDir != "" {
+		return cfg.StateDir, nil
 	}
-	return filepath.Join(cfg.Storage, "_state")
-}
-
-// serve runs srv on ln until ctx ends, then drains in-flight pulls briefly.
-func serve(ctx context.Context, srv *http.Server, ln net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	// The namespace becomes a path element: it must be exactly one.
+	if !filepath.IsLocal(cfg.Namespace) || strings.ContainsAny(cfg.Namespace, `/\`) || cfg.Namespace == "." {
+		return "", fmt.Errorf("--namespace %q cannot name a state directory; set --state-dir", cfg.Namespace)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutdown: %w", err)
+	if kind == "s3" {
+		return filepath.Join("edge-state", cfg.Namespace), nil
 	}
-	return nil
-}
-
-// readyStatus is the /readyz body.
-type readyStatus struct {
-	Storage string `json:"storage"`
-	Mode    string `json:"mode"`
-	Error   string `json:"error,omitempty"`
-	// ControlPlane is connected, disconnected or disabled (no
-	// --control-plane).
-	ControlPlane string `json:"control_plane"`
-	// ConfigVersion is the control-plane configuration in effect; empty
-	// while the edge runs on its flags.
-	ConfigVersion string `json:"config_version"`
-	LastNACK      string `json:"last_nack,omitempty"`
-}
-
-// readiness reports ready while storage answers; when it does not, the edge
-// still serves (from upstream, without caching) and says so. A lost control
-// plane does not make the edge unready either: it serves its last good
-// configuration. The one unready state (503) is an edge with
-// --storage=control-plane that has no storage yet: it serves nothing, so
-// the injector must not rewrite images to it.
-func readiness(c *cache.Cache, kind string, cp *control.Client, cps *cpStorage) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		st := readyStatus{Storage: kind, Mode: "caching", ControlPlane: "disabled"}
-		code := http.StatusOK
-		if cps != nil && !cps.ready() {
-			st.Mode, st.Error, code = "not ready: waiting for storage from the control plane", errNoStorage.Error(), http.StatusServiceUnavailable
-		} else if err := c.CheckStorage(ctx); err != nil {
-			st.Mode = "degraded: storage unavailable, streaming from upstream without caching"
-			st.Error = err.Error()
-		}
-		if cp != nil {
-			cs := cp.Status()
-			st.ControlPlane, st.ConfigVersion, st.LastNACK = "disconnected", cs.Version, cs.LastNACK
-			if cs.Connected {
-				st.ControlPlane = "connected"
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(st)
-	})
-}
-
-// untilStorage answers registry requests with 503 UNAVAILABLE until the
-// control plane's storage is open.
-func untilStorage(cps *cpStorage, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !cps.ready() {
-			w.Header().Set("Retry-After", "5")
-			oci.WriteError(w, r, oci.NewError(http.StatusServiceUnavailable, oci.CodeUnavailable,
-				"edge not ready: waiting for storage from the control plane"))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
+	return filepath.Join(cfg.Storage, "_state", cfg.Namespace), nil
 }
 
 // registryFirst sends every /v2 request to the registry handler before

@@ -3,9 +3,10 @@
 // kubecontract.OptInLabel=kubecontract.OptInValue it creates, and keeps in
 // shape, the namespace's edge: a ServiceAccount, a pull Secret holding the
 // namespace's random pull token for 127.0.0.1:<nodePort>, a NodePort
-// Service whose node port is kept stable, and a Deployment of the edge
-// that dials the control plane with a projected ServiceAccount token. When
-// the label goes (or the namespace terminates), it deletes what it made.
+// Service whose node port is kept stable, a Deployment of the edge that
+// dials the control plane with a projected ServiceAccount token and
+// advertises the node-local address, and a PodDisruptionBudget. When the
+// label goes (or the namespace terminates), it deletes what it made.
 //
 // It has the shape of Kubernetes' sample-controller: informers and
 // listers for reads, the clientset for writes, a rate-limited workqueue of
@@ -30,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	policylisters "k8s.io/client-go/listers/policy/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
@@ -61,6 +63,7 @@ type Controller struct {
 	secrets         corelisters.SecretLister
 	services        corelisters.ServiceLister
 	deployments     appslisters.DeploymentLister
+	pdbs            policylisters.PodDisruptionBudgetLister
 	synced          []cache.InformerSynced
 
 	mu sync.Mutex
@@ -128,7 +131,7 @@ func OptedIn(ns *corev1.Namespace) bool {
 
 // New returns a controller reading from the namespace informer of
 // nsFactory and the ServiceAccount, Secret, Service and Deployment
-// informers of managedFactory (see NewInformerFactories: that factory
+// and PodDisruptionBudget informers of managedFactory (see NewInformerFactories: that factory
 // must select ManagedSelector, or the controller will cache every object
 // of those kinds in the cluster). It registers the informers; the caller
 // starts the factories.
@@ -157,8 +160,9 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 	secInf := managedFactory.Core().V1().Secrets()
 	svcInf := managedFactory.Core().V1().Services()
 	depInf := managedFactory.Apps().V1().Deployments()
+	pdbInf := managedFactory.Policy().V1().PodDisruptionBudgets()
 	c.namespaces, c.serviceAccounts, c.secrets = nsInf.Lister(), saInf.Lister(), secInf.Lister()
-	c.services, c.deployments = svcInf.Lister(), depInf.Lister()
+	c.services, c.deployments, c.pdbs = svcInf.Lister(), depInf.Lister(), pdbInf.Lister()
 
 	regs := []struct {
 		inf     cache.SharedIndexInformer
@@ -173,6 +177,7 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 		{secInf.Informer(), c.objectHandler(kubecontract.PullSecretName, true)},
 		{svcInf.Informer(), c.objectHandler(kubecontract.EdgeName, true)},
 		{depInf.Informer(), c.objectHandler(kubecontract.EdgeName, false)},
+		{pdbInf.Informer(), c.objectHandler(kubecontract.EdgeName, false)},
 	}
 	for _, r := range regs {
 		reg, err := r.inf.AddEventHandler(r.handler)
@@ -283,6 +288,10 @@ func (c *Controller) enqueueAll(q workqueue.TypedRateLimitingInterface[string]) 
 	}
 	deps, _ := c.deployments.List(sel)
 	for _, o := range deps {
+		add(o.Namespace)
+	}
+	pdbs, _ := c.pdbs.List(sel)
+	for _, o := range pdbs {
 		add(o.Namespace)
 	}
 	return len(seen)

@@ -95,7 +95,7 @@ func TestKubeController(t *testing.T) {
 		if _, err := secs.Update(t.Context(), s, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		want := c.tmpl.desiredDeployment("team-a")
+		want := c.tmpl.desiredDeployment("team-a", nodePortOf(objectsOf(t, admin, "team-a").svc))
 		waitFor(t, "the repaired Deployment", func() bool {
 			o := objectsOf(t, admin, "team-a")
 			return o.dep != nil && deploymentDrift(o.dep, want) == ""
@@ -210,7 +210,7 @@ func TestKubeController(t *testing.T) {
 // cachesMatch reports whether the controller's caches hold exactly the
 // stored versions of o's objects.
 func cachesMatch(c *Controller, o edgeObjects) bool {
-	if o.count() != 4 {
+	if o.count() != 5 {
 		return false
 	}
 	ns := o.sa.Namespace

@@ -12,9 +12,10 @@ import (
 	"k8s.io/utils/ptr"
 )
 
-// ensureDeployment creates or repairs the edge's Deployment.
-func (c *Controller) ensureDeployment(ctx context.Context, ns string) error {
-	want := c.tmpl.desiredDeployment(ns)
+// ensureDeployment creates or repairs the edge's Deployment, whose
+// Service has nodePort.
+func (c *Controller) ensureDeployment(ctx context.Context, ns string, nodePort int32) error {
+	want := c.tmpl.desiredDeployment(ns, nodePort)
 	api := c.client.AppsV1().Deployments(ns)
 	create := func(ctx context.Context, o *appsv1.Deployment) (*appsv1.Deployment, error) {
 		return api.Create(ctx, o, metav1.CreateOptions{})
@@ -50,16 +51,20 @@ func (c *Controller) ensureDeployment(ctx context.Context, ns string) error {
 
 // deploymentDrift names the first owned field of cur that differs from
 // want ("" for none). Owned: the labels of the controller, replicas, the
-// pod template's labels of the controller, its service account, token
-// automounting, service links, pod security context, the edge container
-// (whole) and the controller's volumes. Anything else (other containers,
-// annotations such as kubectl's restartedAt, the strategy) is left alone.
+// rollout strategy, the pod template's labels of the controller, its
+// service account, token automounting, service links, pod security
+// context, affinity, termination grace period, the edge container (whole)
+// and the controller's volumes. Anything else (other containers,
+// annotations such as kubectl's restartedAt, tolerations) is left alone.
 func deploymentDrift(cur, want *appsv1.Deployment) string {
 	if d := labelsDrift(cur.Labels, want.Labels); d != "" {
 		return d
 	}
 	if !ptr.Equal(cur.Spec.Replicas, want.Spec.Replicas) {
 		return "spec.replicas"
+	}
+	if !equality.Semantic.DeepEqual(cur.Spec.Strategy, want.Spec.Strategy) {
+		return "spec.strategy"
 	}
 	if d := labelsDrift(cur.Spec.Template.Labels, want.Spec.Template.Labels); d != "" {
 		return "spec.template." + d
@@ -74,6 +79,10 @@ func deploymentDrift(cur, want *appsv1.Deployment) string {
 		return "spec.template.spec.enableServiceLinks"
 	case !equality.Semantic.DeepEqual(ps.SecurityContext, ws.SecurityContext):
 		return "spec.template.spec.securityContext"
+	case !equality.Semantic.DeepEqual(ps.Affinity, ws.Affinity):
+		return "spec.template.spec.affinity"
+	case !ptr.Equal(ps.TerminationGracePeriodSeconds, ws.TerminationGracePeriodSeconds):
+		return "spec.template.spec.terminationGracePeriodSeconds"
 	}
 	for _, w := range ws.Containers {
 		i := containerIndex(ps.Containers, w.Name)
@@ -108,6 +117,7 @@ func containerDrift(cur, want *corev1.Container) string {
 		{"ports", cur.Ports, want.Ports},
 		{"resources", cur.Resources, want.Resources},
 		{"volumeMounts", cur.VolumeMounts, want.VolumeMounts},
+		{"startupProbe", cur.StartupProbe, want.StartupProbe},
 		{"readinessProbe", cur.ReadinessProbe, want.ReadinessProbe},
 		{"livenessProbe", cur.LivenessProbe, want.LivenessProbe},
 		{"securityContext", cur.SecurityContext, want.SecurityContext},
@@ -127,6 +137,7 @@ func containerDrift(cur, want *corev1.Container) string {
 func applyDeployment(upd, want *appsv1.Deployment) {
 	upd.Labels = mergeLabels(upd.Labels, want.Labels)
 	upd.Spec.Replicas = want.Spec.Replicas
+	upd.Spec.Strategy = want.Spec.Strategy
 	upd.Spec.Template.Labels = mergeLabels(upd.Spec.Template.Labels, want.Spec.Template.Labels)
 	ps, ws := &upd.Spec.Template.Spec, &want.Spec.Template.Spec
 	ps.ServiceAccountName = ws.ServiceAccountName
@@ -134,6 +145,8 @@ func applyDeployment(upd, want *appsv1.Deployment) {
 	ps.AutomountServiceAccountToken = ws.AutomountServiceAccountToken
 	ps.EnableServiceLinks = ws.EnableServiceLinks
 	ps.SecurityContext = ws.SecurityContext
+	ps.Affinity = ws.Affinity
+	ps.TerminationGracePeriodSeconds = ws.TerminationGracePeriodSeconds
 	for _, w := range ws.Containers {
 		if i := containerIndex(ps.Containers, w.Name); i >= 0 {
 			ps.Containers[i] = w

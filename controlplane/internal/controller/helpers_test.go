@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -157,6 +158,8 @@ func (e *env) refresh() {
 	replace(e.mF.Core().V1().Services().Informer(), items(svcs.Items), err)
 	deps, err := apps.Deployments("").List(ctx, sel)
 	replace(e.mF.Apps().V1().Deployments().Informer(), items(deps.Items), err)
+	pdbs, err := e.client.PolicyV1().PodDisruptionBudgets("").List(ctx, sel)
+	replace(e.mF.Policy().V1().PodDisruptionBudgets().Informer(), items(pdbs.Items), err)
 }
 
 func items[T any](list []T) []any {
@@ -194,13 +197,14 @@ func (e *env) writes() []string {
 	return out
 }
 
-// edgeObjects reads the four objects of ns from the clientset; missing
+// edgeObjects reads the five objects of ns from the clientset; missing
 // ones are nil.
 type edgeObjects struct {
 	sa     *corev1.ServiceAccount
 	secret *corev1.Secret
 	svc    *corev1.Service
 	dep    *appsv1.Deployment
+	pdb    *policyv1.PodDisruptionBudget
 }
 
 func (e *env) objects(ns string) edgeObjects {
@@ -234,12 +238,17 @@ func (e *env) objects(ns string) edgeObjects {
 	if err != nil {
 		o.dep = nil
 	}
+	o.pdb, err = e.client.PolicyV1().PodDisruptionBudgets(ns).Get(e.ctx, kubecontract.EdgeName, metav1.GetOptions{})
+	get(err)
+	if err != nil {
+		o.pdb = nil
+	}
 	return o
 }
 
 func (o edgeObjects) count() int {
 	n := 0
-	for _, present := range []bool{o.sa != nil, o.secret != nil, o.svc != nil, o.dep != nil} {
+	for _, present := range []bool{o.sa != nil, o.secret != nil, o.svc != nil, o.dep != nil, o.pdb != nil} {
 		if present {
 			n++
 		}

@@ -148,7 +148,7 @@ func (c *Controller) idle(namespaces ...string) bool {
 	return true
 }
 
-// objects reads the four objects of ns (nil when missing).
+// objects reads the five objects of ns (nil when missing).
 func (kc *kubeController) objects(ns string) edgeObjects {
 	return objectsOf(kc.t, kc.admin, ns)
 }
@@ -176,6 +176,9 @@ func objectsOf(t *testing.T, client kubernetes.Interface, ns string) edgeObjects
 	}
 	if d, err := client.AppsV1().Deployments(ns).Get(ctx, kubecontract.EdgeName, metav1.GetOptions{}); keep(err) {
 		o.dep = d
+	}
+	if p, err := client.PolicyV1().PodDisruptionBudgets(ns).Get(ctx, kubecontract.EdgeName, metav1.GetOptions{}); keep(err) {
+		o.pdb = p
 	}
 	return o
 }
@@ -207,11 +210,11 @@ func editNamespace(t *testing.T, client kubernetes.Interface, name string, edit 
 	}
 }
 
-// edgeReady reports whether all four objects of ns exist and the pull
+// edgeReady reports whether all five objects of ns exist and the pull
 // Secret follows the Service.
 func edgeReady(t *testing.T, client kubernetes.Interface, ns string) bool {
 	o := objectsOf(t, client, ns)
-	if o.count() != 4 || len(o.svc.Spec.Ports) != 1 {
+	if o.count() != 5 || len(o.svc.Spec.Ports) != 1 {
 		return false
 	}
 	host, _, err := ParsePullSecret(o.secret)

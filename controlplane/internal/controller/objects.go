@@ -112,14 +112,20 @@ func (t EdgeTemplate) desiredSecret(ns, host, token string) *corev1.Secret {
 // edgeArgs are the edge's arguments: the controller's flags, then
 // ExtraArgs. Without a --storage in ExtraArgs the edge caches on the
 // cache emptyDir; with one and no --state-dir, the state goes to /tmp
-// (the root filesystem is read-only).
-func (t EdgeTemplate) edgeArgs() []string {
+// (the root filesystem is read-only). nodePort is the edge Service's: the
+// edge advertises EdgeHost(nodePort), the address the injector writes
+// into pods, instead of its wildcard listen address (0: not known yet,
+// no --advertise-address).
+func (t EdgeTemplate) edgeArgs(nodePort int32) []string {
 	args := []string{
 		"--listen=:" + strconv.Itoa(int(t.ContainerPort)),
 		"--namespace=$(POD_NAMESPACE)",
 		"--pod-name=$(POD_NAME)",
 		"--control-plane=" + t.ControlPlaneAddress,
 		"--control-plane-token-file=" + TokenPath,
+	}
+	if nodePort != 0 {
+		args = append(args, "--advertise-address="+EdgeHost(nodePort))
 	}
 	switch {
 	case !t.ownStorage():
@@ -133,23 +139,25 @@ func (t EdgeTemplate) edgeArgs() []string {
 // ownStorage reports whether ExtraArgs choose the storage (e.g. S3).
 func (t EdgeTemplate) ownStorage() bool { return hasFlag(t.ExtraArgs, "storage") }
 
-// desiredDeployment is the edge's Deployment in ns.
-func (t EdgeTemplate) desiredDeployment(ns string) *appsv1.Deployment {
+// desiredDeployment is the edge's Deployment in ns, whose Service has
+// nodePort.
+func (t EdgeTemplate) desiredDeployment(ns string, nodePort int32) *appsv1.Deployment {
 	podLabels := t.objectLabels()
 	return &appsv1.Deployment{
 		ObjectMeta: t.meta(ns, kubecontract.EdgeName),
 		Spec: appsv1.DeploymentSpec{
 			Replicas: ptr.To(t.Replicas),
 			Selector: &metav1.LabelSelector{MatchLabels: PodSelector()},
+			Strategy: rolloutStrategy(),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
-				Spec:       t.podSpec(),
+				Spec:       t.podSpec(nodePort),
 			},
 		},
 	}
 }
 
-func (t EdgeTemplate) podSpec() corev1.PodSpec {
+func (t EdgeTemplate) podSpec(nodePort int32) corev1.PodSpec {
 	volumes := []corev1.Volume{
 		{Name: volToken, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			DefaultMode: ptr.To[int32](0o444),
@@ -180,15 +188,17 @@ func (t EdgeTemplate) podSpec() corev1.PodSpec {
 			FSGroup:        ptr.To(t.RunAsUser),
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
-		Containers: []corev1.Container{t.container(mounts)},
-		Volumes:    volumes,
+		Containers:                    []corev1.Container{t.container(mounts, nodePort)},
+		Volumes:                       volumes,
+		Affinity:                      spreadAcrossNodes(),
+		TerminationGracePeriodSeconds: ptr.To(t.terminationGracePeriod()),
 	}
 }
 
 // container is the edge container. Every field the apiserver would
 // default is set explicitly, so that a stored Deployment compares equal
 // to the desired one.
-func (t EdgeTemplate) container(mounts []corev1.VolumeMount) corev1.Container {
+func (t EdgeTemplate) container(mounts []corev1.VolumeMount, nodePort int32) corev1.Container {
 	probe := func(path string, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -209,13 +219,14 @@ func (t EdgeTemplate) container(mounts []corev1.VolumeMount) corev1.Container {
 		Name:            ContainerName,
 		Image:           t.Image,
 		ImagePullPolicy: t.ImagePullPolicy,
-		Args:            t.edgeArgs(),
+		Args:            t.edgeArgs(nodePort),
 		Env:             []corev1.EnvVar{fieldEnv("POD_NAMESPACE", "metadata.namespace"), fieldEnv("POD_NAME", "metadata.name")},
 		Ports: []corev1.ContainerPort{{
 			Name: ServicePortName, ContainerPort: t.ContainerPort, Protocol: corev1.ProtocolTCP,
 		}},
 		Resources:      *t.Resources.DeepCopy(),
 		VolumeMounts:   mounts,
+		StartupProbe:   t.startupProbe(),
 		ReadinessProbe: probe("/readyz", 3),
 		LivenessProbe:  probe("/healthz", 6),
 		SecurityContext: &corev1.SecurityContext{

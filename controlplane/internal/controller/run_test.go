@@ -59,7 +59,7 @@ func TestRun(t *testing.T) {
 		}
 	}
 	stop := run()
-	waitFor(t, "the edge of team-a", func() bool { return e.objects("team-a").count() == 4 })
+	waitFor(t, "the edge of team-a", func() bool { return e.objects("team-a").count() == 5 })
 	waitFor(t, "Edge(team-a)", func() bool { _, ok := c.Edge("team-a"); return ok })
 	if err := c.Run(ctx); err == nil {
 		t.Fatal("a second concurrent Run returned no error")
@@ -96,7 +96,7 @@ func TestRun(t *testing.T) {
 		t.Fatalf("%d objects written while not running", n)
 	}
 	stop = run()
-	waitFor(t, "the edge of team-a again", func() bool { return e.objects("team-a").count() == 4 })
+	waitFor(t, "the edge of team-a again", func() bool { return e.objects("team-a").count() == 5 })
 	stop()
 	mu.Lock()
 	defer mu.Unlock()

@@ -79,7 +79,7 @@ func (c *Controller) forgetWrongValue(ns string) {
 	c.mu.Unlock()
 }
 
-// reconcile creates or repairs the four objects of an opted-in namespace.
+// reconcile creates or repairs the five objects of an opted-in namespace.
 func (c *Controller) reconcile(ctx context.Context, ns string) error {
 	if err := c.ensureServiceAccount(ctx, ns); err != nil {
 		return err
@@ -98,7 +98,12 @@ func (c *Controller) reconcile(ctx context.Context, ns string) error {
 	if err := c.ensureSecret(ctx, ns, secret, nodePort); err != nil {
 		return err
 	}
-	return c.ensureDeployment(ctx, ns)
+	// After the Service: the Deployment's --advertise-address names its
+	// node port, and follows it when it changes.
+	if err := c.ensureDeployment(ctx, ns, nodePort); err != nil {
+		return err
+	}
+	return c.ensurePodDisruptionBudget(ctx, ns)
 }
 
 // cleanup deletes the controller's objects in ns (only those
@@ -110,6 +115,9 @@ func (c *Controller) cleanup(ctx context.Context, ns, reason string) error {
 		del  func(ctx context.Context, name string, opts metav1.DeleteOptions) error
 	}
 	var victims []victim
+	if o, err := c.pdbs.PodDisruptionBudgets(ns).Get(kubecontract.EdgeName); err == nil {
+		victims = append(victims, victim{"poddisruptionbudget", o, c.client.PolicyV1().PodDisruptionBudgets(ns).Delete})
+	}
 	if o, err := c.deployments.Deployments(ns).Get(kubecontract.EdgeName); err == nil {
 		victims = append(victims, victim{"deployment", o, c.client.AppsV1().Deployments(ns).Delete})
 	}

@@ -26,10 +26,10 @@ func TestSyncCreatesEdge(t *testing.T) {
 	e.mustSync("team-b")
 
 	o := e.objects("team-a")
-	if o.count() != 4 {
-		t.Fatalf("%d of 4 objects", o.count())
+	if o.count() != 5 {
+		t.Fatalf("%d of 5 objects", o.count())
 	}
-	for _, m := range []metav1.Object{o.sa, o.secret, o.svc, o.dep} {
+	for _, m := range []metav1.Object{o.sa, o.secret, o.svc, o.dep, o.pdb} {
 		for k, v := range ManagedLabels() {
 			if m.GetLabels()[k] != v {
 				t.Errorf("%s: label %s=%q, want %q", m.GetName(), k, m.GetLabels()[k], v)
@@ -93,7 +93,7 @@ func TestSyncRepairsDrift(t *testing.T) {
 				d.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities = nil
 			})
 		}, func(t *testing.T, o edgeObjects) {
-			if *o.dep.Spec.Replicas != 1 || o.dep.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities == nil {
+			if *o.dep.Spec.Replicas != DefaultReplicas || o.dep.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities == nil {
 				t.Errorf("replicas %d, security context %+v", *o.dep.Spec.Replicas, o.dep.Spec.Template.Spec.Containers[0].SecurityContext)
 			}
 		}, true},
@@ -181,15 +181,15 @@ func TestSyncRepairsDrift(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t, testTemplate(), optedIn("team-a"))
 			e.mustSync("team-a")
-			want := e.c.tmpl.desiredDeployment("team-a")
+			want := e.c.tmpl.desiredDeployment("team-a", nodePortOf(e.objects("team-a").svc))
 			host, token := e.objects("team-a").pull(t)
 			if err := tt.drift(e.ctx, e); err != nil {
 				t.Fatal(err)
 			}
 			e.mustSync("team-a")
 			o := e.objects("team-a")
-			if o.count() != 4 {
-				t.Fatalf("%d of 4 objects after repair", o.count())
+			if o.count() != 5 {
+				t.Fatalf("%d of 5 objects after repair", o.count())
 			}
 			gotHost, gotToken := o.pull(t)
 			if gotHost != host {
@@ -201,7 +201,7 @@ func TestSyncRepairsDrift(t *testing.T) {
 			if d := deploymentDrift(o.dep, want); d != "" {
 				t.Errorf("deployment still drifts at %s", d)
 			}
-			for _, m := range []metav1.Object{o.sa, o.secret, o.svc, o.dep} {
+			for _, m := range []metav1.Object{o.sa, o.secret, o.svc, o.dep, o.pdb} {
 				if d := labelsDrift(m.GetLabels(), ManagedLabels()); d != "" {
 					t.Errorf("%s: %s", m.GetName(), d)
 				}

@@ -17,7 +17,7 @@ import (
 // Defaults of EdgeTemplate.
 const (
 	DefaultContainerPort   = 5000
-	DefaultReplicas        = 1
+	DefaultReplicas        = 2
 	DefaultRunAsUser       = 65532
 	DefaultImagePullPolicy = corev1.PullIfNotPresent
 )
@@ -40,7 +40,8 @@ type EdgeTemplate struct {
 	TokenAudience string
 	// ContainerPort is the edge's registry port; default 5000.
 	ContainerPort int32
-	// Replicas of the edge Deployment; default 1.
+	// Replicas of the edge Deployment; default 2, so that a node drain or
+	// a rollout never leaves the namespace without an edge.
 	Replicas int32
 	// RunAsUser is the edge's non-root UID (and GID, fsGroup); default
 	// 65532.
@@ -50,7 +51,9 @@ type EdgeTemplate struct {
 	// --storage=control-plane for the control plane's storage.s3). Without a
 	// --storage flag the edge caches on an emptyDir. The flags the
 	// controller sets itself (--listen, --namespace, --pod-name,
-	// --control-plane, --control-plane-token-file) are refused here.
+	// --control-plane, --control-plane-token-file, --advertise-address)
+	// are refused here. --shutdown-delay and --shutdown-timeout, when
+	// given, set the pod's grace period.
 	ExtraArgs []string
 	// Labels are added to every object and to the edge's pods; they may
 	// not override the kubecontract labels.
@@ -58,7 +61,7 @@ type EdgeTemplate struct {
 }
 
 // ownedFlags are the edge flags the controller sets itself.
-var ownedFlags = []string{"listen", "namespace", "pod-name", "control-plane", "control-plane-token-file"}
+var ownedFlags = []string{"listen", "namespace", "pod-name", "control-plane", "control-plane-token-file", "advertise-address"}
 
 // reservedLabels are the label keys the controller sets itself.
 var reservedLabels = []string{kubecontract.NameLabel, kubecontract.ComponentLabel, kubecontract.ManagedByLabel}
@@ -112,6 +115,9 @@ func (t EdgeTemplate) withDefaults() (EdgeTemplate, error) {
 		if name, ok := flagName(a); ok && slices.Contains(ownedFlags, name) {
 			return t, fmt.Errorf("edge template: ExtraArgs[%d]: --%s is set by the controller", i, name)
 		}
+	}
+	if _, _, err := t.shutdownDurations(); err != nil {
+		return t, fmt.Errorf("edge template: ExtraArgs: %w", err)
 	}
 	if err := validateLabels(t.Labels); err != nil {
 		return t, fmt.Errorf("edge template: Labels: %w", err)

@@ -46,6 +46,10 @@ func TestEdgeTemplateValidate(t *testing.T) {
 		{"root", func(e *EdgeTemplate) { e.RunAsUser = -1 }, "RunAsUser"},
 		{"owned flag", func(e *EdgeTemplate) { e.ExtraArgs = []string{"--storage=/x", "--listen=:1"} }, "ExtraArgs[1]: --listen"},
 		{"owned flag single dash", func(e *EdgeTemplate) { e.ExtraArgs = []string{"-control-plane", "x:1"} }, "ExtraArgs[0]: --control-plane"},
+		{"owned advertise address", func(e *EdgeTemplate) { e.ExtraArgs = []string{"--advertise-address=1.2.3.4:5"} }, "--advertise-address"},
+		{"shutdown flags", func(e *EdgeTemplate) { e.ExtraArgs = []string{"--shutdown-delay=1s", "--shutdown-timeout", "2m"} }, ""},
+		{"bad shutdown delay", func(e *EdgeTemplate) { e.ExtraArgs = []string{"--shutdown-delay=soon"} }, "--shutdown-delay"},
+		{"negative shutdown timeout", func(e *EdgeTemplate) { e.ExtraArgs = []string{"--shutdown-timeout=-1s"} }, "--shutdown-timeout"},
 		{"reserved label", func(e *EdgeTemplate) { e.Labels = map[string]string{kubecontract.ManagedByLabel: "me"} }, "Labels"},
 		{"bad label key", func(e *EdgeTemplate) { e.Labels = map[string]string{"a b": "c"} }, "Labels"},
 		{"bad label value", func(e *EdgeTemplate) { e.Labels = map[string]string{"a": "b c"} }, "Labels"},
@@ -132,7 +136,7 @@ func TestDesiredDeployment(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := tmpl.desiredDeployment("team-a")
+			d := tmpl.desiredDeployment("team-a", 30123)
 			if d.Namespace != "team-a" || d.Name != kubecontract.EdgeName {
 				t.Fatalf("deployment %s/%s", d.Namespace, d.Name)
 			}
@@ -168,6 +172,7 @@ func TestDesiredDeployment(t *testing.T) {
 			fixed := []string{
 				"--listen=:" + itoa(tmpl.ContainerPort), "--namespace=$(POD_NAMESPACE)", "--pod-name=$(POD_NAME)",
 				"--control-plane=" + tmpl.ControlPlaneAddress, "--control-plane-token-file=" + TokenPath,
+				"--advertise-address=127.0.0.1:30123",
 			}
 			if want := append(fixed, tt.wantArgs...); !slices.Equal(c.Args, want) {
 				t.Errorf("args\n got %q\nwant %q", c.Args, want)
@@ -228,7 +233,7 @@ func TestDesiredService(t *testing.T) {
 	if p.Port != 5000 || p.TargetPort != intstr.FromInt32(5001) || p.NodePort != 30123 || p.Protocol != corev1.ProtocolTCP {
 		t.Errorf("port %+v", p)
 	}
-	d := tmpl.desiredDeployment("team-a")
+	d := tmpl.desiredDeployment("team-a", 30123)
 	for k, v := range s.Spec.Selector {
 		if d.Spec.Template.Labels[k] != v || d.Spec.Selector.MatchLabels[k] != v {
 			t.Errorf("selector %s=%s does not select the edge's pods", k, v)

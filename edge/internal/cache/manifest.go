@@ -169,15 +169,17 @@ func (c *Cache) verifiedManifest(um *upstream.Manifest, rt route.Route) (*Manife
 	}
 	ct := um.ContentType
 	if !oci.IsManifestMediaType(ct) {
-		// Some registries answer application/json; the body says what it is.
+		// Some registries answer application/json; the body says what it
+		// is. Anything else (an HTML page from a captive portal or a login
+		// redirect) is refused, so it is neither cached nor served as a
+		// manifest.
 		var probe struct {
 			MediaType string `json:"mediaType"`
 		}
-		if json.Unmarshal(um.Body, &probe) == nil && oci.IsManifestMediaType(probe.MediaType) {
-			ct = probe.MediaType
-		} else if ct == "" {
-			return nil, errors.New("upstream manifest has no media type")
+		if json.Unmarshal(um.Body, &probe) != nil || !oci.IsManifestMediaType(probe.MediaType) {
+			return nil, fmt.Errorf("%w: Content-Type %q", upstream.ErrNotManifest, ct)
 		}
+		ct = probe.MediaType
 	}
 	return &Manifest{Body: um.Body, ContentType: ct, Digest: d, Source: metrics.SourceUpstream}, nil
 }

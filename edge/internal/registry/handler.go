@@ -253,6 +253,8 @@ func (h *Handler) classify(rt route.Route, err error) *oci.Error {
 		return oci.NewError(http.StatusBadGateway, oci.CodeDigestInvalid, "upstream sent content that does not match its digest: "+ref)
 	case errors.Is(err, upstream.ErrTooLarge):
 		return oci.NewError(http.StatusBadGateway, oci.CodeManifestInvalid, fmt.Sprintf("upstream %s exceeds %d bytes: %s", what, oci.MaxManifestSize, ref))
+	case errors.Is(err, upstream.ErrNotManifest):
+		return oci.NewError(http.StatusBadGateway, oci.CodeManifestInvalid, "upstream sent something that is not a manifest for "+ref)
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return oci.NewError(http.StatusGatewayTimeout, oci.CodeUnknown, "timed out fetching "+ref)
 	case upstream.IsUnavailable(err):

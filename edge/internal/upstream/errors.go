@@ -37,6 +37,11 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	// ErrTooLarge: a manifest or tag list exceeds the size limit.
 	ErrTooLarge = errors.New("upstream response too large")
+	// ErrNotManifest: the upstream answered a manifest request with
+	// something else (an HTML login or error page, plain JSON): neither its
+	// Content-Type nor its body's mediaType is an OCI or Docker manifest
+	// type.
+	ErrNotManifest = errors.New("upstream response is not a manifest")
 )
 
 // StatusError is a non-2xx answer of the upstream.

@@ -43,6 +43,7 @@ type clusterFlags struct {
 	edgeImage        string
 	edgePullPolicy   string
 	edgeResources    string
+	edgeReplicas     int
 	edgeArgs         []string
 	edgeControlPlane string
 	workers          int
@@ -145,6 +146,7 @@ Flags:
 	fs.StringVar(&c.edgeImage, "edge-image", env("edge-image", ""), "in-cluster mode: image of every edge Deployment (`IMAGE`, required)")
 	fs.StringVar(&c.edgePullPolicy, "edge-image-pull-policy", env("edge-image-pull-policy", "IfNotPresent"), "in-cluster mode: Always, IfNotPresent or Never")
 	fs.StringVar(&c.edgeResources, "edge-resources", env("edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi"), "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
+	fs.IntVar(&c.edgeReplicas, "edge-replicas", envInt("edge-replicas", 2), "in-cluster mode: replicas of every edge Deployment (spread across nodes, one PodDisruptionBudget per namespace lets drains take one at a time)")
 	fs.Var(newListFlag(&c.edgeArgs), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
 	c.edgeArgs = envList("edge-args")
 	fs.StringVar(&c.edgeControlPlane, "edge-control-plane", env("edge-control-plane", ""), "in-cluster mode: the gRPC address edges dial, e.g. selfhost-controlplane.selfhost-system.svc:9090 (`ADDR`, required)")
@@ -191,6 +193,8 @@ Flags:
 		return f, errors.New("--edge-control-plane is required in-cluster")
 	case c.workers < 1:
 		return f, errors.New("--workers must be at least 1")
+	case c.edgeReplicas < 1 || c.edgeReplicas > 100:
+		return f, errors.New("--edge-replicas must be 1-100")
 	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:
 		return f, errors.New("--kube-api-qps must be at least 1 and --kube-api-burst at least as large")
 	case f.stateDir != "":

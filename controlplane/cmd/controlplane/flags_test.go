@@ -20,7 +20,7 @@ import (
 func clusterDefaults(change func(*clusterFlags)) clusterFlags {
 	c := clusterFlags{
 		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
-		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100,
+		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2,
 		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
 		webhookListen: ":8443",
 	}
@@ -68,6 +68,12 @@ func TestParseFlags(t *testing.T) {
 		{"in-cluster with state dir", append(slices.Clone(inCluster), "--state-dir", "/s"), nil, flags{}, "--state-dir is for --standalone"},
 		{"in-cluster burst below qps", append(slices.Clone(inCluster), "--kube-api-qps", "20", "--kube-api-burst", "10"), nil, flags{}, "--kube-api-burst"},
 		{"in-cluster zero workers", append(slices.Clone(inCluster), "--workers", "0"), nil, flags{}, "--workers"},
+		{"in-cluster edge replicas", append(slices.Clone(inCluster), "--edge-replicas", "3"), nil,
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(func(c *clusterFlags) {
+				*c = inClusterWant
+				c.edgeReplicas = 3
+			})}, ""},
+		{"in-cluster zero edge replicas", append(slices.Clone(inCluster), "--edge-replicas", "0"), nil, flags{}, "--edge-replicas"},
 		{"no config", []string{"--standalone"}, nil, flags{}, "--config FILE is required"},
 		{"bad env bool", nil, map[string]string{"CONTROLPLANE_STANDALONE": "yes please"}, flags{}, "CONTROLPLANE_STANDALONE"},
 		{"bad env duration", []string{"--standalone", "--config", "c"}, map[string]string{"CONTROLPLANE_DEBOUNCE": "soon"}, flags{}, "CONTROLPLANE_DEBOUNCE"},
@@ -105,7 +111,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	for _, f := range []string{"-standalone", "-config", "-grpc-listen", "-state-dir", "-debounce", "-log-level", "-tls-cert", "-tls-key", "CONTROLPLANE_",
-		"-kubeconfig", "-namespace", "-admin-groups", "-edge-image", "-edge-control-plane", "-webhook-service", "-webhook-url", "k8s-selfhost-repo.io/cache=enabled"} {
+		"-kubeconfig", "-namespace", "-admin-groups", "-edge-image", "-edge-replicas", "-edge-control-plane", "-webhook-service", "-webhook-url", "k8s-selfhost-repo.io/cache=enabled"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}

@@ -121,6 +121,7 @@ func edgeTemplate(c clusterFlags) (controller.EdgeTemplate, error) {
 		Image:               c.edgeImage,
 		ImagePullPolicy:     corev1.PullPolicy(c.edgePullPolicy),
 		Resources:           res,
+		Replicas:            int32(c.edgeReplicas),
 		ControlPlaneAddress: c.edgeControlPlane,
 		TokenAudience:       c.edgeAudience,
 		ExtraArgs:           c.edgeArgs,

@@ -9,6 +9,10 @@
 //	  --edge-control-plane selfhost-controlplane.selfhost-system.svc:9090 \
 //	  --webhook-service selfhost-controlplane:443
 //
+// Removing what the in-cluster mode created (the chart's pre-delete hook):
+//
+//	controlplane cleanup --namespace selfhost-system
+//
 // main only wires flags to constructors; the work is in
 // controlplane/internal/server and the packages it assembles.
 package main
@@ -34,6 +38,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "cleanup" {
+		mainCleanup(os.Args[2:])
+		return
+	}
 	f, err := parseFlags(os.Args[1:], os.LookupEnv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
@@ -53,6 +61,25 @@ func main() {
 			}
 		}
 		log.Error("control plane stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// mainCleanup is `controlplane cleanup`: the uninstall hook.
+func mainCleanup(args []string) {
+	f, err := parseCleanupFlags(args, os.LookupEnv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "controlplane cleanup:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := runCleanup(ctx, f, log); err != nil {
+		log.Error("cleanup failed", "err", err)
 		os.Exit(1)
 	}
 }

@@ -1,0 +1,136 @@
+package uninstall
+
+import (
+	"context"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+)
+
+// object is what the sweep needs of a listed object.
+type object struct {
+	meta metav1.ObjectMeta
+}
+
+// kind lists the managed objects of one resource in every namespace and
+// deletes one of them.
+type kind struct {
+	name   string
+	list   func(ctx context.Context, opts metav1.ListOptions) ([]object, error)
+	delete func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error
+}
+
+// ManagedSelector selects every object the control plane labels as its
+// own: the edges' objects (component edge), the webhook's (component
+// webhook) and the state ConfigMap. The chart's objects carry
+// managed-by=Helm and are Helm's to delete.
+func ManagedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{kubecontract.ManagedByLabel: kubecontract.ManagedByValue})
+}
+
+// kinds are the namespaced resources the control plane creates, the
+// Deployments first so that edge pods start stopping early.
+func (r *run) kinds() []kind {
+	c := r.o.Client
+	return []kind{
+		{"deployment", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+			l, err := c.AppsV1().Deployments("").List(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
+			return c.AppsV1().Deployments(ns).Delete(ctx, name, o)
+		}},
+		{"poddisruptionbudget", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+			l, err := c.PolicyV1().PodDisruptionBudgets("").List(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
+			return c.PolicyV1().PodDisruptionBudgets(ns).Delete(ctx, name, o)
+		}},
+		{"service", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+			l, err := c.CoreV1().Services("").List(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
+			return c.CoreV1().Services(ns).Delete(ctx, name, o)
+		}},
+		{"secret", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+			l, err := c.CoreV1().Secrets("").List(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
+			return c.CoreV1().Secrets(ns).Delete(ctx, name, o)
+		}},
+		{"configmap", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+			l, err := c.CoreV1().ConfigMaps("").List(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
+			return c.CoreV1().ConfigMaps(ns).Delete(ctx, name, o)
+		}},
+		{"serviceaccount", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+			l, err := c.CoreV1().ServiceAccounts("").List(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
+			return c.CoreV1().ServiceAccounts(ns).Delete(ctx, name, o)
+		}},
+	}
+}
+
+func objects[T any](items []T, meta func(int) metav1.ObjectMeta) []object {
+	out := make([]object, len(items))
+	for i := range items {
+		out[i] = object{meta: meta(i)}
+	}
+	return out
+}
+
+// sweepManaged deletes every object ManagedSelector selects, in every
+// namespace, each by its UID. It passes again while a pass found
+// something, up to maxSweeps: an object replaced between the list and the
+// delete (Conflict) is caught by the next pass.
+func (r *run) sweepManaged(ctx context.Context) error {
+	opts := metav1.ListOptions{LabelSelector: ManagedSelector().String()}
+	for pass := 1; ; pass++ {
+		found := 0
+		for _, k := range r.kinds() {
+			objs, err := k.list(ctx, opts)
+			if err != nil {
+				return fmt.Errorf("list %ss labelled %s: %w", k.name, opts.LabelSelector, err)
+			}
+			for _, o := range objs {
+				found++
+				err := k.delete(ctx, o.meta.Namespace, o.meta.Name, preconditions(o.meta.UID))
+				if apierrors.IsConflict(err) {
+					continue // replaced meanwhile: the next pass sees the successor
+				}
+				if err := r.deleted(k.name, o.meta.Namespace, o.meta.Name, err); err != nil {
+					return err
+				}
+			}
+		}
+		if found == 0 {
+			return nil
+		}
+		if pass == maxSweeps {
+			return fmt.Errorf("managed objects still appear after %d passes; is a control plane still running?", pass)
+		}
+	}
+}

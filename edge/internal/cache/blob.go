@@ -83,6 +83,27 @@ func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
 	}, nil
 }
 
+// BlobSize answers a HEAD of the blob rt addresses: from storage when it
+// is cached, else from an upstream HEAD. It never starts a fill, so a
+// client probing for a blob does not make the edge download it.
+func (c *Cache) BlobSize(ctx context.Context, rt route.Route) (size int64, source string, err error) {
+	if b, ok := c.storedBlob(ctx, blob.BlobKey(rt.Digest)); ok {
+		c.m.Hits.WithLabelValues("blob").Inc()
+		return b.Size, b.Source, nil
+	}
+	c.m.Misses.WithLabelValues("blob").Inc()
+	f, err := c.fetcher(ctx, rt.Prefix)
+	if err != nil {
+		return 0, "", err
+	}
+	size, err = f.BlobSize(ctx, rt.Repository, rt.Digest)
+	c.countUpstream(rt.Prefix, "blob", http.MethodHead, err)
+	if err != nil {
+		return 0, "", err
+	}
+	return size, metrics.SourceUpstream, nil
+}
+
 func (c *Cache) storedBlob(ctx context.Context, key string) (*Blob, bool) {
 	if !c.storeUsable() {
 		return nil, false

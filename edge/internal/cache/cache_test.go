@@ -18,6 +18,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
 )
 
 // switchStore fails every call while broken is set (an unreachable S3).
@@ -330,5 +331,36 @@ func TestWaitFills(t *testing.T) {
 	}
 	if _, err := e.mem.Stat(context.Background(), blob.BlobKey(d)); err != nil {
 		t.Fatalf("not stored when WaitFills returned: %v", err)
+	}
+}
+
+// TestBlobSizeNeverFills: a HEAD of an uncached blob asks the upstream
+// with HEAD and stores nothing; once cached, it is answered from storage.
+func TestBlobSizeNeverFills(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	body := []byte("head me, do not fetch me")
+	d := e.addBlob(body)
+	size, source, err := e.c.BlobSize(ctx, blobRoute(d))
+	if err != nil || size != int64(len(body)) || source != "upstream" {
+		t.Fatalf("uncached: %d %s %v", size, source, err)
+	}
+	if e.up.blobHeads.Load() != 1 || e.up.blobGets.Load() != 0 {
+		t.Fatalf("uncached HEAD: %d upstream HEADs, %d GETs", e.up.blobHeads.Load(), e.up.blobGets.Load())
+	}
+	waitFillsDone(t, e.c)
+	if _, err := e.mem.Stat(ctx, blob.BlobKey(d)); !errors.Is(err, blob.ErrNotFound) {
+		t.Fatalf("a HEAD stored the blob: %v", err)
+	}
+	if _, err := readBlob(ctx, e.c, blobRoute(d), 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	waitStored(t, e.mem, blob.BlobKey(d))
+	if size, source, err := e.c.BlobSize(ctx, blobRoute(d)); err != nil || size != int64(len(body)) || source != "cache" || e.up.blobHeads.Load() != 1 {
+		t.Fatalf("cached: %d %s %v, %d upstream HEADs", size, source, err, e.up.blobHeads.Load())
+	}
+	if _, _, err := e.c.BlobSize(ctx, blobRoute(oci.FromBytes([]byte("absent")))); !errors.Is(err, upstream.ErrNotFound) {
+		t.Fatalf("unknown blob: %v", err)
 	}
 }

@@ -24,7 +24,7 @@ type fakeUpstream struct {
 	down      atomic.Bool
 	gate      chan struct{} // when set, blob bodies wait for it before their last chunk
 
-	blobGets, manifestGets, manifestHeads atomic.Int64
+	blobGets, blobHeads, manifestGets, manifestHeads atomic.Int64
 }
 
 func newFakeUpstream() *fakeUpstream {
@@ -88,6 +88,20 @@ func (f *fakeUpstream) Blob(_ context.Context, _ string, d oci.Digest) (*upstrea
 		r = &gatedReader{r: r, gate: f.gate, remaining: len(body)}
 	}
 	return &upstream.Blob{Body: io.NopCloser(r), Size: size}, nil
+}
+
+func (f *fakeUpstream) BlobSize(_ context.Context, _ string, d oci.Digest) (int64, error) {
+	f.blobHeads.Add(1)
+	if f.down.Load() {
+		return 0, errDown
+	}
+	f.mu.Lock()
+	body, ok := f.blobs[d.String()]
+	f.mu.Unlock()
+	if !ok {
+		return 0, &upstream.StatusError{Op: "check blob", Status: 404, Code: "BLOB_UNKNOWN"}
+	}
+	return int64(len(body)), nil
 }
 
 func (f *fakeUpstream) Tags(context.Context, string, url.Values) (*upstream.TagList, error) {

@@ -116,10 +116,22 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt route
 }
 
 func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt route.Route) {
-	b, err := h.cache.Blob(r.Context(), rt)
-	if err != nil {
-		h.fail(w, r, rt, err)
-		return
+	var b *cache.Blob
+	if r.Method == http.MethodHead {
+		// A HEAD never starts a fill: the size comes from storage or
+		// from an upstream HEAD.
+		size, source, err := h.cache.BlobSize(r.Context(), rt)
+		if err != nil {
+			h.fail(w, r, rt, err)
+			return
+		}
+		b = &cache.Blob{Size: size, Source: source}
+	} else {
+		var err error
+		if b, err = h.cache.Blob(r.Context(), rt); err != nil {
+			h.fail(w, r, rt, err)
+			return
+		}
 	}
 	defer b.Close()
 	hdr := w.Header()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -51,5 +52,49 @@ func TestUpstreamNonManifestRefused(t *testing.T) {
 	code, body, h := get(t, base+"good", "")
 	if code != 200 || body != string(good) || h.Get("Content-Type") != oci.MediaTypeOCIManifest {
 		t.Errorf("good manifest as application/json: %d %q %q", code, h.Get("Content-Type"), body)
+	}
+}
+
+// TestHeadUncachedBlob: a HEAD of a blob the edge has not cached is
+// answered from an upstream HEAD; the blob is not transferred or stored.
+// After a GET cached it, a HEAD is answered from storage.
+func TestHeadUncachedBlob(t *testing.T) {
+	t.Parallel()
+	reg := upstreamtest.NewRegistry()
+	body := []byte(strings.Repeat("layer bytes ", 1000))
+	d := reg.PutBlob("org/app", body)
+	srv := httptest.NewServer(reg)
+	t.Cleanup(srv.Close)
+	storage := t.TempDir()
+	addr, _ := startEdge(t, Config{Listen: "127.0.0.1:0", Storage: storage, Namespace: "default", TagTTL: time.Minute,
+		Upstreams: []string{"test=" + srv.URL}})
+	url := "http://" + addr + "/v2/test/org/app/blobs/" + d.String()
+	upPath := "/v2/org/app/blobs/" + d.String()
+	head := func() *http.Response {
+		t.Helper()
+		resp, err := http.Head(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := head(); resp.StatusCode != 200 || resp.ContentLength != int64(len(body)) ||
+		resp.Header.Get("Docker-Content-Digest") != d.String() || resp.Header.Get("X-Cache") != "MISS" {
+		t.Fatalf("HEAD uncached: %d length %d %v", resp.StatusCode, resp.ContentLength, resp.Header)
+	}
+	if reg.Hits("GET", upPath) != 0 || reg.Hits("HEAD", upPath) != 1 {
+		t.Fatalf("upstream saw %d GETs, %d HEADs", reg.Hits("GET", upPath), reg.Hits("HEAD", upPath))
+	}
+	if code, got, h := get(t, url, ""); code != 200 || got != string(body) || h.Get("X-Cache") != "MISS" {
+		t.Fatalf("GET: %d %s", code, h)
+	}
+	eventually(t, "blob stored", func() bool {
+		resp := head()
+		return resp.StatusCode == 200 && resp.Header.Get("X-Cache") == "HIT" && resp.ContentLength == int64(len(body))
+	})
+	// HEADs before the commit went upstream again; none fetched the blob.
+	if reg.Hits("GET", upPath) != 1 {
+		t.Fatalf("upstream saw %d GETs", reg.Hits("GET", upPath))
 	}
 }

@@ -61,6 +61,9 @@ type TagList struct {
 type Fetcher interface {
 	Manifest(ctx context.Context, repository, reference string, head bool) (*Manifest, error)
 	Blob(ctx context.Context, repository string, d oci.Digest) (*Blob, error)
+	// BlobSize checks the blob with HEAD and returns its size (-1 when
+	// the upstream sent no length).
+	BlobSize(ctx context.Context, repository string, d oci.Digest) (int64, error)
 	Tags(ctx context.Context, repository string, query url.Values) (*TagList, error)
 }
 

@@ -150,6 +150,26 @@ func (c *Client) Blob(ctx context.Context, repository string, d oci.Digest) (*Bl
 	}, nil
 }
 
+// BlobSize checks the blob d of repository with HEAD: a client's HEAD of
+// a blob the edge has not cached is answered without transferring it.
+func (c *Client) BlobSize(ctx context.Context, repository string, d oci.Digest) (int64, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("check blob %s/%s@%s: %w", c.host, repository, d, err)
+	}
+	if err := validRepository(repository); err != nil {
+		return 0, wrap(err)
+	}
+	if _, err := oci.ParseDigest(d.String()); err != nil {
+		return 0, wrap(err)
+	}
+	resp, err := c.do(ctx, "check blob", repository, http.MethodHead, "/v2/"+repository+"/blobs/"+d.String(), nil, "")
+	if err != nil {
+		return 0, wrap(err)
+	}
+	drain(resp)
+	return resp.ContentLength, nil
+}
+
 // blobBody marks a broken upstream stream as ErrUnavailable, so the cache
 // can tell it from its own storage failures.
 type blobBody struct {

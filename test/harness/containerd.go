@@ -34,6 +34,21 @@ type ContainerdOptions struct {
 	// Empty means containerd's default registry configuration, which is
 	// what a node without any configuration has.
 	Mirrors map[string]string
+	// Netns runs the daemon (and so every pod's CNI set-up) inside this
+	// namespace; nil is the root namespace.
+	Netns *Netns
+	// CNIBinDir and CNIConfDir replace the empty CNI directories of a
+	// daemon that never runs a pod (a node: /usr/lib/cni and its conflist).
+	CNIBinDir, CNIConfDir string
+	// SandboxImage is the CRI's pause image; empty keeps containerd's
+	// default (which cannot be pulled here).
+	SandboxImage string
+	// Snapshotter is the CRI's snapshotter; empty is "native", which
+	// works on any filesystem.
+	Snapshotter string
+	// Env is added to the daemon's environment (a node's PATH must find
+	// runc and iptables).
+	Env []string
 }
 
 // CtrNamespace is the containerd namespace of CtrPull: separate from the
@@ -54,13 +69,29 @@ func StartContainerd(t testing.TB) *Containerd {
 // socket, opt, CNI, temp mounts) is moved into the test's directories so
 // that parallel daemons and the host's own containerd never meet. The
 // paths that stay fixed in 1.6 (shim sockets under /run/containerd/s, the
-// netns mounts) are only used to run containers, which the harness never
-// does: a pull leaves nothing outside the test's directories. Plugins
-// that cannot work here are disabled to keep the log readable.
-func containerdConfig(dir, sock, certsDir string) string {
+// netns mounts) are only used to run containers, which only the test
+// cluster does (StartCluster: one at a time, and it cleans them); a pull
+// leaves nothing outside the test's directories. Plugins that cannot
+// work here are disabled to keep the log readable.
+func containerdConfig(dir, sock, certsDir string, opts ContainerdOptions) string {
 	registry := ""
 	if certsDir != "" {
 		registry = fmt.Sprintf("    [plugins.\"io.containerd.grpc.v1.cri\".registry]\n      config_path = %q\n", certsDir)
+	}
+	cniBin, cniConf := filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf")
+	if opts.CNIBinDir != "" {
+		cniBin = opts.CNIBinDir
+	}
+	if opts.CNIConfDir != "" {
+		cniConf = opts.CNIConfDir
+	}
+	snapshotter := "native"
+	if opts.Snapshotter != "" {
+		snapshotter = opts.Snapshotter
+	}
+	sandbox := ""
+	if opts.SandboxImage != "" {
+		sandbox = fmt.Sprintf("    sandbox_image = %q\n", opts.SandboxImage)
 	}
 	return fmt.Sprintf(`version = 2
 root = %q
@@ -77,13 +108,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   [plugins."io.containerd.grpc.v1.cri"]
     restrict_oom_score_adj = true
     disable_tcp_service = true
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "native"
+%s    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = %q
     [plugins."io.containerd.grpc.v1.cri".cni]
       bin_dir = %q
       conf_dir = %q
 %s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), filepath.Join(dir, "tmp"), sock,
-		filepath.Join(dir, "opt"), filepath.Join(dir, "cni", "bin"), filepath.Join(dir, "cni", "conf"), registry)
+		filepath.Join(dir, "opt"), sandbox, snapshotter, cniBin, cniConf, registry)
 }
 
 // StartContainerdWith starts containerd configured by opts and waits until
@@ -116,7 +147,7 @@ func StartContainerdWith(t testing.TB, opts ContainerdOptions) *Containerd {
 		writeMirrors(t, certsDir, opts.Mirrors)
 	}
 	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte(containerdConfig(dir, c.Socket, certsDir)), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(containerdConfig(dir, c.Socket, certsDir, opts)), 0o644); err != nil {
 		t.Fatalf("write containerd config: %v", err)
 	}
 	c.crictlConfig = filepath.Join(dir, "crictl.yaml")
@@ -124,7 +155,11 @@ func StartContainerdWith(t testing.TB, opts ContainerdOptions) *Containerd {
 	if err := os.WriteFile(c.crictlConfig, []byte(crictlCfg), 0o644); err != nil {
 		t.Fatalf("write crictl config: %v", err)
 	}
-	p, err := startProcess("containerd", bin, []string{"--config", cfg, "--log-level", "debug"}, nil, dir)
+	var wrap []string
+	if opts.Netns != nil {
+		wrap = opts.Netns.Wrap()
+	}
+	p, err := startProcessIn(wrap, "containerd", bin, []string{"--config", cfg, "--log-level", "debug"}, opts.Env, dir)
 	if err != nil {
 		t.Fatalf("start containerd: %v", err)
 	}

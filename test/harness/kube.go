@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -55,8 +56,13 @@ type Kube struct {
 	Kubeconfig string               // path of an admin kubeconfig file for kubectl/helm-like tools
 	Dir        string               // where its data, certs and logs live
 
+	// Etcd is the etcd process (its log is in Dir).
+	Etcd *Process
+
 	bin  string
 	args []string
+	wrap []string     // command prefix, e.g. nsenter into a namespace
+	pki  kubePKI      // CA and tokens, for the cluster's components
 	http *http.Client // admin client for /readyz
 
 	mu  sync.Mutex
@@ -73,31 +79,69 @@ type Kube struct {
 // https://kubernetes.default.svc, which is also the default audience.
 func StartKube(t testing.TB) *Kube {
 	t.Helper()
+	return startKube(t, kubeSetup{})
+}
+
+// kubeSetup is what differs between the loopback apiserver of StartKube
+// and the one of a cluster in a network namespace (StartCluster).
+type kubeSetup struct {
+	// wrap prefixes every command (nsenter into the node's namespace).
+	wrap []string
+	// host is the address the apiserver advertises and clients dial; the
+	// ports are fixed when set (a namespace of the test's own has no
+	// other listeners), else free loopback ports are picked.
+	host                     string
+	etcdPort, etcdPeer, port int
+	bind, endpointReconciler string
+	extraArgs                []string
+	pki                      pkiOptions
+}
+
+func startKube(t testing.TB, s kubeSetup) *Kube {
+	t.Helper()
 	etcdBin, apiBin := EtcdBin(t), KubeAPIServerBin(t)
-	k := &Kube{Dir: t.TempDir(), bin: apiBin}
-	pki, err := writeKubePKI(k.Dir)
+	k := &Kube{Dir: t.TempDir(), bin: apiBin, wrap: s.wrap}
+	if s.host == "" {
+		s.host, s.bind, s.endpointReconciler = "127.0.0.1", "127.0.0.1", "none"
+	}
+	s.pki.ips = append(s.pki.ips, net.ParseIP(s.host))
+	pki, err := writeKubePKI(k.Dir, s.pki)
 	if err != nil {
 		t.Fatalf("kube: %v", err)
+	}
+	k.pki = pki
+	// fixed runs start once with the setup's ports, else retries with
+	// fresh loopback ports when one was taken in the meantime.
+	fixed := func(n int, ports []int, start func([]int) error) error {
+		if s.port != 0 {
+			return start(ports)
+		}
+		return startWithPorts(n, start)
 	}
 
 	var etcdURL string
 	var etcd *Process
-	err = startWithPorts(2, func(ports []int) error {
-		etcdURL = fmt.Sprintf("http://127.0.0.1:%d", ports[0])
-		p, err := startEtcd(etcdBin, k.Dir, etcdURL, fmt.Sprintf("http://127.0.0.1:%d", ports[1]))
+	err = fixed(2, []int{s.etcdPort, s.etcdPeer}, func(ports []int) error {
+		etcdURL = fmt.Sprintf("http://%s:%d", s.host, ports[0])
+		p, err := startEtcd(s.wrap, etcdBin, k.Dir, etcdURL, fmt.Sprintf("http://%s:%d", s.host, ports[1]))
 		etcd = p
 		return err
 	})
 	if err != nil {
 		t.Fatalf("start etcd: %v", err)
 	}
+	k.Etcd = etcd
 	cleanupProcess(t, etcd)
 
-	err = startWithPorts(1, func(ports []int) error {
-		if err := k.setAddress(ports[0], pki); err != nil {
+	err = fixed(1, []int{s.port}, func(ports []int) error {
+		if err := k.setAddress(s.host, ports[0], pki); err != nil {
 			return err
 		}
-		k.args = kubeAPIServerArgs(k.Dir, ports[0], etcdURL)
+		k.args = append(kubeAPIServerArgs(k.Dir, s.bind, s.host, ports[0], etcdURL, s.endpointReconciler), s.extraArgs...)
+		if s.pki.kubeletClient {
+			k.args = append(k.args, "--kubelet-client-certificate="+filepath.Join(k.Dir, "kubelet-client.crt"),
+				"--kubelet-client-key="+filepath.Join(k.Dir, "kubelet-client.key"))
+		}
 		return k.start(true)
 	})
 	if err != nil {
@@ -115,17 +159,18 @@ func StartKube(t testing.TB) *Kube {
 	return k
 }
 
-// kubeAPIServerArgs are the flags of a single apiserver on 127.0.0.1
-// without nodes: static admin token, RBAC, TokenRequest with the issuer
-// as default audience, NodePort allocation, no endpoint reconciler (there
-// is no other apiserver and no node address to publish).
-func kubeAPIServerArgs(dir string, port int, etcdURL string) []string {
+// kubeAPIServerArgs are the flags of a single apiserver: static tokens,
+// RBAC, TokenRequest with the issuer as default audience, NodePort
+// allocation. On loopback without nodes the endpoint reconciler is "none"
+// (there is no other apiserver and no node address to publish); a cluster
+// publishes its node address with the default "lease" reconciler.
+func kubeAPIServerArgs(dir, bind, advertise string, port int, etcdURL, reconciler string) []string {
 	f := func(name string) string { return filepath.Join(dir, name) }
 	return []string{
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + bind,
+		"--advertise-address=" + advertise,
 		fmt.Sprintf("--secure-port=%d", port),
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + reconciler,
 		"--etcd-servers=" + etcdURL,
 		"--cert-dir=" + f("apiserver-certs"),
 		"--tls-cert-file=" + f("serving.crt"),
@@ -135,7 +180,7 @@ func kubeAPIServerArgs(dir string, port int, etcdURL string) []string {
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file=" + f("sa.pub"),
 		"--service-account-signing-key-file=" + f("sa.key"),
-		"--service-cluster-ip-range=10.96.0.0/16",
+		"--service-cluster-ip-range=" + ServiceCIDR,
 		"--service-node-port-range=30000-32767",
 		"--allow-privileged=true",
 		"--profiling=false",
@@ -143,9 +188,13 @@ func kubeAPIServerArgs(dir string, port int, etcdURL string) []string {
 	}
 }
 
+// ServiceCIDR is the Service ClusterIP range of every apiserver the
+// harness starts; the first address (10.96.0.1) is the kubernetes Service.
+const ServiceCIDR = "10.96.0.0/16"
+
 // setAddress fills URL, Config, Client and the kubeconfig file for port.
-func (k *Kube) setAddress(port int, pki kubePKI) error {
-	k.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+func (k *Kube) setAddress(host string, port int, pki kubePKI) error {
+	k.URL = "https://" + net.JoinHostPort(host, strconv.Itoa(port))
 	k.Config = &rest.Config{
 		Host:            k.URL,
 		BearerToken:     pki.adminToken,
@@ -169,7 +218,7 @@ func (k *Kube) setAddress(port int, pki kubePKI) error {
 // first start, for the "default" namespace that a post-start hook creates
 // shortly after).
 func (k *Kube) start(first bool) error {
-	p, err := startProcess("kube-apiserver", k.bin, k.args, nil, k.Dir)
+	p, err := startProcessIn(k.wrap, "kube-apiserver", k.bin, k.args, nil, k.Dir)
 	if err != nil {
 		return err
 	}
@@ -322,7 +371,7 @@ func (k *Kube) WaitAllowed(t testing.TB, user string, groups []string, attrs *au
 
 // startEtcd starts a single-member etcd with a fresh data directory and
 // waits for /health.
-func startEtcd(bin, dir, clientURL, peerURL string) (*Process, error) {
+func startEtcd(wrap []string, bin, dir, clientURL, peerURL string) (*Process, error) {
 	data := filepath.Join(dir, "etcd-data")
 	if err := os.RemoveAll(data); err != nil { // a previous attempt's
 		return nil, err
@@ -339,7 +388,7 @@ func startEtcd(bin, dir, clientURL, peerURL string) (*Process, error) {
 		"--logger=zap",
 		"--log-outputs=stderr",
 	}
-	p, err := startProcess("etcd", bin, args, etcdEnv(), dir)
+	p, err := startProcessIn(wrap, "etcd", bin, args, etcdEnv(), dir)
 	if err != nil {
 		return nil, err
 	}
@@ -367,18 +416,32 @@ func etcdEnv() []string {
 	return env
 }
 
-// kubePKI is what writeKubePKI made: the CA of the serving certificate
-// and the admin token.
+// kubePKI is what writeKubePKI made: the CA of the serving certificate,
+// the admin token and the tokens of pkiOptions.users by user name.
 type kubePKI struct {
 	caPEM      []byte
 	adminToken string
+	tokens     map[string]string
 }
+
+// pkiOptions adds to what every apiserver gets: more serving addresses,
+// static token users (the components of a cluster), and a client
+// certificate in system:masters for the apiserver's calls to kubelets
+// (kubelet-client.crt/.key, signed by the CA that kubelets trust).
+type pkiOptions struct {
+	ips           []net.IP
+	users         []tokenUser
+	kubeletClient bool
+}
+
+// tokenUser is a line of the static token file.
+type tokenUser struct{ name, groups string }
 
 // writeKubePKI writes a CA, a serving certificate for 127.0.0.1 and the
 // in-cluster names, the ServiceAccount signing key pair and the static
 // token file to dir.
-func writeKubePKI(dir string) (kubePKI, error) {
-	var pki kubePKI
+func writeKubePKI(dir string, opts pkiOptions) (kubePKI, error) {
+	pki := kubePKI{tokens: map[string]string{}}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return pki, err
@@ -411,7 +474,7 @@ func writeKubePKI(dir string) (kubePKI, error) {
 		NotAfter:     now.Add(365 * 24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv4(10, 96, 0, 1)}, opts.ips...),
 		DNSNames: []string{"localhost", "kubernetes", "kubernetes.default",
 			"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
 	}
@@ -423,11 +486,19 @@ func writeKubePKI(dir string) (kubePKI, error) {
 	if err != nil {
 		return pki, err
 	}
-	tok := make([]byte, 24)
-	if _, err := rand.Read(tok); err != nil {
+	if pki.adminToken, err = newToken(); err != nil {
 		return pki, err
 	}
-	pki.adminToken = base64.RawURLEncoding.EncodeToString(tok)
+	// token,user,uid,"group,..."
+	tokensCSV := pki.adminToken + ",selfhost-admin,selfhost-admin,system:masters\n"
+	for _, u := range opts.users {
+		tok, err := newToken()
+		if err != nil {
+			return pki, err
+		}
+		pki.tokens[u.name] = tok
+		tokensCSV += fmt.Sprintf("%s,%s,%s,%q\n", tok, u.name, u.name, u.groups)
+	}
 	pki.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	files := []struct {
 		name string
@@ -443,10 +514,22 @@ func writeKubePKI(dir string) (kubePKI, error) {
 			der, err := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), err
 		}},
-		// token,user,uid,"group,..."
-		{"tokens.csv", func() ([]byte, error) {
-			return []byte(pki.adminToken + ",selfhost-admin,selfhost-admin,system:masters\n"), nil
-		}},
+		{"tokens.csv", func() ([]byte, error) { return []byte(tokensCSV), nil }},
+	}
+	if opts.kubeletClient {
+		crt, key, err := clientCert(ca, caKey, "kube-apiserver-kubelet-client", "system:masters")
+		if err != nil {
+			return pki, fmt.Errorf("kubelet client certificate: %w", err)
+		}
+		files = append(files,
+			struct {
+				name string
+				data func() ([]byte, error)
+			}{"kubelet-client.crt", func() ([]byte, error) { return crt, nil }},
+			struct {
+				name string
+				data func() ([]byte, error)
+			}{"kubelet-client.key", func() ([]byte, error) { return key, nil }})
 	}
 	for _, f := range files {
 		b, err := f.data()
@@ -458,6 +541,39 @@ func writeKubePKI(dir string) (kubePKI, error) {
 		}
 	}
 	return pki, nil
+}
+
+func newToken() (string, error) {
+	tok := make([]byte, 24)
+	if _, err := rand.Read(tok); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(tok), nil
+}
+
+// clientCert returns a PEM client certificate and key for cn in group org,
+// signed by ca.
+func clientCert(ca *x509.Certificate, caKey *ecdsa.PrivateKey, cn, org string) (crt, key []byte, err error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{org}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if key, err = privateKeyPEM(k); err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), key, nil
 }
 
 func privateKeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {

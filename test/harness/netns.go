@@ -1,10 +1,11 @@
 package harness
 
-// Network namespaces made by a test (DESIGN §6: only loopback and the
-// test's own namespaces carry test traffic). A Netns is joined to the root
-// namespace by a veth pair with a private /30 and nothing else: no default
-// route, no forwarding rule. A process inside reaches the root side's
-// address only; the root namespace reaches the inside address only.
+// Network namespaces made by a test (only loopback and the test's own
+// namespaces carry test traffic). A Netns is joined to the root namespace
+// by a veth pair with a private /30 and nothing else: no forwarding rule,
+// and no default route unless NetnsOptions.DefaultRoute asks for one. A
+// process inside reaches the root side's address only; the root namespace
+// reaches the inside address only.
 
 import (
 	"context"
@@ -45,12 +46,28 @@ func (n *Netns) Port() int { return 20000 + int(n.ports.Add(1)) }
 // netnsSeq numbers the namespaces of this test binary.
 var netnsSeq atomic.Int32
 
+// NetnsOptions configures NewNetnsWith.
+type NetnsOptions struct {
+	// DefaultRoute adds a default route via the root side's address. A
+	// Kubernetes node needs one: kube-proxy's DNAT of a ClusterIP runs
+	// after the routing decision, so a locally sent packet to 10.96.0.1
+	// must first find a route. The root namespace forwards nothing, so
+	// traffic to other addresses still goes nowhere.
+	DefaultRoute bool
+}
+
 // NewNetns creates a namespace with loopback up and a veth pair to the
 // root namespace on a /30 of 10.0.0.0/8 not in use on this machine. It is
 // deleted (with its veth pair) when the test ends, whatever the outcome;
 // processes started inside with Wrap must be stopped first, which
 // t.Cleanup's last-in-first-out order does for processes started later.
 func NewNetns(t testing.TB) *Netns {
+	t.Helper()
+	return NewNetnsWith(t, NetnsOptions{})
+}
+
+// NewNetnsWith is NewNetns configured by opts.
+func NewNetnsWith(t testing.TB, opts NetnsOptions) *Netns {
 	t.Helper()
 	ipBin := Binary(t, "ip", "", hintNetns)
 	Binary(t, "nsenter", "", hintNetns)
@@ -102,6 +119,9 @@ func NewNetns(t testing.TB) *Netns {
 			{"-n", n.Name, "addr", "add", n.NSAddr + "/30", "dev", nsLink},
 			{"-n", n.Name, "link", "set", nsLink, "up"},
 			{"-n", n.Name, "link", "set", "lo", "up"},
+		}
+		if opts.DefaultRoute {
+			steps = append(steps, []string{"-n", n.Name, "route", "add", "default", "via", n.HostAddr})
 		}
 		for _, s := range steps {
 			if err := ip(s...); err != nil {

@@ -80,6 +80,17 @@ func startProcess(name, bin string, args, env []string, logDir string) (*Process
 	return p, nil
 }
 
+// startProcessIn is startProcess behind a command prefix such as
+// Netns.Wrap (nsenter execs bin in place, so signals reach it directly);
+// an empty wrap runs bin as is.
+func startProcessIn(wrap []string, name, bin string, args, env []string, logDir string) (*Process, error) {
+	if len(wrap) == 0 {
+		return startProcess(name, bin, args, env, logDir)
+	}
+	full := append(append(append([]string(nil), wrap[1:]...), bin), args...)
+	return startProcess(name, wrap[0], full, env, logDir)
+}
+
 // Exited reports whether the process has ended.
 func (p *Process) Exited() bool {
 	select {

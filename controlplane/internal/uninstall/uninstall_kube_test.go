@@ -71,7 +71,8 @@ func TestKubeUninstall(t *testing.T) {
 	mustCreate(t, func() error {
 		_, err := admin.CoreV1().Pods(releaseNS).Create(ctx, &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: "selfhost-controlplane-0", Labels: cpSelector},
-			Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "controlplane", Image: "controlplane"}}},
+			Spec: corev1.PodSpec{ServiceAccountName: saName, AutomountServiceAccountToken: ptr.To(false),
+				Containers: []corev1.Container{{Name: "controlplane", Image: "controlplane"}}},
 		}, metav1.CreateOptions{})
 		return err
 	})

@@ -182,6 +182,7 @@ type options struct {
 	backoff       time.Duration
 	maxRetryWait  time.Duration
 	headerTimeout time.Duration
+	bodyIdle      time.Duration
 	logger        *slog.Logger
 	tlsConfig     *tls.Config
 	authCacheSize int
@@ -195,6 +196,7 @@ func defaultOptions() options {
 		backoff:       200 * time.Millisecond,
 		maxRetryWait:  30 * time.Second,
 		headerTimeout: 30 * time.Second,
+		bodyIdle:      DefaultBodyIdleTimeout,
 		logger:        slog.New(slog.DiscardHandler),
 		authCacheSize: 512,
 		authTTL:       30 * time.Minute,
@@ -225,6 +227,17 @@ func WithMaxRetryWait(d time.Duration) Option { return func(o *options) { o.maxR
 // WithTimeout bounds the wait for response headers (default 30 s). Bodies
 // are not bounded: a large layer may stream for minutes; use ctx for that.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.headerTimeout = d } }
+
+// DefaultBodyIdleTimeout is how long a blob body may deliver nothing.
+const DefaultBodyIdleTimeout = 60 * time.Second
+
+// WithBodyIdleTimeout ends a blob body that delivers no byte for d while
+// it is being read (default DefaultBodyIdleTimeout; zero or negative: no
+// limit). A stalled upstream (a half-dead connection, a proxy that stopped
+// forwarding) otherwise holds a fill, its slot and its waiting clients
+// until the fill's overall timeout. Time the caller spends between reads
+// does not count.
+func WithBodyIdleTimeout(d time.Duration) Option { return func(o *options) { o.bodyIdle = d } }
 
 // WithLogger sets the structured logger (default: discard).
 func WithLogger(l *slog.Logger) Option {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
@@ -140,12 +141,16 @@ func (c *Client) Blob(ctx context.Context, repository string, d oci.Digest) (*Bl
 	if _, err := oci.ParseDigest(d.String()); err != nil {
 		return nil, wrap(err)
 	}
-	resp, err := c.do(ctx, "fetch blob", repository, http.MethodGet, "/v2/"+repository+"/blobs/"+d.String(), nil, "")
+	// The body's own context: the idle timer cancels it to unblock a read
+	// that waits forever.
+	bctx, cancel := context.WithCancel(ctx)
+	resp, err := c.do(bctx, "fetch blob", repository, http.MethodGet, "/v2/"+repository+"/blobs/"+d.String(), nil, "")
 	if err != nil {
+		cancel()
 		return nil, wrap(err)
 	}
 	return &Blob{
-		Body: &blobBody{ctx: ctx, rc: resp.Body, what: c.host + "/" + repository + "@" + d.String()},
+		Body: newBlobBody(ctx, cancel, resp.Body, c.host+"/"+repository+"@"+d.String(), c.opts.bodyIdle),
 		Size: resp.ContentLength,
 	}, nil
 }
@@ -171,22 +176,57 @@ func (c *Client) BlobSize(ctx context.Context, repository string, d oci.Digest) 
 }
 
 // blobBody marks a broken upstream stream as ErrUnavailable, so the cache
-// can tell it from its own storage failures.
+// can tell it from its own storage failures, and ends a read that gets no
+// byte for idle.
 type blobBody struct {
-	ctx  context.Context
-	rc   io.ReadCloser
-	what string
+	ctx    context.Context // the caller's
+	cancel context.CancelFunc
+	rc     io.ReadCloser
+	what   string
+	idle   time.Duration
+	timer  *time.Timer
+	idled  atomic.Bool
+}
+
+func newBlobBody(ctx context.Context, cancel context.CancelFunc, rc io.ReadCloser, what string, idle time.Duration) *blobBody {
+	b := &blobBody{ctx: ctx, cancel: cancel, rc: rc, what: what, idle: idle}
+	if idle > 0 {
+		b.timer = time.AfterFunc(idle, func() {
+			b.idled.Store(true)
+			cancel()
+		})
+		b.timer.Stop()
+	}
+	return b
 }
 
 func (b *blobBody) Read(p []byte) (int, error) {
+	if b.timer != nil {
+		// Only the time spent waiting for the upstream counts.
+		b.timer.Reset(b.idle)
+	}
 	n, err := b.rc.Read(p)
+	if b.timer != nil {
+		b.timer.Stop()
+	}
 	if err != nil && err != io.EOF {
-		err = fmt.Errorf("read blob %s: %w", b.what, readError(b.ctx, err))
+		if b.idled.Load() {
+			err = fmt.Errorf("read blob %s: no data for %v: %w", b.what, b.idle, ErrUnavailable)
+		} else {
+			err = fmt.Errorf("read blob %s: %w", b.what, readError(b.ctx, err))
+		}
 	}
 	return n, err
 }
 
-func (b *blobBody) Close() error { return b.rc.Close() }
+func (b *blobBody) Close() error {
+	if b.timer != nil {
+		b.timer.Stop()
+	}
+	err := b.rc.Close()
+	b.cancel()
+	return err
+}
 
 // Tags lists the tags of repository. Only the spec's n and last parameters
 // are passed on.

@@ -48,7 +48,7 @@ func TestKubeController(t *testing.T) {
 			t.Fatal(err)
 		}
 		after := objectsOf(t, admin, "team-a")
-		for _, p := range [][2]metav1.Object{{before.sa, after.sa}, {before.secret, after.secret}, {before.svc, after.svc}, {before.dep, after.dep}} {
+		for _, p := range [][2]metav1.Object{{before.sa, after.sa}, {before.secret, after.secret}, {before.svc, after.svc}, {before.dep, after.dep}, {before.pdb, after.pdb}} {
 			if p[0].GetResourceVersion() != p[1].GetResourceVersion() {
 				t.Errorf("%T %s was rewritten by a sync of a converged namespace", p[1], p[1].GetName())
 			}
@@ -218,9 +218,11 @@ func cachesMatch(c *Controller, o edgeObjects) bool {
 	sec, err2 := c.secrets.Secrets(ns).Get(o.secret.Name)
 	svc, err3 := c.services.Services(ns).Get(o.svc.Name)
 	dep, err4 := c.deployments.Deployments(ns).Get(o.dep.Name)
-	return err1 == nil && err2 == nil && err3 == nil && err4 == nil &&
+	pdb, err5 := c.pdbs.PodDisruptionBudgets(ns).Get(o.pdb.Name)
+	return err1 == nil && err2 == nil && err3 == nil && err4 == nil && err5 == nil &&
 		sa.ResourceVersion == o.sa.ResourceVersion && sec.ResourceVersion == o.secret.ResourceVersion &&
-		svc.ResourceVersion == o.svc.ResourceVersion && dep.ResourceVersion == o.dep.ResourceVersion
+		svc.ResourceVersion == o.svc.ResourceVersion && dep.ResourceVersion == o.dep.ResourceVersion &&
+		pdb.ResourceVersion == o.pdb.ResourceVersion
 }
 
 func hasEvent(t *testing.T, client kubernetes.Interface, ns, reason string) bool {

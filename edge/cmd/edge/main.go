@@ -85,7 +85,7 @@ func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 // defaults (EDGE_UPSTREAM takes a comma-separated list).
 func parseFlags(args []string) (server.Config, slog.Level, error) {
 	var cfg server.Config
-	var ups, proxies listFlag
+	var ups, proxies, internalRedirects listFlag
 	var level slog.Level
 	fs := flag.NewFlagSet("edge", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -145,6 +145,7 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		return cfg, level, fmt.Errorf("EDGE_MAX_CONNECTIONS: %w", err)
 	}
 	fs.IntVar(&cfg.MaxConnections, "max-connections", maxConns, "most open connections on --listen; further ones wait in the accept queue (0: no cap)")
+	fs.Var(&internalRedirects, "allow-internal-redirects", "let upstream `PREFIX` redirect (or send its token realm) to addresses more internal than its own: loopback, link-local (169.254.0.0/16, fe80::/10) or private ranges; by default a redirect may not go to a more internal address class than the upstream itself (repeatable; EDGE_ALLOW_INTERNAL_REDIRECTS: comma-separated)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
 		return cfg, level, err
@@ -158,6 +159,12 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		}
 	}
 	cfg.Upstreams = ups
+	if len(internalRedirects) == 0 {
+		if v := env("allow-internal-redirects", ""); v != "" {
+			internalRedirects = strings.Split(v, ",")
+		}
+	}
+	cfg.InternalRedirects = internalRedirects
 	proxySource := ""
 	if len(proxies) == 0 {
 		if v := env("proxy", ""); strings.TrimSpace(v) != "" {

@@ -32,7 +32,10 @@ type configApplier struct {
 	// storage is set with --storage=control-plane: every configuration
 	// must then carry storage.s3, and the first one opens the store.
 	storage *cpStorage
-	mu      sync.Mutex // one Apply at a time: each builds on the previous snapshot
+	// allowInternal names the upstream prefixes whose redirects may go to
+	// more internal addresses (--allow-internal-redirects).
+	allowInternal map[string]bool
+	mu            sync.Mutex // one Apply at a time: each builds on the previous snapshot
 }
 
 var _ control.Applier = (*configApplier)(nil)
@@ -49,7 +52,7 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 		}
 	}
 	old := a.set.cur.Load()
-	next, err := configSnapshot(cfg, old, a.proxies, a.log, a.opts...)
+	next, err := configSnapshot(cfg, old, a.allowInternal, a.proxies, a.log, a.opts...)
 	if err != nil {
 		return err
 	}
@@ -66,7 +69,7 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 
 // configSnapshot builds the snapshot of an EdgeConfig. The snapshot is the
 // whole truth (state of the world): the flag defaults do not survive it.
-func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, allowInternal map[string]bool, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	snap := &upstreamSnapshot{version: cfg.GetVersion(), tagTTL: map[string]time.Duration{}}
 	pool, err := parseSelection(cfg.GetProxy(), log)
 	if err != nil {
@@ -89,7 +92,8 @@ func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, px *prox
 		}
 		routes = append(routes, r)
 		specs = append(specs, upstreamSpec{field: field, route: r, nodes: nodes,
-			creds: Credentials{Username: u.GetCredentials().GetUsername(), Password: u.GetCredentials().GetPassword()}})
+			creds:             Credentials{Username: u.GetCredentials().GetUsername(), Password: u.GetCredentials().GetPassword()},
+			internalRedirects: allowInternal[u.GetPrefix()]})
 		if d := u.GetTagTtl(); d != nil {
 			snap.tagTTL[u.GetPrefix()] = d.AsDuration()
 		}

@@ -43,7 +43,7 @@ func newParts(t *testing.T) *edgeParts {
 	}
 	m := metrics.New()
 	px := newProxies(m, log, 0)
-	snap, err := flagSnapshot(table, nil, nil, px, log)
+	snap, err := flagSnapshot(table, nil, nil, nil, px, log)
 	if err != nil {
 		t.Fatal(err)
 	}

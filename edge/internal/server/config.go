@@ -68,6 +68,10 @@ type Config struct {
 	// MaxConnections caps the registry listener's open connections; zero
 	// or negative: no cap.
 	MaxConnections int
+	// InternalRedirects are upstream prefixes whose redirects and token
+	// realms may go to addresses more internal than the upstream's own
+	// (loopback, link-local, private); by default they are refused.
+	InternalRedirects []string
 
 	// ProxyFirstByteTimeout bounds the wait for the first byte of a new
 	// connection through a node (see proxydial.WithFirstByteTimeout);

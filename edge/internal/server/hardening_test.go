@@ -1,8 +1,10 @@
 package server
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,5 +98,53 @@ func TestHeadUncachedBlob(t *testing.T) {
 	// HEADs before the commit went upstream again; none fetched the blob.
 	if reg.Hits("GET", upPath) != 1 {
 		t.Fatalf("upstream saw %d GETs", reg.Hits("GET", upPath))
+	}
+}
+
+// TestInternalRedirectsFlag: an upstream on this machine's non-loopback
+// address that redirects blob downloads to 127.0.0.1 is refused (502,
+// nothing served), unless its prefix is in InternalRedirects
+// (--allow-internal-redirects).
+func TestInternalRedirectsFlag(t *testing.T) {
+	t.Parallel()
+	var hostIP netip.Addr
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() {
+			hostIP = p.Addr()
+			break
+		}
+	}
+	if !hostIP.IsValid() {
+		t.Fatalf("set-up: no non-loopback IPv4 address on this machine: %v", addrs)
+	}
+	body := []byte("redirected layer")
+	d := oci.FromBytes(body)
+	object := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }))
+	t.Cleanup(object.Close)
+	ln, err := net.Listen("tcp", net.JoinHostPort(hostIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		http.Redirect(w, r, object.URL+"/object", http.StatusTemporaryRedirect) // object.URL is 127.0.0.1
+	}))
+	up.Listener = ln
+	up.Start()
+	t.Cleanup(up.Close)
+	for _, tc := range []struct {
+		allow []string
+		code  int
+	}{{nil, 502}, {[]string{"test"}, 200}} {
+		addr, stop := startEdge(t, Config{Listen: "127.0.0.1:0", Storage: t.TempDir(), Namespace: "default", TagTTL: time.Minute,
+			Upstreams: []string{"test=" + up.URL}, InternalRedirects: tc.allow})
+		code, got, _ := get(t, "http://"+addr+"/v2/test/org/app/blobs/"+d.String(), "")
+		if code != tc.code || (code == 200 && got != string(body)) {
+			t.Errorf("allow %v: %d %q", tc.allow, code, got)
+		}
+		stop()
 	}
 }

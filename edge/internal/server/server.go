@@ -50,7 +50,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	m := metrics.New()
 	px := newProxies(m, log, cfg.ProxyFirstByteTimeout)
-	snap, err := flagSnapshot(table, creds, nodes, px, log)
+	allowInternal := map[string]bool{}
+	for _, p := range cfg.InternalRedirects {
+		allowInternal[p] = true
+	}
+	snap, err := flagSnapshot(table, creds, nodes, allowInternal, px, log)
 	if err != nil {
 		return err
 	}
@@ -71,7 +75,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	var cp *control.Client
 	g := &gate{cps: cps}
 	if cfg.ControlPlane != "" {
-		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, cps, log); err != nil {
+		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, cps, allowInternal, log); err != nil {
 			_ = ln.Close()
 			return err
 		}
@@ -141,7 +145,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 
 // newControlClient wires the control-plane client to the edge and applies
 // the persisted configuration, if any.
-func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *cpStorage, log *slog.Logger) (*control.Client, error) {
+func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *cpStorage, allowInternal map[string]bool, log *slog.Logger) (*control.Client, error) {
 	pod := cfg.PodName
 	if pod == "" {
 		pod, _ = os.Hostname()
@@ -157,7 +161,7 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	if err != nil {
 		return nil, err
 	}
-	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log}
+	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log, allowInternal: allowInternal}
 	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c},
 		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
 		control.WithEdgeVersion(cfg.Version), control.WithStateDir(stateDir),

@@ -73,6 +73,9 @@ type upstreamSpec struct {
 	route route.Upstream
 	creds Credentials
 	nodes []*proxydial.Node // proxy nodes in order; nil dials directly
+	// internalRedirects lifts the redirect address-class rule for this
+	// upstream (--allow-internal-redirects).
+	internalRedirects bool
 }
 
 // buildClients makes one upstream client per canonical prefix, reusing the
@@ -92,6 +95,9 @@ func buildClients(snap *upstreamSnapshot, specs []upstreamSpec, prev *upstreamSn
 				return fmt.Errorf("%s: %w", sp.field, err)
 			}
 			copts := append([]upstream.Option{upstream.WithLogger(log.With("upstream", sp.route.Prefix))}, opts...)
+			if sp.internalRedirects {
+				copts = append(copts, upstream.WithInternalRedirects())
+			}
 			client, err = upstream.New(upstream.Registry{Prefix: sp.route.Prefix, URL: sp.route.URL, Username: sp.creds.Username, Password: sp.creds.Password},
 				append(copts, dial...)...)
 			if err != nil {
@@ -124,7 +130,7 @@ func retire(old, next *upstreamSnapshot) {
 // flagSnapshot builds the snapshot of the flag defaults: table plus the
 // credentials file, every upstream dialling through nodes (--proxy; nil:
 // directly).
-func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*proxydial.Node, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*proxydial.Node, allowInternal map[string]bool, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	for p := range creds {
 		if _, ok := t.Lookup(p); !ok {
 			return nil, fmt.Errorf("credentials for unknown upstream prefix %q", p)
@@ -133,7 +139,8 @@ func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*proxydi
 	snap := &upstreamSnapshot{table: t}
 	var specs []upstreamSpec
 	for _, u := range t.Upstreams() {
-		specs = append(specs, upstreamSpec{field: "upstream " + u.Prefix, route: u, creds: creds[u.Prefix], nodes: nodes})
+		specs = append(specs, upstreamSpec{field: "upstream " + u.Prefix, route: u, creds: creds[u.Prefix], nodes: nodes,
+			internalRedirects: allowInternal[u.Prefix]})
 	}
 	if err := buildClients(snap, specs, nil, px, log, opts...); err != nil {
 		return nil, err

@@ -123,7 +123,11 @@ func New(reg Registry, opts ...Option) (*Client, error) {
 		opts:    o,
 		log:     o.logger.With("upstream", reg.Prefix, "host", nreg.RegistryStr()),
 	}
-	c.http = newHTTPTransport(o)
+	var guard *addrGuard
+	if !o.internalRedirects {
+		guard = newAddrGuard(u.Host)
+	}
+	c.http = newHTTPTransport(o, guard)
 	c.base = &edgeTransport{
 		host:      c.host,
 		scheme:    c.scheme,
@@ -145,16 +149,23 @@ func (c *Client) Close() { c.http.CloseIdleConnections() }
 
 // newHTTPTransport clones http.DefaultTransport's tuning and replaces what
 // matters for a registry client.
-func newHTTPTransport(o options) *http.Transport {
+func newHTTPTransport(o options, guard *addrGuard) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if o.dial != nil {
 		t.DialContext = o.dial
+		if guard != nil {
+			t.DialContext = guard.wrap(o.dial, false)
+		}
 		// The dialer is the proxy; an environment proxy on top would tunnel
 		// twice.
 		t.Proxy = nil
 	} else {
 		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 		t.DialContext = d.DialContext
+		if guard != nil {
+			d.ControlContext = guard.control
+			t.DialContext = guard.wrap(d.DialContext, true)
+		}
 	}
 	if o.tlsConfig != nil {
 		t.TLSClientConfig = o.tlsConfig.Clone()
@@ -183,10 +194,12 @@ type options struct {
 	maxRetryWait  time.Duration
 	headerTimeout time.Duration
 	bodyIdle      time.Duration
-	logger        *slog.Logger
-	tlsConfig     *tls.Config
-	authCacheSize int
-	authTTL       time.Duration
+	// internalRedirects lifts the address-class rule (addrGuard).
+	internalRedirects bool
+	logger            *slog.Logger
+	tlsConfig         *tls.Config
+	authCacheSize     int
+	authTTL           time.Duration
 }
 
 func defaultOptions() options {
@@ -238,6 +251,14 @@ const DefaultBodyIdleTimeout = 60 * time.Second
 // until the fill's overall timeout. Time the caller spends between reads
 // does not count.
 func WithBodyIdleTimeout(d time.Duration) Option { return func(o *options) { o.bodyIdle = d } }
+
+// WithInternalRedirects lets redirects and token realms go to addresses
+// more internal than the upstream's own (loopback, link-local such as the
+// cloud metadata service, private ranges). By default a connection to any
+// host but the upstream's is refused when its address class is more
+// internal than the upstream's: an upstream on 127.0.0.1 may redirect
+// anywhere, an upstream on the internet only to the internet.
+func WithInternalRedirects() Option { return func(o *options) { o.internalRedirects = true } }
 
 // WithLogger sets the structured logger (default: discard).
 func WithLogger(l *slog.Logger) Option {

@@ -166,7 +166,7 @@ func permanent(err error) bool {
 		verify           *tls.CertificateVerificationError
 		notTLS           tls.RecordHeaderError
 	)
-	return errors.As(err, &unknownAuthority) || errors.As(err, &hostname) ||
+	return errors.Is(err, ErrInternalAddress) || errors.As(err, &unknownAuthority) || errors.As(err, &hostname) ||
 		errors.As(err, &invalid) || errors.As(err, &verify) || errors.As(err, &notTLS)
 }
 

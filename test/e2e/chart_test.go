@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -508,7 +509,7 @@ func TestChartInstall(t *testing.T) {
 		}
 	}
 
-	startChartControlPlane(t, args, env, root, grpcAddr)
+	stopControlPlane := startChartControlPlane(t, args, env, root, grpcAddr)
 
 	e := &kubeEnv{kube: kube}
 	e.labelNamespace(t, "chart-tenant", "enabled")
@@ -537,12 +538,18 @@ func TestChartInstall(t *testing.T) {
 	if _, err := kube.Client.CoordinationV1().Leases(releaseNS).Get(ctx, "k8s-selfhost-repo-controlplane", metav1.GetOptions{}); err != nil {
 		t.Errorf("lease: %v", err)
 	}
+
+	// helm uninstall: the control plane's pod stops, the pre-delete hook
+	// runs (by hand: no kubelet), nothing is left.
+	stopControlPlane()
+	runChartCleanup(t, h, kube, "chart-tenant")
 }
 
 // startChartControlPlane runs the control plane binary with exactly args
 // and env (nothing inherited from the test's environment) and waits until
-// its gRPC health check answers SERVING.
-func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr string) {
+// its gRPC health check answers SERVING. stop ends it with SIGINT, as
+// kubelet's SIGTERM would; the test's cleanup calls it too.
+func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr string) (stop func()) {
 	t.Helper()
 	logPath := filepath.Join(dir, "controlplane.log")
 	logFile, err := os.Create(logPath)
@@ -557,7 +564,7 @@ func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr stri
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop = sync.OnceFunc(func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
@@ -565,6 +572,9 @@ func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr stri
 			_ = cmd.Process.Kill()
 			<-exited
 		}
+	})
+	t.Cleanup(func() {
+		stop()
 		logFile.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
@@ -594,4 +604,5 @@ func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr stri
 		why = resp.GetStatus().String()
 		return resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	}, func() string { return why })
+	return stop
 }

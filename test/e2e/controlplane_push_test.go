@@ -91,16 +91,17 @@ func TestControlPlaneNamespaceFromToken(t *testing.T) {
 		}
 		// Retries are refused too: watch for a while that nothing arrives.
 		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-			if r := sneaky.Readiness(t); r.ControlPlane != "disconnected" || r.ConfigVersion != "" {
-				t.Fatalf("edge with another namespace's token: /readyz %+v, want disconnected with no config version", r)
+			if r := sneaky.Readiness(t); r.ControlPlane != "disconnected" || r.ConfigVersion != "" || r.Code != http.StatusServiceUnavailable {
+				t.Fatalf("edge with another namespace's token: /readyz %+v, want 503, disconnected with no config version", r)
 			}
 		}
 		if s := listedEdge(e.listEdges(t), sneaky.Addr); s != nil {
 			t.Errorf("ListEdges shows the refused edge: %v", s)
 		}
-		// It runs on its flag defaults: no `test` upstream, nothing persisted.
-		wantError(t, do(t, http.MethodGet, sneaky.URL+"/v2/test/cp/app/manifests/v1", nil), []int{http.StatusNotFound}, "NAME_UNKNOWN")
-		if _, err := os.Stat(filepath.Join(sneaky.Storage, "_state", "edge-config.json")); !os.IsNotExist(err) {
+		// It fails closed (not even the flag defaults are served) and
+		// persists nothing.
+		wantError(t, do(t, http.MethodGet, sneaky.URL+"/v2/test/cp/app/manifests/v1", nil), []int{http.StatusServiceUnavailable}, "UNAVAILABLE")
+		if _, err := os.Stat(filepath.Join(sneaky.Storage, "_state", "team-b", "edge-config.json")); !os.IsNotExist(err) {
 			t.Errorf("the refused edge persisted a configuration (stat: %v)", err)
 		}
 		e.noSecrets(t, "the refused edge's log", log)

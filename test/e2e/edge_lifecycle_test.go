@@ -77,7 +77,7 @@ func TestEdgeFailsClosedUntilConfigured(t *testing.T) {
 // cached serves from the cache after a restart.
 func TestEdgeGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	const delay = 3 * time.Second
+	const delay = 4 * time.Second
 	e := newEnv(t, "fs", envOptions{edgeArgs: []string{"--shutdown-delay", delay.String(), "--shutdown-timeout", "90s"}})
 	im := harness.PushImage(t, e.reg.Addr, "e2e/drain", "v1", "application/vnd.oci.image.manifest.v1+json", 1, 16<<20)
 	layer := im.Layers[0]

@@ -35,7 +35,7 @@ func TestShutdownDrains(t *testing.T) {
 	defer cancel()
 	draining := make(chan struct{})
 	done := make(chan error, 1)
-	sd := shutdown{delay: 500 * time.Millisecond, timeout: 10 * time.Second}
+	sd := shutdown{delay: 2 * time.Second, timeout: 10 * time.Second}
 	go func() { done <- sd.serve(ctx, &http.Server{Handler: mux}, ln, func() { close(draining) }) }()
 
 	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}

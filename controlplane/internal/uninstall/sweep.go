@@ -42,7 +42,7 @@ func (r *run) kinds() []kind {
 			if err != nil {
 				return nil, err
 			}
-			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+			return objects(len(l.Items), func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.AppsV1().Deployments(ns).Delete(ctx, name, o)
 		}},
@@ -51,7 +51,7 @@ func (r *run) kinds() []kind {
 			if err != nil {
 				return nil, err
 			}
-			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+			return objects(len(l.Items), func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.PolicyV1().PodDisruptionBudgets(ns).Delete(ctx, name, o)
 		}},
@@ -60,7 +60,7 @@ func (r *run) kinds() []kind {
 			if err != nil {
 				return nil, err
 			}
-			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+			return objects(len(l.Items), func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().Services(ns).Delete(ctx, name, o)
 		}},
@@ -69,7 +69,7 @@ func (r *run) kinds() []kind {
 			if err != nil {
 				return nil, err
 			}
-			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+			return objects(len(l.Items), func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().Secrets(ns).Delete(ctx, name, o)
 		}},
@@ -78,7 +78,7 @@ func (r *run) kinds() []kind {
 			if err != nil {
 				return nil, err
 			}
-			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+			return objects(len(l.Items), func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().ConfigMaps(ns).Delete(ctx, name, o)
 		}},
@@ -87,16 +87,17 @@ func (r *run) kinds() []kind {
 			if err != nil {
 				return nil, err
 			}
-			return objects(l.Items, func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
+			return objects(len(l.Items), func(i int) metav1.ObjectMeta { return l.Items[i].ObjectMeta }), nil
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().ServiceAccounts(ns).Delete(ctx, name, o)
 		}},
 	}
 }
 
-func objects[T any](items []T, meta func(int) metav1.ObjectMeta) []object {
-	out := make([]object, len(items))
-	for i := range items {
+// objects takes the metadata of a list's n items.
+func objects(n int, meta func(int) metav1.ObjectMeta) []object {
+	out := make([]object, n)
+	for i := range n {
 		out[i] = object{meta: meta(i)}
 	}
 	return out

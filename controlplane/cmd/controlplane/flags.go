@@ -67,6 +67,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: controlplane --standalone --config FILE [flags]
        controlplane --namespace NS --edge-image IMAGE --edge-control-plane ADDR [flags]   (in a cluster)
+       controlplane cleanup --namespace NS   (uninstall: removes what the in-cluster mode created; cleanup --help)
 
 The k8s-selfhost-repo control plane: holds the upstream registries and each
 namespace's policy, pushes them to the edges over gRPC

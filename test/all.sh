@@ -6,8 +6,10 @@
 #      is already there) and keeps their system services stopped: every test
 #      starts its own servers on its own 127.0.0.1 ports;
 #   2. builds the Go tools pinned by `tool` lines in tools/go.mod (crane,
-#      versitygw, crictl) and kube-apiserver v1.37.2 (tools/k8s/go.mod; run
-#      by test/harness StartKube with Debian's etcd-server) into bin/tools,
+#      versitygw, crictl), kube-apiserver v1.37.2 (tools/k8s/go.mod; run
+#      by test/harness StartKube with Debian's etcd-server), kubelet,
+#      kube-controller-manager, kube-scheduler, kube-proxy (the same
+#      module) and CoreDNS (tools/coredns) for StartCluster into bin/tools,
 #      and the edge and the test token proxy into bin/test, once for every
 #      test package;
 #   3. gofmt check, go vet, go test -race of every package (unit and the
@@ -46,10 +48,14 @@ declare -A PKG_OF=(
 	[curl]=curl [ss-server]=shadowsocks-libev [microsocks]=microsocks [tinyproxy]=tinyproxy
 	[trojan]=trojan [v2ray]=v2ray
 	[etcd]=etcd-server # kube: etcd for test/harness StartKube
+	# cluster: test/harness StartCluster's node (pods' network, kube-proxy,
+	# nsenter into the node's namespace, the test images' busybox)
+	[iptables]=iptables [conntrack]=conntrack [nsenter]=util-linux [busybox]=busybox-static
 )
 PACKAGES=(docker-registry skopeo containerd runc nginx-light wrk iproute2 curl ca-certificates
 	shadowsocks-libev microsocks tinyproxy trojan v2ray
-	etcd-server) # kube: etcd for test/harness StartKube
+	etcd-server # kube: etcd for test/harness StartKube
+	containernetworking-plugins iptables conntrack util-linux busybox-static) # cluster: StartCluster
 # Services those packages may start on installation.
 SERVICES=(nginx docker-registry containerd shadowsocks-libev tinyproxy trojan v2ray
 	etcd) # kube: etcd-server's unit
@@ -62,6 +68,7 @@ for bin in "${!PKG_OF[@]}"; do
 	fi
 done
 [[ -s /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
+[[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins) # no binary on PATH
 
 SUDO=()
 if [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null 2>&1; then
@@ -125,15 +132,29 @@ for t in "$VERSITYGW" "$CRANE" "$CRICTL" "$GRPCURL" "$ROOT/bin/tools/buf"; do
 	[[ -x $t ]] || { echo "all.sh: $t was not built" >&2; exit 1; }
 done
 
-# --- kube: kube-apiserver for test/harness StartKube (tools/k8s/go.mod).
-# The ldflags make it report v1.37.2 instead of v0.0.0-master (kubectl and
-# helm misread that). Cold ~4-5 min on 2 cores; with a warm GOCACHE Go
-# finds the binary up to date and this takes seconds.
-log "building kube-apiserver (tools/k8s/go.mod) into bin/tools"
+# --- kube: kube-apiserver for test/harness StartKube, and kubelet,
+# kube-controller-manager, kube-scheduler and kube-proxy for StartCluster
+# (tools/k8s/go.mod). The ldflags make them report v1.37.2 instead of
+# v0.0.0-master (kubectl, helm and the node registration misread that).
+# Cold ~4-5 min on 2 cores for the apiserver, ~4 more for the other four;
+# with a warm GOCACHE Go finds them up to date and this takes seconds.
+log "building kube-apiserver, kubelet, kube-controller-manager, kube-scheduler, kube-proxy (tools/k8s/go.mod) into bin/tools"
 KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37"
-(cd tools/k8s && go build -ldflags "$KUBE_LDFLAGS" -o ../../bin/tools/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver)
-export KUBE_APISERVER="$ROOT/bin/tools/kube-apiserver"
-[[ -x $KUBE_APISERVER ]] || { echo "all.sh: $KUBE_APISERVER was not built" >&2; exit 1; }
+(cd tools/k8s && go build -ldflags "$KUBE_LDFLAGS" -o ../../bin/tools/ k8s.io/kubernetes/cmd/kube-apiserver \
+	k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-controller-manager \
+	k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy)
+export KUBE_APISERVER="$ROOT/bin/tools/kube-apiserver" KUBELET="$ROOT/bin/tools/kubelet"
+export KUBE_CONTROLLER_MANAGER="$ROOT/bin/tools/kube-controller-manager"
+export KUBE_SCHEDULER="$ROOT/bin/tools/kube-scheduler" KUBE_PROXY="$ROOT/bin/tools/kube-proxy"
+# CoreDNS v1.15.0 with the cluster's plugins only (tools/coredns/main.go):
+# the test cluster's DNS. Cold ~2 min of compiling (plus its module
+# downloads); seconds when warm.
+log "building coredns (tools/coredns/go.mod) into bin/tools"
+(cd tools/coredns && go build -o ../../bin/tools/coredns .)
+export COREDNS="$ROOT/bin/tools/coredns"
+for t in "$KUBE_APISERVER" "$KUBELET" "$KUBE_CONTROLLER_MANAGER" "$KUBE_SCHEDULER" "$KUBE_PROXY" "$COREDNS"; do
+	[[ -x $t ]] || { echo "all.sh: $t was not built" >&2; exit 1; }
+done
 # --- end kube
 
 # --- helm: for test/e2e/chart_test.go (tools/helm/go.mod, a module of its own

@@ -123,6 +123,11 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	restoreHost(t)
 
 	ns := NewNetnsWith(t, NetnsOptions{DefaultRoute: true})
+	for _, cidr := range []string{PodCIDR, ServiceCIDR} {
+		if _, n, _ := net.ParseCIDR(cidr); n.Contains(net.ParseIP(ns.NSAddr)) || n.Contains(net.ParseIP(ns.HostAddr)) {
+			t.Fatalf("cluster: node address %s or %s is inside %s", ns.NSAddr, ns.HostAddr, cidr)
+		}
+	}
 	kube := startKube(t, kubeSetup{
 		wrap: ns.Wrap(), host: ns.NSAddr, bind: "0.0.0.0", endpointReconciler: "lease",
 		port: apiserverPort, etcdPort: etcdPort, etcdPeer: etcdPeerPort,

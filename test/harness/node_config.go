@@ -12,8 +12,10 @@ import (
 // Addresses and ports inside the node's network namespace. The namespace
 // is the cluster's own, so fixed ports cannot collide with anything.
 const (
-	// PodCIDR is the bridge's range: every pod gets an address here.
-	PodCIDR = "10.244.0.0/24"
+	// PodCIDR is the bridge's range: every pod gets an address here. It
+	// is outside 10.200.0.0–10.249.255.255, where NewNetns picks the node's
+	// veth addresses.
+	PodCIDR = "10.88.0.0/24"
 	// ClusterDomain is the DNS domain of Services.
 	ClusterDomain = "cluster.local"
 	// ClusterNodeName is the name of the one node.

@@ -217,6 +217,27 @@ func (c *Cluster) startNode(t testing.TB, bins clusterBins, opts ClusterOptions)
 		}
 	}
 
+	f := func(name string) string { return filepath.Join(dir, name) }
+	// Everything that does not need containerd first: the
+	// controller-manager's ServiceAccounts and root CA ConfigMap take the
+	// longest, so they start while containerd and the pause image are
+	// prepared.
+	c.StartProcess(t, "kube-controller-manager", bins.controllerManager,
+		"--kubeconfig="+f("controller-manager.kubeconfig"),
+		"--use-service-account-credentials",
+		"--service-account-private-key-file="+f("sa.key"),
+		"--root-ca-file="+f("ca.crt"),
+		"--cluster-cidr="+PodCIDR,
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--v=1")
+	c.StartProcess(t, "kube-scheduler", bins.scheduler,
+		"--kubeconfig="+f("scheduler.kubeconfig"),
+		"--leader-elect=false",
+		"--bind-address=127.0.0.1",
+		"--v=1")
+	c.StartProcess(t, "kube-proxy", bins.proxy, "--config="+f("kube-proxy.yaml"), "--v=1")
+	c.StartProcess(t, "coredns", bins.coredns, "-conf", f("corefile"))
 	c.Containerd = StartContainerdWith(t, ContainerdOptions{
 		Netns: c.Netns, CNIBinDir: cniBinDir, CNIConfDir: filepath.Join(dir, "cni-conf"),
 		SandboxImage: PauseImageRef, Snapshotter: c.snapshotter, Env: nodeEnv(),
@@ -239,21 +260,6 @@ func (c *Cluster) startNode(t testing.TB, bins clusterBins, opts ClusterOptions)
 	t.Cleanup(func() { c.teardownPods(t) })
 
 	c.startRegistry(t, bins.registry)
-	f := func(name string) string { return filepath.Join(dir, name) }
-	c.StartProcess(t, "kube-controller-manager", bins.controllerManager,
-		"--kubeconfig="+f("controller-manager.kubeconfig"),
-		"--use-service-account-credentials",
-		"--service-account-private-key-file="+f("sa.key"),
-		"--root-ca-file="+f("ca.crt"),
-		"--cluster-cidr="+PodCIDR,
-		"--leader-elect=false",
-		"--bind-address=127.0.0.1",
-		"--v=1")
-	c.StartProcess(t, "kube-scheduler", bins.scheduler,
-		"--kubeconfig="+f("scheduler.kubeconfig"),
-		"--leader-elect=false",
-		"--bind-address=127.0.0.1",
-		"--v=1")
 	if err := os.WriteFile(f("kubelet.yaml"), []byte(kubeletConfig(dir, c.Containerd.Socket, c.NodeIP)), 0o644); err != nil {
 		t.Fatalf("cluster: %v", err)
 	}
@@ -264,8 +270,6 @@ func (c *Cluster) startNode(t testing.TB, bins clusterBins, opts ClusterOptions)
 		"--hostname-override="+ClusterNodeName,
 		"--node-ip="+c.NodeIP,
 		"--v=1")
-	c.StartProcess(t, "kube-proxy", bins.proxy, "--config="+f("kube-proxy.yaml"), "--v=1")
-	c.StartProcess(t, "coredns", bins.coredns, "-conf", f("corefile"))
 	c.waitReady(t)
 }
 

@@ -23,6 +23,7 @@
 package webhookconfig
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -49,6 +50,7 @@ type Keeper struct {
 	mu       sync.Mutex // serialises Sync; guards switchAt
 	switchAt time.Time  // when a deferred switch to a new CA's certificate is due
 	current  atomic.Pointer[tls.Certificate]
+	bundle   atomic.Pointer[[]byte] // CABundle
 }
 
 // New validates opts and returns a Keeper; nothing is read or written
@@ -78,6 +80,10 @@ func (k *Keeper) Sync(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if k.opts.ConfigurationDisabled {
+		k.load(st)
+		return nil
+	}
 	err = k.ensureConfiguration(ctx, st, false)
 	if errors.Is(err, errStale) {
 		// Another replica rotated the CA between our read of the Secret and
@@ -104,6 +110,7 @@ func (k *Keeper) Sync(ctx context.Context) error {
 // CA keeps it for CAPropagation, because API servers load a new caBundle
 // asynchronously and would refuse the new CA until they have.
 func (k *Keeper) load(st *tlsState) {
+	k.publishCABundle(st)
 	next := st.bundle.Serving.Cert
 	cur := k.current.Load()
 	if cur != nil && cur.Leaf.Equal(next) {
@@ -122,6 +129,29 @@ func (k *Keeper) load(st *tlsState) {
 	k.current.Store(st.bundle.TLSCertificate())
 	k.switchAt = time.Time{}
 	k.log.Info("webhook serving certificate loaded", "serial", next.SerialNumber.Text(16), "expires", next.NotAfter)
+}
+
+// publishCABundle keeps st's CA bundle for CABundle and tells
+// Options.OnCABundle when it changed.
+func (k *Keeper) publishCABundle(st *tlsState) {
+	b := k.caBundle(st)
+	if old := k.bundle.Load(); old != nil && bytes.Equal(*old, b) {
+		return
+	}
+	k.bundle.Store(&b)
+	if k.opts.OnCABundle != nil {
+		k.opts.OnCABundle(b)
+	}
+}
+
+// CABundle is the PEM bundle clients of the serving certificate trust:
+// the CA, and the previous CA during a rotation's overlap; nil before the
+// first successful Sync.
+func (k *Keeper) CABundle() []byte {
+	if b := k.bundle.Load(); b != nil {
+		return *b
+	}
+	return nil
 }
 
 // nextSync is how long Run waits after a successful Sync: Interval, or

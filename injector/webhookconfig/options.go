@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,6 +67,20 @@ type Options struct {
 	// Service, <name>, <name>.<namespace> and <name>.<namespace>.svc (the
 	// name the API server checks); for URL, its host.
 	Hosts []string
+	// ExtraHosts are added to Hosts: the names of the control plane's gRPC
+	// Service, so that one serving certificate of the one CA serves both
+	// the webhook and the edges' configuration stream.
+	ExtraHosts []string
+	// ConfigurationDisabled keeps only the Secret (CA and serving
+	// certificate, for gRPC TLS) and never writes a webhook configuration:
+	// the injector is disabled. Service and URL are then optional, and
+	// Hosts or ExtraHosts must name the certificate's hosts.
+	ConfigurationDisabled bool
+	// OnCABundle, when set, is called with the CA bundle (PEM: the CA, and
+	// the previous one during a rotation's overlap) after every Sync that
+	// changed it, the first included. It runs under the Keeper's lock and
+	// must not block.
+	OnCABundle func(bundle []byte)
 	// TimeoutSeconds is the webhook's timeout, 1 to 30 (default 5).
 	TimeoutSeconds int32
 	// Interval is how often Run re-reads the Secret (picking up another
@@ -135,6 +150,10 @@ func (o Options) withDefaults() (Options, error) {
 	if len(o.Hosts) == 0 {
 		o.Hosts = o.defaultHosts()
 	}
+	o.Hosts = append(slices.Clone(o.Hosts), o.ExtraHosts...)
+	if len(o.Hosts) == 0 {
+		return o, fmt.Errorf("%w: Hosts: without Service or URL, Hosts or ExtraHosts must name the certificate's hosts", ErrInvalidOptions)
+	}
 	return o, nil
 }
 
@@ -156,6 +175,7 @@ func (o Options) validate() error {
 		return bad("WebhookName", "%q: want a fully qualified name with at least three segments", o.WebhookName)
 	}
 	switch {
+	case o.Service == nil && o.URL == "" && o.ConfigurationDisabled:
 	case o.Service == nil && o.URL == "":
 		return bad("Service", "one of Service and URL is required")
 	case o.Service != nil && o.URL != "":
@@ -196,7 +216,7 @@ func (o Options) validate() error {
 	if o.Certs.CARenewBefore > 0 && o.Certs.CAValidity > 0 && o.Certs.CARenewBefore >= o.Certs.CAValidity {
 		return bad("Certs.CARenewBefore", "%s: want less than Certs.CAValidity (%s)", o.Certs.CARenewBefore, o.Certs.CAValidity)
 	}
-	for i, h := range o.Hosts {
+	for i, h := range slices.Concat(o.Hosts, o.ExtraHosts) {
 		if net.ParseIP(h) == nil && len(validation.IsDNS1123Subdomain(strings.TrimPrefix(h, "*."))) > 0 {
 			return bad(fmt.Sprintf("Hosts[%d]", i), "%q: want a DNS name or an IP address", h)
 		}
@@ -208,6 +228,9 @@ func (o Options) defaultHosts() []string {
 	if o.Service != nil {
 		n, ns := o.Service.Name, o.Namespace
 		return []string{n, n + "." + ns, n + "." + ns + ".svc"}
+	}
+	if o.URL == "" {
+		return nil // ConfigurationDisabled: ExtraHosts name them
 	}
 	u, _ := url.Parse(o.URL) // validated
 	return []string{u.Hostname()}

@@ -111,6 +111,27 @@ func WithMaxBodyBytes(n int64) Option {
 	}
 }
 
+// Outcomes of an admission, for WithOutcomeObserver.
+const (
+	// OutcomeRewritten: the response patches the pod (images rewritten,
+	// pull secret added).
+	OutcomeRewritten = "rewritten"
+	// OutcomeUntouched: an opted-in pod left as it is.
+	OutcomeUntouched = "untouched"
+	// OutcomeSkipped: not the webhook's business (operation, namespace not
+	// opted in or never mutated, pod opted out).
+	OutcomeSkipped = "skipped"
+	// OutcomeError: a malformed request, or a policy or patch that could
+	// not be used (the pod is still allowed, untouched).
+	OutcomeError = "error"
+)
+
+// WithOutcomeObserver calls fn with the outcome of every request
+// (metrics); it must not block.
+func WithOutcomeObserver(fn func(outcome string)) Option {
+	return func(h *Handler) { h.observe = fn }
+}
+
 // Handler serves AdmissionReview v1 requests for pods. It is safe for
 // concurrent use.
 type Handler struct {
@@ -118,6 +139,13 @@ type Handler struct {
 	log      *slog.Logger
 	release  string
 	maxBody  int64
+	observe  func(outcome string) // nil: none
+}
+
+func (h *Handler) outcome(o string) {
+	if h.observe != nil {
+		h.observe(o)
+	}
 }
 
 // NewHandler returns a Handler that asks p about namespaces; a nil p
@@ -152,6 +180,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req, err := h.decode(w, r)
 	if err != nil {
 		h.log.Warn("admission request rejected", "remote", r.RemoteAddr, "error", err)
+		h.outcome(OutcomeError)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -270,16 +299,19 @@ func (h *Handler) admit(ctx context.Context, req *request) *admissionv1.Admissio
 	}
 	if req.pod == nil {
 		log.Info("admission", "result", "skipped", "reason", "operation not mutated")
+		h.outcome(OutcomeSkipped)
 		return resp
 	}
 	log = log.With("pod", podName(req.pod, req.Name))
 	if skip := h.skipNamespace(req.Namespace); skip != "" {
 		log.Info("admission", "result", "skipped", "reason", skip)
+		h.outcome(OutcomeSkipped)
 		return resp
 	}
 	ns, ok := h.policies.Namespace(ctx, req.Namespace)
 	if !ok {
 		log.Info("admission", "result", "skipped", "reason", "namespace not opted in")
+		h.outcome(OutcomeSkipped)
 		return resp
 	}
 	in := input{pod: req.pod, ns: ns, namespace: req.Namespace, noMetadata: req.noMetadata}
@@ -296,18 +328,23 @@ func (h *Handler) admit(ctx context.Context, req *request) *admissionv1.Admissio
 		if err != nil {
 			// Values are strings, string maps and LocalObjectReferences.
 			log.Error("admission: encode patch", "error", err)
+			h.outcome(OutcomeError)
 			return resp
 		}
 		pt := admissionv1.PatchTypeJSONPatch
 		resp.Patch, resp.PatchType = patch, &pt
 	}
-	result := "unchanged"
+	result, outcome := "unchanged", OutcomeUntouched
 	switch {
 	case m.skipped != "":
-		result = "skipped"
+		result, outcome = "skipped", OutcomeSkipped
 	case len(m.ops) > 0:
-		result = "patched"
+		result, outcome = "patched", OutcomeRewritten
 	}
+	if m.err != nil {
+		outcome = OutcomeError
+	}
+	h.outcome(outcome)
 	log.Info("admission", "result", result, "reason", m.skipped,
 		"images", m.images, "rewritten", m.rewritten, "untouched", m.images-m.rewritten,
 		"pull_secret_added", m.secretAdded, "warnings", len(m.warnings), "patch_ops", len(m.ops))

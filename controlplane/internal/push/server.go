@@ -44,7 +44,32 @@ type options struct {
 	debounce, maxDebounce, helloTimeout time.Duration
 	maxInvalidations                    int
 	proxyFailures                       ProxyFailures
+	observer                            Observer
 }
+
+// Observer is told about edges and their configurations, for metrics
+// (package metrics). Its methods must not block: they run on the edges'
+// streams.
+type Observer interface {
+	EdgeConnected(namespace string)
+	EdgeDisconnected(namespace string)
+	// ConfigSent: a configuration version went to an edge of namespace.
+	ConfigSent(namespace string)
+	// ConfigAnswered: an edge ACKed (accepted) or NACKed a configuration;
+	// detail is the NACK's error text, which may name values: the
+	// observer must not export it as is.
+	ConfigAnswered(namespace string, accepted bool, detail string)
+}
+
+// WithObserver sets who is told about connections, pushes and answers.
+func WithObserver(o Observer) Option { return func(opts *options) { opts.observer = o } }
+
+type nopObserver struct{}
+
+func (nopObserver) EdgeConnected(string)                {}
+func (nopObserver) EdgeDisconnected(string)             {}
+func (nopObserver) ConfigSent(string)                   {}
+func (nopObserver) ConfigAnswered(string, bool, string) {}
 
 // ProxyFailures takes edges' reports that dialing through a proxy node
 // failed (clash.Manager). It must not block: it runs on the edge's
@@ -104,9 +129,13 @@ func New(initial *snapshot.Set, log *slog.Logger, opts ...Option) *Server {
 		maxDebounce:      DefaultMaxDebounce,
 		helloTimeout:     DefaultHelloTimeout,
 		maxInvalidations: DefaultMaxInvalidations,
+		observer:         nopObserver{},
 	}
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.observer == nil {
+		o.observer = nopObserver{}
 	}
 	o.maxDebounce = max(o.maxDebounce, o.debounce)
 	var boot [4]byte
@@ -216,6 +245,7 @@ func (s *Server) register(c *conn) {
 	}
 	set[c] = struct{}{}
 	s.conns++
+	s.opts.observer.EdgeConnected(c.ns)
 }
 
 func (s *Server) unregister(c *conn) {
@@ -226,6 +256,7 @@ func (s *Server) unregister(c *conn) {
 		delete(s.byNS, c.ns)
 	}
 	s.conns--
+	s.opts.observer.EdgeDisconnected(c.ns)
 }
 
 // pullable tells whether addr can be written into an image reference:

@@ -195,6 +195,7 @@ func (s *Server) flush(stream selfhostv1.ConfigDiscoveryService_StreamConfigServ
 		// can be handled before this line.
 		c.recordSent(cfg.GetVersion(), nonce)
 		s.configsSent.Add(1)
+		s.opts.observer.ConfigSent(c.ns)
 	}
 	for _, t := range c.takeInvalidations() {
 		if err := stream.Send(&selfhostv1.StreamConfigResponse{Kind: &selfhostv1.StreamConfigResponse_InvalidateTag{InvalidateTag: t}}); err != nil {
@@ -213,8 +214,10 @@ func (s *Server) handle(c *conn, req *request) error {
 		case ackMismatch:
 			s.log.Warn("ack version does not match the version sent with its nonce; ignored", "namespace", c.ns, "pod", c.pod, "version", k.Ack.GetVersion())
 		case ackAccepted:
+			s.opts.observer.ConfigAnswered(c.ns, true, "")
 			s.log.Debug("edge applied configuration", "namespace", c.ns, "pod", c.pod, "version", k.Ack.GetVersion())
 		case ackRejected:
+			s.opts.observer.ConfigAnswered(c.ns, false, k.Ack.GetErrorDetail())
 			s.log.Warn("edge rejected configuration (NACK)", "namespace", c.ns, "pod", c.pod, "version", k.Ack.GetVersion(), "reason", clip(k.Ack.GetErrorDetail()))
 		}
 	case *selfhostv1.StreamConfigRequest_Stats:

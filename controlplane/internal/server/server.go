@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -29,6 +30,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/push"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
@@ -77,6 +79,9 @@ type Options struct {
 	// built (tests swap the prober or shorten intervals). It is only
 	// called when the configuration enables Clash.
 	Clash func(*clash.Options)
+	// Metrics, when set, receives the push server's, the gRPC
+	// connections' and the Clash pool's metrics.
+	Metrics *metrics.Metrics
 }
 
 // Server is a control plane. Serve it once.
@@ -88,6 +93,8 @@ type Server struct {
 	push   *push.Server
 	clash  *clash.Manager // nil when Clash is disabled
 	grace  time.Duration
+	// serving is true from Serve's start until its shutdown begins.
+	serving atomic.Bool
 }
 
 // New loads the configuration and builds the server; it fails when the
@@ -130,6 +137,16 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if opts.HelloTimeout > 0 {
 		pushOpts = append(pushOpts, push.WithHelloTimeout(opts.HelloTimeout))
 	}
+	var metricOpts []grpc.ServerOption
+	if m := opts.Metrics; m != nil {
+		pushOpts = append(pushOpts, push.WithObserver(m))
+		metricOpts = append(metricOpts, grpc.StatsHandler(m.StatsHandler()))
+		if mgr != nil {
+			if err := m.RegisterClash(mgr); err != nil {
+				return nil, fmt.Errorf("register Clash metrics: %w", err)
+			}
+		}
+	}
 	ps := push.New(cfg.Current(), log.With("component", "push"), pushOpts...)
 	cfg.Subscribe(ps)
 
@@ -150,7 +167,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
 		grpc.ChainUnaryInterceptor(logCalls(log), auth.UnaryInterceptor(authn, policy)),
 		grpc.ChainStreamInterceptor(auth.StreamInterceptor(authn, policy)),
-	}, opts.GRPCOptions...)...)
+	}, append(metricOpts, opts.GRPCOptions...)...)...)
 	selfhostv1.RegisterConfigDiscoveryServiceServer(gs, ps)
 	selfhostv1.RegisterAdminServiceServer(gs, admin.New(cfg, ps, log.With("component", "admin"), adminOpts...))
 	hs := health.NewServer()
@@ -183,8 +200,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		}
 		return nil
 	})
+	s.serving.Store(true)
 	g.Go(func() error {
 		<-ctx.Done()
+		s.serving.Store(false)
 		s.health.Shutdown()
 		stopped := make(chan struct{})
 		go func() {
@@ -204,6 +223,15 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		return err
 	}
 	s.log.Info("control plane stopped")
+	return nil
+}
+
+// Ready reports whether the server serves gRPC: Serve has started (the
+// configuration was loaded before, by New) and no shutdown has begun.
+func (s *Server) Ready() error {
+	if !s.serving.Load() {
+		return errors.New("gRPC server not serving")
+	}
 	return nil
 }
 

@@ -43,6 +43,10 @@ type Config struct {
 	// ControlPlaneTokenFile holds the bearer token for the control plane
 	// (a projected ServiceAccount token); read again on every reconnect.
 	ControlPlaneTokenFile string
+	// ControlPlaneCAFile, when set, makes the edge dial the control plane
+	// over TLS, trusting the CAs in this PEM file (read again on every
+	// reconnect) and checking the host of ControlPlane; empty: plaintext.
+	ControlPlaneCAFile string
 	// StateDir keeps the last good configuration (default
 	// <storage>/_state/<namespace>, or ./edge-state/<namespace> with S3
 	// storage).

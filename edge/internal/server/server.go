@@ -162,10 +162,19 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 		return nil, err
 	}
 	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log, allowInternal: allowInternal}
-	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c},
+	copts := []control.Option{
 		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
 		control.WithEdgeVersion(cfg.Version), control.WithStateDir(stateDir),
-		control.WithStatsInterval(cfg.StatsInterval), control.WithLogger(log.With("component", "control")))
+		control.WithStatsInterval(cfg.StatsInterval), control.WithLogger(log.With("component", "control")),
+	}
+	if cfg.ControlPlaneCAFile != "" {
+		creds, err := control.NewCAFileCredentials(cfg.ControlPlaneCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("--control-plane-ca-file: %w", err)
+		}
+		copts = append(copts, control.WithTransportCredentials(creds))
+	}
+	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c}, copts...)
 	if err != nil {
 		return nil, err
 	}

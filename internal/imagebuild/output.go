@@ -111,9 +111,9 @@ func writeArchiveFile(path string, ref name.Reference, idx v1.ImageIndex) error 
 
 // WriteArchive writes idx as a tar of an OCI image layout whose index.json
 // names it ref: the input of `ctr -n k8s.io images import` (containerd
-// 1.6 and later), `skopeo copy oci-archive:` and `docker load` (25 and
-// later). Entries are in a fixed order with a fixed mtime, so the archive
-// of one index is the same bytes every time.
+// 1.6 and later) and `skopeo copy oci-archive:`. Entries are in a fixed
+// order with a fixed mtime, so the archive of one index is the same bytes
+// every time.
 func WriteArchive(w io.Writer, ref name.Reference, idx v1.ImageIndex) error {
 	top := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{Add: idx, Descriptor: v1.Descriptor{Annotations: refAnnotations(ref)}})
 	indexJSON, err := top.RawManifest()

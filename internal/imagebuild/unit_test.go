@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -147,4 +149,47 @@ func TestCheckStaticELF(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReadGit checks the revision and created time the command takes
+// from git when neither is given: HEAD's commit and committer time.
+func TestReadGit(t *testing.T) {
+	t.Parallel()
+	root, err := FindRepoRoot(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := func() string {
+		out, err := exec.Command("git", "-C", root, "log", "-1", "--format=%H %ct", "HEAD").Output()
+		if err != nil {
+			t.Fatalf("git log: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// Other work may commit meanwhile: HEAD before or after must match.
+	before := head()
+	g, err := readGit(t.Context(), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := head()
+	got := g.Revision + " " + strconv.FormatInt(g.Time.Unix(), 10)
+	if got != before && got != after {
+		t.Fatalf("readGit = %s, want HEAD %s or %s", got, before, after)
+	}
+	m, err := Options{RepoRoot: root}.withDefaultsMeta(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Version == "" || m.Source != "https://github.com/k8s-selfhost-repo/k8s-selfhost-repo" {
+		t.Fatalf("meta from the chart: %+v", m)
+	}
+}
+
+func (o Options) withDefaultsMeta(t *testing.T) (meta, error) {
+	o, err := o.withDefaults()
+	if err != nil {
+		return meta{}, err
+	}
+	return o.meta(t.Context())
 }

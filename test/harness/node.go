@@ -57,6 +57,7 @@ type Cluster struct {
 	Dir string
 
 	ctr, snapshotter string
+	hostBefore       HostState // taken under the lock, restored at the end
 	mu               sync.Mutex
 	procs            []*Process // node processes: one that exits fails the start
 }
@@ -117,10 +118,10 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 	if opts.ProxyMode == "" {
 		opts.ProxyMode = "iptables"
 	}
-	start := time.Now()
 	bins := findClusterBins(t)
 	takeClusterLock(t)
-	restoreHost(t)
+	start := time.Now()
+	hostBefore := restoreHost(t)
 
 	ns := NewNetnsWith(t, NetnsOptions{DefaultRoute: true})
 	for _, cidr := range []string{PodCIDR, ServiceCIDR} {
@@ -143,7 +144,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		Kube: kube, Netns: ns, NodeIP: ns.NSAddr, Dir: kube.Dir,
 		RegistryAddr:     net.JoinHostPort(ns.NSAddr, strconv.Itoa(RegistryPort)),
 		RegistryNodeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(RegistryPort)),
-		ctr:              ctrBin(t), snapshotter: "native",
+		ctr:              ctrBin(t), snapshotter: "native", hostBefore: hostBefore,
 	}
 	c.procs = append(c.procs, kube.Etcd)
 	c.startNode(t, bins, opts)
@@ -154,7 +155,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 
 // restoreHost records the host state and registers its restoration; it
 // runs after every other cleanup of the cluster (registered earlier).
-func restoreHost(t testing.TB) {
+func restoreHost(t testing.TB) HostState {
 	t.Helper()
 	before, err := CaptureHostState()
 	if err != nil {
@@ -177,6 +178,7 @@ func restoreHost(t testing.TB) {
 	if err := makeClusterCgroup(); err != nil {
 		t.Fatalf("cluster: %v", err)
 	}
+	return before
 }
 
 // startNode starts containerd, the registry, the controllers, kubelet,

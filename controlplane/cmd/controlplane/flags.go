@@ -28,8 +28,13 @@ type flags struct {
 	logLevel   slog.Level
 	tlsCert    string
 	tlsKey     string
+	httpListen string // "" after parsing: no HTTP port
 	cluster    clusterFlags
 }
+
+// DefaultHTTPListen is the in-cluster address of /healthz, /readyz and
+// /metrics.
+const DefaultHTTPListen = ":9091"
 
 // clusterFlags are the in-cluster mode's flags (without --standalone).
 type clusterFlags struct {
@@ -46,6 +51,10 @@ type clusterFlags struct {
 	edgeReplicas     int
 	edgeArgs         []string
 	edgeControlPlane string
+	grpcTLS          bool
+	grpcService      string
+	clusterDomain    string
+	tlsSyncInterval  time.Duration
 	workers          int
 	leaseDuration    time.Duration
 	renewDeadline    time.Duration
@@ -134,6 +143,8 @@ Flags:
 	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&f.tlsCert, "tls-cert", env("tls-cert", ""), "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
 	fs.StringVar(&f.tlsKey, "tls-key", env("tls-key", ""), "private key for --tls-cert (`FILE`, PEM)")
+	fs.StringVar(&f.httpListen, "http-listen", env("http-listen", ""), "plain-HTTP address of /healthz, /readyz and /metrics (`ADDR`; default: "+DefaultHTTPListen+" in-cluster, none standalone; off: none)")
+	grpcTLS := fs.String("grpc-tls", env("grpc-tls", "on"), "in-cluster mode: on serves gRPC over TLS with a certificate of the control plane's CA (the webhook's, in its TLS Secret) and gives each edge the CA in the ConfigMap selfhost-controlplane-ca; off serves plaintext (tests only: the stream carries credentials)")
 
 	c := &f.cluster
 	fs.StringVar(&c.kubeconfig, "kubeconfig", env("kubeconfig", ""), "in-cluster mode: kubeconfig `FILE`; default: the pod's ServiceAccount")
@@ -151,6 +162,9 @@ Flags:
 	fs.Var(newListFlag(&c.edgeArgs), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
 	c.edgeArgs = envList("edge-args")
 	fs.StringVar(&c.edgeControlPlane, "edge-control-plane", env("edge-control-plane", ""), "in-cluster mode: the gRPC address edges dial, e.g. selfhost-controlplane.selfhost-system.svc:9090 (`ADDR`, required)")
+	fs.StringVar(&c.grpcService, "grpc-service", env("grpc-service", ""), "in-cluster mode: the control plane's Service in --namespace; the gRPC certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.<cluster-domain>, and the host of --edge-control-plane (`NAME`; default: the first label of that host)")
+	fs.DurationVar(&c.tlsSyncInterval, "tls-sync-interval", envDuration("tls-sync-interval", time.Minute), "in-cluster mode: how often the TLS Secret (CA and serving certificate of the webhook and gRPC) is re-read, rotated when due and the webhook configuration repaired; another replica's rotation is picked up within this")
+	fs.StringVar(&c.clusterDomain, "cluster-domain", env("cluster-domain", "cluster.local"), "in-cluster mode: the cluster's DNS domain, for the gRPC certificate's names")
 	fs.IntVar(&c.workers, "workers", envInt("workers", 4), "in-cluster mode: namespaces reconciled in parallel")
 	fs.DurationVar(&c.leaseDuration, "leader-lease-duration", envDuration("leader-lease-duration", 15*time.Second), "in-cluster mode: leader-election lease duration")
 	fs.DurationVar(&c.renewDeadline, "leader-renew-deadline", envDuration("leader-renew-deadline", 10*time.Second), "in-cluster mode: how long the leader keeps trying to renew before it stops leading")
@@ -179,7 +193,22 @@ Flags:
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return f, errors.New("--tls-cert and --tls-key go together")
 	}
+	switch *grpcTLS {
+	case "on":
+		c.grpcTLS = true
+	case "off":
+	default:
+		return f, fmt.Errorf("--grpc-tls %q: want on or off", *grpcTLS)
+	}
+	switch {
+	case f.httpListen == "off":
+		f.httpListen = ""
+	case f.httpListen == "" && !f.standalone:
+		f.httpListen = DefaultHTTPListen
+	}
 	if f.standalone {
+		// Standalone serves plaintext on loopback unless --tls-cert.
+		c.grpcTLS = false
 		if f.config == "" {
 			return f, errors.New("--config FILE is required with --standalone")
 		}
@@ -194,12 +223,16 @@ Flags:
 		return f, errors.New("--edge-control-plane is required in-cluster")
 	case c.workers < 1:
 		return f, errors.New("--workers must be at least 1")
+	case c.tlsSyncInterval <= 0:
+		return f, errors.New("--tls-sync-interval must be positive")
 	case c.edgeReplicas < 1 || c.edgeReplicas > 100:
 		return f, errors.New("--edge-replicas must be 1-100")
 	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:
 		return f, errors.New("--kube-api-qps must be at least 1 and --kube-api-burst at least as large")
 	case f.stateDir != "":
 		return f, errors.New("--state-dir is for --standalone; in-cluster, admin changes live in a ConfigMap")
+	case c.grpcTLS && f.tlsCert != "":
+		return f, errors.New("--tls-cert is for --standalone or --grpc-tls=off; in-cluster, the gRPC certificate comes from the control plane's CA")
 	case !c.webhookDisabled && (c.webhookService == "") == (c.webhookURL == ""):
 		return f, errors.New("give exactly one of --webhook-service and --webhook-url (or --webhook-disabled)")
 	}

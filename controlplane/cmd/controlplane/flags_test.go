@@ -22,7 +22,7 @@ func clusterDefaults(change func(*clusterFlags)) clusterFlags {
 		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
 		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2,
 		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
-		webhookListen: ":8443",
+		webhookListen: ":8443", clusterDomain: "cluster.local", tlsSyncInterval: time.Minute,
 	}
 	if change != nil {
 		change(&c)
@@ -35,6 +35,7 @@ func TestParseFlags(t *testing.T) {
 	inCluster := []string{"--namespace", "sys", "--edge-image", "edge:1", "--edge-control-plane", "cp.sys.svc:9090", "--webhook-service", "cp:443"}
 	inClusterWant := clusterDefaults(func(c *clusterFlags) {
 		c.namespace, c.edgeImage, c.edgeControlPlane, c.webhookService = "sys", "edge:1", "cp.sys.svc:9090", "cp:443"
+		c.grpcTLS = true
 	})
 	tests := []struct {
 		name    string
@@ -52,10 +53,19 @@ func TestParseFlags(t *testing.T) {
 		{"flag beats environment", []string{"--grpc-listen", "127.0.0.1:2"}, map[string]string{
 			"CONTROLPLANE_STANDALONE": "1", "CONTROLPLANE_CONFIG": "e.yaml", "CONTROLPLANE_GRPC_LISTEN": "127.0.0.1:1",
 		}, flags{standalone: true, config: "e.yaml", grpcListen: "127.0.0.1:2", debounce: 50 * time.Millisecond, cluster: clusterDefaults(nil)}, ""},
-		{"in-cluster", inCluster, nil, flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: inClusterWant}, ""},
+		{"in-cluster", inCluster, nil, flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: DefaultHTTPListen, cluster: inClusterWant}, ""},
+		{"in-cluster plaintext, no HTTP port", append(slices.Clone(inCluster), "--grpc-tls=off", "--http-listen=off"), nil,
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(func(c *clusterFlags) {
+				*c = inClusterWant
+				c.grpcTLS = false
+			})}, ""},
+		{"standalone HTTP port", []string{"--standalone", "--config", "c.yaml", "--http-listen", "127.0.0.1:9091"}, nil,
+			flags{standalone: true, config: "c.yaml", grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: "127.0.0.1:9091", cluster: clusterDefaults(nil)}, ""},
+		{"in-cluster bad grpc-tls", append(slices.Clone(inCluster), "--grpc-tls=maybe"), nil, flags{}, "--grpc-tls"},
+		{"in-cluster TLS with a certificate file", append(slices.Clone(inCluster), "--tls-cert", "c.pem", "--tls-key", "k.pem"), nil, flags{}, "--tls-cert is for --standalone"},
 		{"in-cluster lists: flag replaces environment", append(slices.Clone(inCluster), "--admin-groups", "ops, sre", "--edge-args", "--storage=s3://b/p", "--edge-args", "--s3-endpoint=http://s3:9000"),
 			map[string]string{"CONTROLPLANE_ADMIN_GROUPS": "env-group", "CONTROLPLANE_WEBHOOK_HOSTS": "a.example,10.0.0.1"},
-			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(func(c *clusterFlags) {
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
 				*c = inClusterWant
 				c.adminGroups = []string{"ops", "sre"}
 				c.edgeArgs = []string{"--storage=s3://b/p", "--s3-endpoint=http://s3:9000"}
@@ -69,7 +79,7 @@ func TestParseFlags(t *testing.T) {
 		{"in-cluster burst below qps", append(slices.Clone(inCluster), "--kube-api-qps", "20", "--kube-api-burst", "10"), nil, flags{}, "--kube-api-burst"},
 		{"in-cluster zero workers", append(slices.Clone(inCluster), "--workers", "0"), nil, flags{}, "--workers"},
 		{"in-cluster edge replicas", append(slices.Clone(inCluster), "--edge-replicas", "3"), nil,
-			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(func(c *clusterFlags) {
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
 				*c = inClusterWant
 				c.edgeReplicas = 3
 			})}, ""},
@@ -206,6 +216,30 @@ func TestWebhookOptions(t *testing.T) {
 			_, err := webhookOptions(tc.c)
 			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestGRPCHosts(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		c    clusterFlags
+		want []string
+	}{
+		{"service from the address", clusterFlags{namespace: "sys", edgeControlPlane: "cp.sys.svc:9090", clusterDomain: "cluster.local"},
+			[]string{"cp.sys.svc", "cp", "cp.sys", "cp.sys.svc", "cp.sys.svc.cluster.local"}},
+		{"named service, IP address", clusterFlags{namespace: "sys", edgeControlPlane: "127.0.0.1:9090", grpcService: "cp", clusterDomain: "example.org."},
+			[]string{"127.0.0.1", "cp", "cp.sys", "cp.sys.svc", "cp.sys.svc.example.org"}},
+		{"IP address only", clusterFlags{namespace: "sys", edgeControlPlane: "10.0.0.1:9090"}, []string{"10.0.0.1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := grpcHosts(tc.c)
+			if err != nil || !slices.Equal(got, tc.want) {
+				t.Fatalf("grpcHosts = %q, %v; want %q", got, err, tc.want)
 			}
 		})
 	}

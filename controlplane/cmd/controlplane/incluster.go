@@ -17,12 +17,16 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configfile"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configmapstate"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/incluster"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
 )
@@ -67,17 +71,34 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 	if err != nil {
 		return err
 	}
-	return serve(ctx, f, opts, func(ctx context.Context, srv *server.Server) []func() error {
+	var keeper *webhookconfig.Keeper
+	var caBundle *controller.CABundle
+	if c.grpcTLS {
+		// One CA, one Secret, one serving certificate for the webhook and
+		// the gRPC port; the edges get the CA bundle in a ConfigMap.
+		caBundle = &controller.CABundle{}
+		if keeper, err = grpcKeeper(client, c, wo, caBundle, log); err != nil {
+			return err
+		}
+		opts.GRPCOptions = append(opts.GRPCOptions, grpc.Creds(credentials.NewTLS(keeper.TLSConfig())))
+		tmpl.ControlPlaneCA = true
+	} else {
+		log.Warn("--grpc-tls=off: edges' configuration streams, with their credentials, are plaintext")
+	}
+	p := probes.New(opts.Metrics.Handler(), log.With("component", "probes"))
+	return serve(ctx, f, opts, p, func(ctx context.Context, srv *server.Server) []func() error {
 		rt, err := incluster.New(incluster.Options{
 			Client: client, ReleaseNamespace: c.namespace, PodName: c.podName, Store: srv.Store(),
 			Edge: tmpl, Workers: c.workers,
 			LeaseDuration: c.leaseDuration, RenewDeadline: c.renewDeadline, RetryPeriod: c.retryPeriod,
 			WebhookDisabled: c.webhookDisabled, WebhookListen: c.webhookListen, Webhook: wo,
+			Keeper: keeper, CABundle: caBundle, Metrics: opts.Metrics,
 			Logger: log,
 		})
 		if err != nil {
 			return []func() error{func() error { return err }}
 		}
+		p.AddCheck("kubernetes", rt.Ready)
 		return []func() error{
 			func() error { return rt.Run(ctx) },
 			func() error {
@@ -95,6 +116,44 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 			},
 		}
 	})
+}
+
+// grpcKeeper builds the keeper of the TLS Secret for the webhook (unless
+// disabled) and the gRPC port: its serving certificate also names the
+// gRPC Service (grpcHosts), and every CA bundle it loads goes to ca.
+func grpcKeeper(client kubernetes.Interface, c clusterFlags, wo webhookconfig.Options, ca *controller.CABundle, log *slog.Logger) (*webhookconfig.Keeper, error) {
+	hosts, err := grpcHosts(c)
+	if err != nil {
+		return nil, err
+	}
+	wo.Namespace, wo.Logger = c.namespace, log
+	wo.ExtraHosts = hosts
+	wo.ConfigurationDisabled = c.webhookDisabled
+	wo.OnCABundle = ca.Set
+	k, err := webhookconfig.New(client, wo)
+	if err != nil {
+		return nil, fmt.Errorf("gRPC TLS: %w", err)
+	}
+	return k, nil
+}
+
+// grpcHosts are the gRPC certificate's names: the Service's in-cluster
+// names and the host of --edge-control-plane (the name edges verify).
+func grpcHosts(c clusterFlags) ([]string, error) {
+	host, _, err := net.SplitHostPort(c.edgeControlPlane)
+	if err != nil {
+		return nil, fmt.Errorf("--edge-control-plane %q: want HOST:PORT", c.edgeControlPlane)
+	}
+	svc := c.grpcService
+	if svc == "" && net.ParseIP(host) == nil {
+		svc, _, _ = strings.Cut(host, ".")
+	}
+	hosts := []string{host}
+	if svc != "" {
+		ns := svc + "." + c.namespace
+		hosts = append(hosts, svc, ns, ns+".svc", ns+".svc."+strings.TrimSuffix(c.clusterDomain, "."))
+	}
+	return hosts, nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -158,7 +217,7 @@ func parseResources(s string) (corev1.ResourceRequirements, error) {
 }
 
 func webhookOptions(c clusterFlags) (webhookconfig.Options, error) {
-	o := webhookconfig.Options{Hosts: c.webhookHosts}
+	o := webhookconfig.Options{Hosts: c.webhookHosts, Interval: c.tlsSyncInterval}
 	if c.webhookDisabled {
 		return o, nil
 	}

@@ -13,6 +13,10 @@
 //
 //	controlplane cleanup --namespace selfhost-system
 //
+// In a cluster gRPC is served over TLS with a certificate of the control
+// plane's own CA (--grpc-tls), and /healthz, /readyz and /metrics over
+// plain HTTP on --http-listen (:9091).
+//
 // main only wires flags to constructors; the work is in
 // controlplane/internal/server and the packages it assembles.
 package main
@@ -34,6 +38,8 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configfile"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 )
 
@@ -85,7 +91,8 @@ func mainCleanup(args []string) {
 }
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
-	opts := server.Options{Logger: log, Debounce: f.debounce}
+	m := metrics.New()
+	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m}
 	if f.tlsCert != "" {
 		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)
 		if err != nil {
@@ -95,23 +102,32 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 	}
 	if f.standalone {
 		opts.Source = configfile.New(f.config, f.stateDir, log.With("component", "config"))
-		return serve(ctx, f, opts, nil)
+		return serve(ctx, f, opts, probes.New(m.Handler(), log.With("component", "probes")), nil)
 	}
 	return runInCluster(ctx, f, opts, log)
 }
 
-// serve runs the gRPC server, and next to it the jobs in extra, until ctx
-// ends or one of them fails.
-func serve(ctx context.Context, f flags, opts server.Options, extra func(context.Context, *server.Server) []func() error) error {
+// serve runs the gRPC server, the HTTP probes (when --http-listen) and
+// next to them the jobs in extra, until ctx ends or one of them fails.
+func serve(ctx context.Context, f flags, opts server.Options, p *probes.Server, extra func(context.Context, *server.Server) []func() error) error {
 	srv, err := server.New(ctx, opts)
 	if err != nil {
 		return err
 	}
+	p.AddCheck("grpc", srv.Ready)
 	lis, err := net.Listen("tcp", f.grpcListen)
 	if err != nil {
 		return fmt.Errorf("--grpc-listen: %w", err)
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	if f.httpListen != "" {
+		hl, err := net.Listen("tcp", f.httpListen)
+		if err != nil {
+			_ = lis.Close()
+			return fmt.Errorf("--http-listen: %w", err)
+		}
+		g.Go(func() error { return p.Serve(ctx, hl) })
+	}
 	g.Go(func() error { return srv.Serve(ctx, lis) })
 	if extra != nil {
 		for _, job := range extra(ctx, srv) {

@@ -65,6 +65,11 @@ type Controller struct {
 	deployments     appslisters.DeploymentLister
 	pdbs            policylisters.PodDisruptionBudgetLister
 	synced          []cache.InformerSynced
+	// ca and configMaps: the CA ConfigMaps (WithCABundle; nil without).
+	ca         *CABundle
+	configMaps corelisters.ConfigMapLister
+	// reconciled observes each sync (WithReconcileObserver; may be nil).
+	reconciled func(err error, d time.Duration)
 
 	mu sync.Mutex
 	// queue is non-nil while Run runs; events outside Run are dropped
@@ -186,6 +191,9 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 		}
 		c.synced = append(c.synced, reg.HasSynced)
 	}
+	if err := c.registerCAConfigMaps(managedFactory); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -239,7 +247,11 @@ func (c *Controller) processNext(ctx context.Context, q workqueue.TypedRateLimit
 		return false
 	}
 	defer q.Done(ns)
+	start := time.Now()
 	err := c.sync(ctx, ns)
+	if c.reconciled != nil {
+		c.reconciled(err, time.Since(start))
+	}
 	switch {
 	case err == nil:
 		q.Forget(ns)

@@ -127,6 +127,9 @@ func (t EdgeTemplate) edgeArgs(nodePort int32) []string {
 	if nodePort != 0 {
 		args = append(args, "--advertise-address="+EdgeHost(nodePort))
 	}
+	if t.ControlPlaneCA {
+		args = append(args, "--control-plane-ca-file="+CAPath)
+	}
 	switch {
 	case !t.ownStorage():
 		args = append(args, "--storage="+CacheDir)
@@ -176,6 +179,10 @@ func (t EdgeTemplate) podSpec(nodePort int32) corev1.PodSpec {
 	if !t.ownStorage() {
 		volumes = append(volumes, corev1.Volume{Name: volCache, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: volCache, MountPath: CacheDir})
+	}
+	if t.ControlPlaneCA {
+		v, m := caVolume()
+		volumes, mounts = append(volumes, v), append(mounts, m)
 	}
 	return corev1.PodSpec{
 		ServiceAccountName:           kubecontract.EdgeName,

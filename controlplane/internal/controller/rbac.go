@@ -24,6 +24,9 @@ func PolicyRules() []rbacv1.PolicyRule {
 		{APIGroups: []string{""}, Resources: []string{"serviceaccounts", "secrets", "services"}, Verbs: rw},
 		// The edge's Deployment, likewise.
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: rw},
+		// The CA ConfigMap (WithCABundle): the CA bundle the edge verifies
+		// the control plane's gRPC TLS with; rewritten when the CA rotates.
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: rw},
 		// The edge's PodDisruptionBudget: drains evict one edge pod at a
 		// time.
 		{APIGroups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}, Verbs: rw},

@@ -98,6 +98,10 @@ func (c *Controller) reconcile(ctx context.Context, ns string) error {
 	if err := c.ensureSecret(ctx, ns, secret, nodePort); err != nil {
 		return err
 	}
+	// Before the Deployment, whose edge mounts it.
+	if err := c.ensureCAConfigMap(ctx, ns); err != nil {
+		return err
+	}
 	// After the Service: the Deployment's --advertise-address names its
 	// node port, and follows it when it changes.
 	if err := c.ensureDeployment(ctx, ns, nodePort); err != nil {
@@ -113,6 +117,11 @@ func (c *Controller) cleanup(ctx context.Context, ns, reason string) error {
 		kind string
 		obj  metav1.Object
 		del  func(ctx context.Context, name string, opts metav1.DeleteOptions) error
+	}
+	// First: a namespace left with only this ConfigMap would not be
+	// found again after a restart.
+	if err := c.deleteCAConfigMap(ctx, ns, reason); err != nil {
+		return err
 	}
 	var victims []victim
 	if o, err := c.pdbs.PodDisruptionBudgets(ns).Get(kubecontract.EdgeName); err == nil {

@@ -55,13 +55,18 @@ type EdgeTemplate struct {
 	// are refused here. --shutdown-delay and --shutdown-timeout, when
 	// given, set the pod's grace period.
 	ExtraArgs []string
+	// ControlPlaneCA: the control plane serves gRPC over TLS; the edge
+	// mounts the CA ConfigMap (CAConfigMapName, which the controller keeps
+	// when given WithCABundle) and verifies the control plane with
+	// --control-plane-ca-file=CAPath.
+	ControlPlaneCA bool
 	// Labels are added to every object and to the edge's pods; they may
 	// not override the kubecontract labels.
 	Labels map[string]string
 }
 
 // ownedFlags are the edge flags the controller sets itself.
-var ownedFlags = []string{"listen", "namespace", "pod-name", "control-plane", "control-plane-token-file", "advertise-address"}
+var ownedFlags = []string{"listen", "namespace", "pod-name", "control-plane", "control-plane-token-file", "advertise-address", "control-plane-ca-file"}
 
 // reservedLabels are the label keys the controller sets itself.
 var reservedLabels = []string{kubecontract.NameLabel, kubecontract.ComponentLabel, kubecontract.ManagedByLabel}

@@ -2,7 +2,8 @@
 // gRPC server (package server): the informers, the namespace controller
 // under leader election, the cluster view that feeds opted-in namespaces
 // into the configuration store, the injector's HTTPS server, and the
-// keeper of the injector's TLS Secret and webhook configuration.
+// keeper of the TLS Secret (the CA and serving certificate of the webhook
+// and of the gRPC port) and of the webhook configuration.
 //
 // Every replica serves gRPC and the webhook and keeps its view of the
 // cluster; only the leader reconciles namespaces. cmd/controlplane builds
@@ -17,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,6 +35,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clusterview"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/leader"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
@@ -70,6 +73,16 @@ type Options struct {
 	// Webhook configures the TLS Secret and MutatingWebhookConfiguration;
 	// its Namespace and Logger are filled in.
 	Webhook webhookconfig.Options
+	// Keeper, when set, is the keeper of the TLS Secret, built by the
+	// caller because the gRPC server presents its certificate too (and
+	// needs it before the runtime exists); Webhook is then unused. Run
+	// runs it.
+	Keeper *webhookconfig.Keeper
+	// CABundle, when set, is the CA bundle the controller writes into
+	// every opted-in namespace's CA ConfigMap (the keeper fills it).
+	CABundle *controller.CABundle
+	// Metrics, when set, counts reconciles and admissions.
+	Metrics *metrics.Metrics
 	Logger  *slog.Logger
 }
 
@@ -84,8 +97,9 @@ type Runtime struct {
 	view       *clusterview.View
 	elector    *leader.Elector
 	keeper     *webhookconfig.Keeper // nil when the webhook is disabled
-	handler    http.Handler
+	handler    http.Handler          // nil when the webhook is disabled
 	events     record.EventBroadcaster
+	synced     atomic.Bool // the informers' caches are filled
 }
 
 // New builds the runtime; nothing talks to the apiserver before Run.
@@ -125,6 +139,12 @@ func New(opts Options) (*Runtime, error) {
 	if opts.Workers > 0 {
 		ctlOpts = append(ctlOpts, controller.WithWorkers(opts.Workers))
 	}
+	if opts.CABundle != nil {
+		ctlOpts = append(ctlOpts, controller.WithCABundle(opts.CABundle))
+	}
+	if opts.Metrics != nil {
+		ctlOpts = append(ctlOpts, controller.WithReconcileObserver(opts.Metrics.Reconciled))
+	}
 	ctl, err := controller.New(opts.Client, r.nsFactory, r.managed, opts.Edge, log, ctlOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("namespace controller: %w", err)
@@ -153,7 +173,8 @@ func New(opts Options) (*Runtime, error) {
 		return nil, err
 	}
 
-	if !opts.WebhookDisabled {
+	r.keeper = opts.Keeper
+	if r.keeper == nil && !opts.WebhookDisabled {
 		wo := opts.Webhook
 		wo.Namespace = opts.ReleaseNamespace
 		if wo.Logger == nil {
@@ -163,14 +184,33 @@ func New(opts Options) (*Runtime, error) {
 		if err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
+	}
+	if !opts.WebhookDisabled {
+		hopts := []webhook.Option{webhook.WithLogger(log.With("component", "injector")),
+			webhook.WithReleaseNamespace(opts.ReleaseNamespace)}
+		if opts.Metrics != nil {
+			hopts = append(hopts, webhook.WithOutcomeObserver(opts.Metrics.Admitted))
+		}
 		mux := http.NewServeMux()
-		mux.Handle(webhook.Path, webhook.NewHandler(view,
-			webhook.WithLogger(log.With("component", "injector")),
-			webhook.WithReleaseNamespace(opts.ReleaseNamespace)))
+		mux.Handle(webhook.Path, webhook.NewHandler(view, hopts...))
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		r.handler = mux
 	}
 	return r, nil
+}
+
+// Ready reports why the runtime is not ready: informer caches not synced
+// yet, or no TLS certificate loaded yet (nil: ready).
+func (r *Runtime) Ready() error {
+	if !r.synced.Load() {
+		return errors.New("informer caches not synced yet")
+	}
+	if r.keeper != nil {
+		if _, err := r.keeper.GetCertificate(nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Elector is the leader elector, for status and tests.
@@ -181,7 +221,7 @@ func (r *Runtime) Elector() *leader.Elector { return r.elector }
 // fails at once.
 func (r *Runtime) Run(ctx context.Context) error {
 	var lis net.Listener
-	if r.keeper != nil {
+	if r.handler != nil {
 		var err error
 		if lis, err = net.Listen("tcp", r.opts.WebhookListen); err != nil {
 			return fmt.Errorf("webhook listen %s: %w", r.opts.WebhookListen, err)
@@ -193,6 +233,18 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.nsFactory.Start(ctx.Done())
 	r.managed.Start(ctx.Done())
 	r.slices.Start(ctx.Done())
+	g.Go(func() error {
+		for _, f := range []informers.SharedInformerFactory{r.nsFactory, r.managed, r.slices} {
+			for _, ok := range f.WaitForCacheSync(ctx.Done()) {
+				if !ok {
+					return nil // ctx ended first
+				}
+			}
+		}
+		r.synced.Store(true)
+		r.log.Info("informer caches synced")
+		return nil
+	})
 	defer func() {
 		r.nsFactory.Shutdown()
 		r.managed.Shutdown()
@@ -208,6 +260,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	})
 	if r.keeper != nil {
 		g.Go(func() error { return r.keeper.Run(ctx) })
+	}
+	if r.handler != nil {
 		g.Go(func() error { return r.serveWebhook(ctx, lis) })
 	}
 	return g.Wait()

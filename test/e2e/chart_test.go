@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,9 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -197,16 +196,38 @@ func TestChartLintAndTemplate(t *testing.T) {
 			psc == nil || !*psc.RunAsNonRoot || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 			t.Errorf("security context: pod %+v container %+v", psc, sc)
 		}
-		if p := c.ReadinessProbe; p == nil || p.GRPC == nil || p.GRPC.Port != 9090 {
-			t.Errorf("readiness probe %+v, want gRPC on 9090", p)
+		// Probes over plain HTTP on the http port (kubelet cannot probe
+		// gRPC over TLS); the startup probe waits before its first try.
+		for _, want := range []string{"--http-listen=:9091", "--grpc-service=" + chartName} {
+			if !slices.Contains(c.Args, want) {
+				t.Errorf("args %q lack %q", c.Args, want)
+			}
+		}
+		for _, pr := range []struct {
+			name string
+			p    *corev1.Probe
+			path string
+		}{{"startup", c.StartupProbe, "/readyz"}, {"readiness", c.ReadinessProbe, "/readyz"}, {"liveness", c.LivenessProbe, "/healthz"}} {
+			if pr.p == nil || pr.p.HTTPGet == nil || pr.p.HTTPGet.Path != pr.path || pr.p.HTTPGet.Port.String() != "http" {
+				t.Errorf("%s probe %+v, want HTTP GET %s on port http", pr.name, pr.p, pr.path)
+			}
+		}
+		if p := c.StartupProbe; p != nil && p.InitialDelaySeconds < 1 {
+			t.Errorf("startup probe initialDelaySeconds %d: a probe before the server listens logs a Warning event", p.InitialDelaySeconds)
+		}
+		if !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return p.Name == "http" && p.ContainerPort == 9091 }) {
+			t.Errorf("container ports %+v lack http 9091", c.Ports)
 		}
 		svc := decodeDoc[corev1.Service](t, docs, "Service/"+chartName)
 		ports := map[int32]string{}
 		for _, p := range svc.Spec.Ports {
-			ports[p.Port] = p.TargetPort.String()
+			ports[p.Port] = p.Name + "->" + p.TargetPort.String()
 		}
-		if !reflect.DeepEqual(ports, map[int32]string{9090: "grpc", 443: "webhook"}) {
+		if !reflect.DeepEqual(ports, map[int32]string{9090: "grpc->grpc", 443: "webhook->webhook", 9091: "metrics->http"}) {
 			t.Errorf("service ports %v", ports)
+		}
+		if _, ok := docs["ServiceMonitor/"+chartName]; ok {
+			t.Error("defaults render a ServiceMonitor; metrics.serviceMonitor.enabled is false")
 		}
 		cm := decodeDoc[corev1.ConfigMap](t, docs, "ConfigMap/"+chartName+"-config")
 		if got := strings.TrimSpace(cm.Data["config.yaml"]); got != "{}" {
@@ -278,6 +299,45 @@ func TestChartLintAndTemplate(t *testing.T) {
 		}
 	})
 
+	t.Run("service monitor", func(t *testing.T) {
+		docs := h.template(t, "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.interval=15s,metrics.serviceMonitor.labels.release=prom")
+		// No Go type of the CRD here: the fields the Prometheus Operator
+		// reads, strictly.
+		type endpoint struct {
+			Port, Path, Scheme, Interval, ScrapeTimeout string
+		}
+		type serviceMonitor struct {
+			APIVersion string            `json:"apiVersion"`
+			Kind       string            `json:"kind"`
+			Metadata   metav1.ObjectMeta `json:"metadata"`
+			Spec       struct {
+				Selector          metav1.LabelSelector `json:"selector"`
+				NamespaceSelector struct {
+					MatchNames []string `json:"matchNames"`
+				} `json:"namespaceSelector"`
+				Endpoints []endpoint `json:"endpoints"`
+			} `json:"spec"`
+		}
+		sm := decodeDoc[serviceMonitor](t, docs, "ServiceMonitor/"+chartName)
+		if sm.APIVersion != "monitoring.coreos.com/v1" || sm.Metadata.Labels["release"] != "prom" {
+			t.Errorf("ServiceMonitor %s, labels %v", sm.APIVersion, sm.Metadata.Labels)
+		}
+		want := []endpoint{{Port: "metrics", Path: "/metrics", Scheme: "http", Interval: "15s", ScrapeTimeout: "10s"}}
+		if !reflect.DeepEqual(sm.Spec.Endpoints, want) || !reflect.DeepEqual(sm.Spec.NamespaceSelector.MatchNames, []string{"selfhost-system"}) {
+			t.Errorf("ServiceMonitor spec %+v", sm.Spec)
+		}
+		// It selects the Service, which has the metrics port.
+		svc := decodeDoc[corev1.Service](t, docs, "Service/"+chartName)
+		for k, v := range sm.Spec.Selector.MatchLabels {
+			if svc.Labels[k] != v {
+				t.Errorf("ServiceMonitor selects %s=%s; the Service has %v", k, v, svc.Labels)
+			}
+		}
+		if _, err := h.run("template", "selfhost", h.chart, "--kube-version", chartKubeVersion, "--set", "metrics.serviceMonitor.interval=often"); err == nil {
+			t.Error("an interval that is no duration rendered")
+		}
+	})
+
 	t.Run("schema rejects typos and wrong types", func(t *testing.T) {
 		for _, tc := range []struct{ name, set, want string }{
 			{"typo nested", "s3.buckett=x", "buckett"},
@@ -285,6 +345,7 @@ func TestChartLintAndTemplate(t *testing.T) {
 			{"typo in edge", "edge.imgae.tag=x", "imgae"},
 			{"wrong type", "replicaCount=two", "replicaCount"},
 			{"wrong type bool", "webhook.enabled=yes", "enabled"},
+			{"typo in metrics", "metrics.serviceMonitor.enabeld=true", "enabeld"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, err := h.run("template", "selfhost", h.chart, "--kube-version", chartKubeVersion, "--set", tc.set)
@@ -468,6 +529,7 @@ func TestChartInstall(t *testing.T) {
 	}
 
 	grpcAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	webhookAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
 	kubeconfig := kube.KubeconfigFor(t, "chart-controlplane", kube.ServiceAccountToken(t, releaseNS, chartName, nil, time.Hour))
 	args := []string{"--kubeconfig=" + kubeconfig}
@@ -480,6 +542,8 @@ func TestChartInstall(t *testing.T) {
 			a = "--grpc-listen=" + grpcAddr
 		case "--webhook-listen":
 			a = "--webhook-listen=" + webhookAddr
+		case "--http-listen":
+			a = "--http-listen=" + httpAddr
 		case "--webhook-service":
 			// The apiserver cannot reach an in-cluster Service (there is no
 			// cluster network here), so the webhook is off; TestKubernetes
@@ -509,7 +573,7 @@ func TestChartInstall(t *testing.T) {
 		}
 	}
 
-	stopControlPlane := startChartControlPlane(t, args, env, root, grpcAddr)
+	stopControlPlane := startChartControlPlane(t, args, env, root, httpAddr)
 
 	e := &kubeEnv{kube: kube}
 	e.labelNamespace(t, "chart-tenant", "enabled")
@@ -531,6 +595,13 @@ func TestChartInstall(t *testing.T) {
 	if !slices.ContainsFunc(ec.Args, func(a string) bool { return strings.Contains(a, "selfhost-controlplane."+releaseNS+".svc:9090") }) {
 		t.Errorf("edge args %q do not dial the chart's Service", ec.Args)
 	}
+	// gRPC TLS is on by default: the edge gets the CA.
+	if !slices.ContainsFunc(ec.Args, func(a string) bool { return strings.HasPrefix(a, "--control-plane-ca-file=") }) {
+		t.Errorf("edge args %q lack --control-plane-ca-file (the chart's default --grpc-tls=on)", ec.Args)
+	}
+	if _, err := kube.Client.CoreV1().ConfigMaps("chart-tenant").Get(ctx, caConfigMap, metav1.GetOptions{}); err != nil {
+		t.Errorf("CA ConfigMap: %v", err)
+	}
 	if got := ec.Resources.Limits.Memory().String(); got != "256Mi" {
 		t.Errorf("edge memory limit %s, want the chart's 256Mi", got)
 	}
@@ -547,9 +618,9 @@ func TestChartInstall(t *testing.T) {
 
 // startChartControlPlane runs the control plane binary with exactly args
 // and env (nothing inherited from the test's environment) and waits until
-// its gRPC health check answers SERVING. stop ends it with SIGINT, as
+// its /readyz (the chart's probes' port) answers 200. stop ends it with SIGINT, as
 // kubelet's SIGTERM would; the test's cleanup calls it too.
-func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr string) (stop func()) {
+func startChartControlPlane(t *testing.T, args, env []string, dir, httpAddr string) (stop func()) {
 	t.Helper()
 	logPath := filepath.Join(dir, "controlplane.log")
 	logFile, err := os.Create(logPath)
@@ -581,14 +652,8 @@ func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr stri
 			t.Logf("---- control plane log (args %q) ----\n%s\n---- end ----", args, b)
 		}
 	})
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	health := healthpb.NewHealthClient(conn)
 	var why string
-	waitUntil(t, "control plane health", kubeTimeout, func() bool {
+	waitUntil(t, "control plane /readyz", kubeTimeout, func() bool {
 		select {
 		case <-exited:
 			t.Fatalf("control plane exited: %v", cmd.ProcessState)
@@ -596,13 +661,19 @@ func startChartControlPlane(t *testing.T, args, env []string, dir, grpcAddr stri
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+httpAddr+"/readyz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			why = err.Error()
 			return false
 		}
-		why = resp.GetStatus().String()
-		return resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		why = resp.Status + ": " + string(body)
+		return resp.StatusCode == http.StatusOK
 	}, func() string { return why })
 	return stop
 }

@@ -45,6 +45,9 @@ type ControlPlane struct {
 	Addr string
 	// WebhookAddr is the injector's HTTPS address (in-cluster mode only).
 	WebhookAddr string
+	// HTTPAddr serves /healthz, /readyz and /metrics (in-cluster mode
+	// only; "" standalone).
+	HTTPAddr string
 	// Dir holds ConfigPath and the state file.
 	Dir        string
 	ConfigPath string
@@ -102,8 +105,12 @@ func (c *ControlPlane) start() error {
 	return nil
 }
 
-// healthy asks grpc.health.v1 (no token needed) for SERVING.
+// healthy asks /readyz when there is an HTTP port, else grpc.health.v1
+// (no token needed) for SERVING.
 func (c *ControlPlane) healthy(ctx context.Context) error {
+	if c.HTTPAddr != "" {
+		return c.ready(ctx)
+	}
 	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -117,6 +124,28 @@ func (c *ControlPlane) healthy(ctx context.Context) error {
 		return fmt.Errorf("health: %s", s)
 	}
 	return nil
+}
+
+// ready asks GET /readyz for 200.
+func (c *ControlPlane) ready(ctx context.Context) error {
+	_, err := httpGet(ctx, "http://"+c.HTTPAddr+"/readyz")
+	return err
+}
+
+// Metric scrapes the control plane's /metrics (in-cluster mode) and
+// returns the sum of every sample of name whose labels include all of
+// labels (nil matches every series); 0 when there is none.
+func (c *ControlPlane) Metric(t testing.TB, name string, labels map[string]string) float64 {
+	t.Helper()
+	b, err := httpGet(context.Background(), "http://"+c.HTTPAddr+"/metrics")
+	if err != nil {
+		t.Fatalf("scrape control plane metrics: %v", err)
+	}
+	samples, err := ParseMetrics(string(b))
+	if err != nil {
+		t.Fatalf("parse control plane metrics: %v", err)
+	}
+	return SumSamples(samples, name, labels)
 }
 
 // Kill ends the control plane with SIGKILL, like a crash or an OOM kill.

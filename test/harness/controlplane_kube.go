@@ -99,11 +99,13 @@ func (k *Kube) KubeconfigFor(t testing.TB, name, token string) string {
 
 // StartControlPlaneInCluster starts the control plane in in-cluster mode
 // against kube, authenticated by kubeconfig, with configYAML (upstreams,
-// clash) as --config. It serves gRPC on Addr and the injector on
-// WebhookAddr, and registers the webhook with
-// --webhook-url https://WebhookAddr/mutate-pods. args add flags (they must
-// include --namespace, --edge-image and --edge-control-plane, which a test
-// chooses).
+// clash) as --config. It serves gRPC on Addr, the injector on WebhookAddr
+// and /healthz, /readyz, /metrics on HTTPAddr, and registers the webhook
+// with --webhook-url https://WebhookAddr/mutate-pods. args add flags (they
+// must include --namespace, --edge-image and --edge-control-plane, which
+// a test chooses). gRPC is plaintext (--grpc-tls=off) unless args set
+// --grpc-tls: most tests dial it without the CA. The control plane is
+// ready when /readyz says so.
 func StartControlPlaneInCluster(t testing.TB, kubeconfig, configYAML string, args ...string) *ControlPlane {
 	t.Helper()
 	c := &ControlPlane{bin: ControlPlaneBinary(t), Dir: t.TempDir()}
@@ -111,13 +113,17 @@ func StartControlPlaneInCluster(t testing.TB, kubeconfig, configYAML string, arg
 	if err := os.WriteFile(c.ConfigPath, []byte(configYAML), 0o600); err != nil {
 		t.Fatalf("write control plane config: %v", err)
 	}
-	err := startWithPorts(2, func(ports []int) error {
+	if _, ok := flagValue(args, "--grpc-tls"); !ok {
+		args = append([]string{"--grpc-tls=off"}, args...)
+	}
+	err := startWithPorts(3, func(ports []int) error {
 		c.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 		c.WebhookAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+		c.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", ports[2])
 		c.args = append([]string{
 			"--kubeconfig", kubeconfig, "--config", c.ConfigPath, "--grpc-listen", c.Addr,
 			"--webhook-listen", c.WebhookAddr, "--webhook-url", "https://" + c.WebhookAddr + "/mutate-pods",
-			"--log-level", "debug",
+			"--http-listen", c.HTTPAddr, "--log-level", "debug",
 		}, args...)
 		return c.start()
 	})

@@ -5,8 +5,11 @@
 //     kubernetes.io/tls Secret in the release namespace (tls.crt, tls.key,
 //     ca.crt, ca.key, and ca-previous.crt during a CA rotation): created
 //     when missing, rotated before expiry, regenerated when unreadable;
-//   - hands the HTTPS server the current certificate through
-//     tls.Config.GetCertificate, reloaded from the Secret every Interval;
+//   - hands the HTTPS server (and, in-cluster, the control plane's gRPC
+//     server, whose names Options.ExtraHosts adds) the current
+//     certificate through tls.Config.GetCertificate, reloaded from the
+//     Secret every Interval, and publishes the CA bundle clients trust
+//     (CABundle, Options.OnCABundle);
 //   - creates the MutatingWebhookConfiguration and repairs any drift in it
 //     (caBundle, rules, selectors, client config).
 //

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/certs"
@@ -179,6 +180,18 @@ func TestKubernetesGRPCTLS(t *testing.T) {
 	edge.WaitReadiness(t, "the edge reconnected after the CA rotation", kubeTimeout, connected)
 	waitUntil(t, "the edge counted again", kubeTimeout, func() bool {
 		return metric("controlplane_edges_connected", map[string]string{"namespace": ns}) == 1
+	}, nil)
+
+	// --- drift repair and cleanup cover the CA ConfigMap.
+	cms := e.kube.Client.CoreV1().ConfigMaps(ns)
+	if err := cms.Delete(ctx, caConfigMap, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitCAConfigMap(t, ns, 2)
+	e.labelNamespace(t, ns, "")
+	waitUntil(t, "the CA ConfigMap deleted with the label", kubeTimeout, func() bool {
+		_, err := cms.Get(ctx, caConfigMap, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
 	}, nil)
 }
 

@@ -87,16 +87,18 @@ func (t EdgeTemplate) terminationGracePeriod() int64 {
 }
 
 // startupProbe holds the readiness and liveness probes back until the edge
-// listens. Its first check comes a second after the start (the edge opens
-// its listener within milliseconds on local storage), so a fresh pod logs
-// no "probe failed" Warning events from probes racing the listener; slow
-// storage gets up to a minute.
+// listens. Kubelet records a Warning event for every failed probe, startup
+// probes included, so the first check comes three seconds after the start:
+// on a real node with four edges starting at once under load, a one-second
+// delay still raced the listener. The edge is Ready about as soon (the
+// readiness probe waits for the configuration anyway); slow storage gets
+// up to a minute.
 func (t EdgeTemplate) startupProbe() *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 			Path: "/healthz", Port: intstr.FromInt32(t.ContainerPort), Scheme: corev1.URISchemeHTTP,
 		}},
-		InitialDelaySeconds: 1,
+		InitialDelaySeconds: 3,
 		TimeoutSeconds:      1,
 		PeriodSeconds:       1,
 		SuccessThreshold:    1,

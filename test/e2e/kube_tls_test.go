@@ -48,7 +48,7 @@ func TestKubernetesGRPCTLS(t *testing.T) {
 	// The certificate names the Service's names and 127.0.0.1, the host
 	// this test's edges dial. The TLS Secret is re-read every second.
 	cp := e.startControlPlane(t, "cp-tls-0", "--grpc-tls=on", "--edge-control-plane", "127.0.0.1:9090",
-		"--grpc-service", "selfhost-controlplane", "--tls-sync-interval", "1s")
+		"--grpc-service", "selfhost-controlplane", "--tls-sync-interval", "1s", "--tls-ca-propagation", "3s")
 	e.labelNamespace(t, ns, kubecontract.OptInValue)
 	e.waitEdgeObjects(t, ns)
 	e.markEdgeReady(t, ns)

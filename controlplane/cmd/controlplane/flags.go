@@ -32,6 +32,12 @@ type flags struct {
 	cluster    clusterFlags
 }
 
+// DefaultCAPropagation is how long after a CA rotation the previous CA's
+// certificate is still presented: the leader learns of the new CA within
+// --tls-sync-interval and kubelet updates mounted ConfigMaps within about
+// a minute more.
+const DefaultCAPropagation = 3 * time.Minute
+
 // DefaultHTTPListen is the in-cluster address of /healthz, /readyz and
 // /metrics.
 const DefaultHTTPListen = ":9091"
@@ -55,6 +61,7 @@ type clusterFlags struct {
 	grpcService      string
 	clusterDomain    string
 	tlsSyncInterval  time.Duration
+	caPropagation    time.Duration
 	workers          int
 	leaseDuration    time.Duration
 	renewDeadline    time.Duration
@@ -164,6 +171,7 @@ Flags:
 	fs.StringVar(&c.edgeControlPlane, "edge-control-plane", env("edge-control-plane", ""), "in-cluster mode: the gRPC address edges dial, e.g. selfhost-controlplane.selfhost-system.svc:9090 (`ADDR`, required)")
 	fs.StringVar(&c.grpcService, "grpc-service", env("grpc-service", ""), "in-cluster mode: the control plane's Service in --namespace; the gRPC certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.<cluster-domain>, and the host of --edge-control-plane (`NAME`; default: the first label of that host)")
 	fs.DurationVar(&c.tlsSyncInterval, "tls-sync-interval", envDuration("tls-sync-interval", time.Minute), "in-cluster mode: how often the TLS Secret (CA and serving certificate of the webhook and gRPC) is re-read, rotated when due and the webhook configuration repaired; another replica's rotation is picked up within this")
+	fs.DurationVar(&c.caPropagation, "tls-ca-propagation", envDuration("tls-ca-propagation", DefaultCAPropagation), "in-cluster mode: after a CA rotation, how long a replica keeps presenting its certificate of the previous CA, so that the edges' mounted CA ConfigMaps (kubelet syncs them within about a minute) and the apiservers' caBundle trust the new CA first")
 	fs.StringVar(&c.clusterDomain, "cluster-domain", env("cluster-domain", "cluster.local"), "in-cluster mode: the cluster's DNS domain, for the gRPC certificate's names")
 	fs.IntVar(&c.workers, "workers", envInt("workers", 4), "in-cluster mode: namespaces reconciled in parallel")
 	fs.DurationVar(&c.leaseDuration, "leader-lease-duration", envDuration("leader-lease-duration", 15*time.Second), "in-cluster mode: leader-election lease duration")
@@ -225,6 +233,8 @@ Flags:
 		return f, errors.New("--workers must be at least 1")
 	case c.tlsSyncInterval <= 0:
 		return f, errors.New("--tls-sync-interval must be positive")
+	case c.caPropagation <= 0:
+		return f, errors.New("--tls-ca-propagation must be positive")
 	case c.edgeReplicas < 1 || c.edgeReplicas > 100:
 		return f, errors.New("--edge-replicas must be 1-100")
 	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:

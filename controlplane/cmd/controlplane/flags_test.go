@@ -22,7 +22,7 @@ func clusterDefaults(change func(*clusterFlags)) clusterFlags {
 		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
 		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2,
 		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
-		webhookListen: ":8443", clusterDomain: "cluster.local", tlsSyncInterval: time.Minute,
+		webhookListen: ":8443", clusterDomain: "cluster.local", tlsSyncInterval: time.Minute, caPropagation: DefaultCAPropagation,
 	}
 	if change != nil {
 		change(&c)

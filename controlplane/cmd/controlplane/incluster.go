@@ -217,7 +217,7 @@ func parseResources(s string) (corev1.ResourceRequirements, error) {
 }
 
 func webhookOptions(c clusterFlags) (webhookconfig.Options, error) {
-	o := webhookconfig.Options{Hosts: c.webhookHosts, Interval: c.tlsSyncInterval}
+	o := webhookconfig.Options{Hosts: c.webhookHosts, Interval: c.tlsSyncInterval, CAPropagation: c.caPropagation}
 	if c.webhookDisabled {
 		return o, nil
 	}

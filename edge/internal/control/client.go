@@ -109,6 +109,11 @@ func New(target, namespace string, applier Applier, stats StatsSource, inv TagIn
 func (c *Client) dial() (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(c.o.creds),
+		// The control plane publishes no gRPC service config; without this
+		// the DNS resolver asks for a _grpc_config TXT record on every
+		// resolution, which cluster DNS answers with SERVFAIL (seen on the
+		// real node as a steady stream of CoreDNS errors).
+		grpc.WithDisableServiceConfig(),
 		// gRPC's own reconnect backoff grows to 120 s by default, and while
 		// it waits every stream attempt fails at once. Capping it at our
 		// maximum (and resetting it before each attempt, see Run) keeps the

@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -37,6 +41,7 @@ func TestCluster(t *testing.T) {
 		t.Run("NodePort on 127.0.0.1 to an HTTP pod", func(t *testing.T) { testNodePortHTTP(t, c, ref) })
 		t.Run("kubelet pulls from a registry pod via 127.0.0.1:nodePort", func(t *testing.T) { testPullViaNodePort(t, c) })
 		t.Run("DNS from a pod", func(t *testing.T) { testPodDNS(t, c, ref) })
+		t.Run("imported multi-platform index", func(t *testing.T) { testImportIndex(t, c, busybox) })
 		t.Run("memory", func(t *testing.T) {
 			t.Logf("cluster RSS: %d MiB over %d processes", c.RSS()>>20, len(c.procs))
 		})
@@ -225,4 +230,28 @@ func testPodDNS(t *testing.T, c *Cluster, ref string) {
 	}, " && "))
 	p := c.WaitPod(t, "default", "dns", podTimeout, PodSucceeded)
 	t.Logf("DNS pod:\n%s", c.DescribePod(p.Namespace, p.Name))
+}
+
+// testImportIndex imports an index whose host image is busybox under a
+// config of its own: kubelet 1.37 treats an image ID it pulled before
+// (the registry's busybox) as not preloaded, and with pull policy Never
+// refuses it under another name.
+func testImportIndex(t *testing.T, c *Cluster, busybox v1.Image) {
+	busybox, err := mutate.Config(busybox, v1.Config{
+		Cmd: []string{"sh"}, Env: []string{"PATH=/bin"}, Labels: map[string]string{"test": "import-index"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	arm, err := BuildImage(types.OCIManifestSchema1, v1.Platform{OS: "linux", Architecture: "arm64"}, 1, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(mutate.IndexMediaType(empty.Index, types.OCIImageIndex),
+		mutate.IndexAddendum{Add: busybox, Descriptor: v1.Descriptor{Platform: &HostPlatform}},
+		mutate.IndexAddendum{Add: arm, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64"}}})
+	const ref = "selfhost.test/multi:1"
+	c.ImportIndex(t, ref, idx)
+	createPod(t, c, "multi", ref, corev1.PullNever, 0, "sleep", "3600")
+	c.WaitPod(t, "default", "multi", podTimeout, PodRunning)
 }

@@ -18,10 +18,12 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -204,6 +206,25 @@ func (c *Cluster) ImportImage(t testing.TB, ref string, img v1.Image) {
 	if err := c.importImage(ref, img); err != nil {
 		t.Fatalf("cluster: %v", err)
 	}
+	c.waitCRIImage(t, ref)
+}
+
+// waitCRIImage waits until the CRI knows an image that ctr imported: its
+// image store follows containerd's events, a moment later, and kubelet
+// asks the CRI.
+func (c *Cluster) waitCRIImage(t testing.TB, ref string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := c.Containerd.Crictl(t, "inspecti", ref)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster: imported %s, but the CRI does not list it: %v", ref, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the CRI's image store
+	}
 }
 
 func (c *Cluster) importImage(ref string, img v1.Image) error {
@@ -238,4 +259,82 @@ func (c *Cluster) PushImage(t testing.TB, repo, tag string, img v1.Image) string
 	t.Helper()
 	im := pushImage(t, c.RegistryAddr, repo, tag, img)
 	return im.Ref(c.RegistryNodeAddr, "")
+}
+
+// ImportIndex puts a multi-platform index into the node's containerd
+// under ref (CRI namespace k8s.io; the host platform's image unpacked),
+// through an OCI layout archive whose index entry is annotated with the
+// name containerd gives the image.
+func (c *Cluster) ImportIndex(t testing.TB, ref string, idx v1.ImageIndex) {
+	t.Helper()
+	if err := c.importIndex(ref, idx); err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
+	c.waitCRIImage(t, ref)
+}
+
+func (c *Cluster) importIndex(ref string, idx v1.ImageIndex) error {
+	dir, err := os.MkdirTemp(c.Dir, "import-layout-")
+	if err != nil {
+		return fmt.Errorf("import %s: %w", ref, err)
+	}
+	defer os.RemoveAll(dir)
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return fmt.Errorf("import %s: write layout: %w", ref, err)
+	}
+	if err := p.AppendIndex(idx, layout.WithAnnotations(map[string]string{"io.containerd.image.name": ref})); err != nil {
+		return fmt.Errorf("import %s: write layout: %w", ref, err)
+	}
+	archive := dir + ".tar"
+	defer os.Remove(archive)
+	if err := tarDir(dir, archive); err != nil {
+		return fmt.Errorf("import %s: %w", ref, err)
+	}
+	_, err = run(c.ctr, "--address", c.Containerd.Socket, "--namespace", "k8s.io", "images", "import",
+		"--snapshotter", c.snapshotter, archive)
+	if err != nil {
+		return fmt.Errorf("import %s: %w", ref, err)
+	}
+	return nil
+}
+
+// tarDir writes the regular files and directories under dir to a tar file.
+func tarDir(dir, dst string) error {
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	tw := tar.NewWriter(f)
+	err = filepath.WalkDir(dir, func(path string, e os.DirEntry, err error) error {
+		if err != nil || path == dir {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		if e.IsDir() {
+			return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: rel + "/", Mode: 0o755})
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: rel, Mode: 0o644, Size: int64(len(b))}); err != nil {
+			return err
+		}
+		_, err = tw.Write(b)
+		return err
+	})
+	if cerr := tw.Close(); err == nil {
+		err = cerr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("tar %s: %w", dir, err)
+	}
+	return nil
 }

@@ -227,6 +227,8 @@ func testPodDNS(t *testing.T, c *Cluster, ref string) {
 		"grep -qx 'options ndots:5' /etc/resolv.conf",
 		"nslookup kubernetes.default.svc." + ClusterDomain,
 		"nslookup web.default.svc." + ClusterDomain,
+		// A name outside the cluster domain: NXDOMAIN, not SERVFAIL.
+		"nslookup -type=txt _grpc_config.web.default.svc 2>&1 | grep -q NXDOMAIN",
 	}, " && "))
 	p := c.WaitPod(t, "default", "dns", podTimeout, PodSucceeded)
 	t.Logf("DNS pod:\n%s", c.DescribePod(p.Namespace, p.Name))

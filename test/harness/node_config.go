@@ -144,10 +144,13 @@ conntrack:
 }
 
 // corefile serves the cluster domain (and reverse lookups) from the
-// apiserver through the kubernetes plugin; every other name is refused,
-// because nothing outside the machine may be reached anyway.
+// apiserver through the kubernetes plugin. Every other name gets NXDOMAIN,
+// as a real cluster's upstream would answer for names that do not exist:
+// nothing outside the machine may be reached, and a SERVFAIL would make
+// clients (gRPC's TXT lookup, resolvers walking the search list) behave
+// unlike on a real cluster.
 func corefile(kubeconfig string) string {
-	return fmt.Sprintf(`.:53 {
+	return fmt.Sprintf(`%s:53 in-addr.arpa:53 ip6.arpa:53 {
     errors
     log
     ready 127.0.0.1:8181
@@ -158,5 +161,12 @@ func corefile(kubeconfig string) string {
     }
     cache 5
 }
-`, ClusterDomain, kubeconfig)
+.:53 {
+    errors
+    log
+    template ANY ANY {
+        rcode NXDOMAIN
+    }
+}
+`, ClusterDomain, ClusterDomain, kubeconfig)
 }

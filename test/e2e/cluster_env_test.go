@@ -39,6 +39,8 @@ type clusterEnv struct {
 	h        *helmCLI
 	upstream *harness.NodeUpstream
 	s3       *harness.S3
+	// images are the product's images built in this run.
+	images *imagebuild.Result
 	// imageRepo is where pods pull the product's images from
 	// (127.0.0.1:5000/k8s-selfhost-repo on the node).
 	imageRepo string
@@ -67,7 +69,7 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 		t.Fatalf("push images: %v", err)
 	}
 	t.Logf("images built and pushed in %s", time.Since(start).Round(time.Millisecond))
-	e.imageRepo = c.RegistryNodeAddr + "/k8s-selfhost-repo"
+	e.images, e.imageRepo = res, c.RegistryNodeAddr+"/k8s-selfhost-repo"
 	return e
 }
 

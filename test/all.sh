@@ -176,6 +176,14 @@ go build -o bin/test/tokenproxy ./edge/internal/upstream/upstreamtest/tokenproxy
 export HARNESS_EDGE_BIN="$ROOT/bin/test/edge" HARNESS_TOKENPROXY_BIN="$ROOT/bin/test/tokenproxy"
 export HARNESS_CONTROLPLANE_BIN="$ROOT/bin/test/controlplane"
 
+# The chart's images for linux/amd64 and linux/arm64 (docs/images.md), as a
+# step of its own: a cold cross-compile takes minutes, and doing it here
+# puts the compiled packages in GOCACHE before internal/imagebuild's
+# reproducibility test and TestCluster build the same images again, so those
+# tests stay far inside TEST_TIMEOUT on a cold machine.
+log "building the chart's images (cmd/build-images) into bin/images"
+go run ./cmd/build-images --out bin/images/layout --archives bin/images
+
 # ------------------------------------------------------------------- checks
 declare -a SUMMARY=()
 failed=0

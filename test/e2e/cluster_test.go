@@ -135,8 +135,14 @@ func TestCluster(t *testing.T) {
 	if e.upstream.BlobGETs(t, "lab/app") == before {
 		t.Errorf("the v2 pull with the control plane down fetched nothing upstream; was it served at all?")
 	}
+	// An edge pod that starts while the control plane is down (fresh
+	// state) fails closed: not Ready, 503 on every registry request; the
+	// namespace's other replica keeps serving. It becomes Ready once the
+	// control plane is back.
+	e.failsClosed(t, "team-b")
 	e.scaleControlPlane(t, 2)
 	e.waitDeploymentReady(t, releaseNS, chartName)
+	e.waitDeploymentReady(t, "team-b", kubecontract.EdgeName)
 
 	// 7. Roll team-a's edge Deployment while 10 pods pull a cold image:
 	// every pod Running with no failed pull.
@@ -257,4 +263,52 @@ func (e *clusterEnv) leftovers(t *testing.T) []string {
 		}
 	}
 	return out
+}
+
+// failsClosed deletes one edge pod of ns (the control plane is down) and
+// checks that its replacement answers /healthz but 503 on /readyz and the
+// registry API.
+func (e *clusterEnv) failsClosed(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	sel := metav1.ListOptions{LabelSelector: kubecontract.ComponentLabel + "=" + kubecontract.EdgeComponent}
+	pods, err := e.c.Client.CoreV1().Pods(ns).List(ctx, sel)
+	if err != nil || len(pods.Items) == 0 {
+		t.Fatalf("edge pods of %s: %v", ns, err)
+	}
+	old := map[string]bool{}
+	for _, p := range pods.Items {
+		old[p.Name] = true
+	}
+	if err := e.c.Client.CoreV1().Pods(ns).Delete(ctx, pods.Items[0].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	client := e.c.Netns.HTTPClient()
+	status := func(url string) int {
+		resp, err := client.Get(url)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	var ip string
+	waitUntil(t, "a replacement edge pod of "+ns+" that answers /healthz", clusterTimeout, func() bool {
+		pods, err := e.c.Client.CoreV1().Pods(ns).List(ctx, sel)
+		if err != nil {
+			return false
+		}
+		for _, p := range pods.Items {
+			if !old[p.Name] && p.Status.PodIP != "" && status("http://"+p.Status.PodIP+":5000/healthz") == http.StatusOK {
+				ip = p.Status.PodIP
+				return true
+			}
+		}
+		return false
+	}, func() string { return e.describePods(ns, sel.LabelSelector) })
+	for _, path := range []string{"/readyz", "/v2/", "/v2/lab/lab/app/manifests/v1"} {
+		if got := status("http://" + ip + ":5000" + path); got != http.StatusServiceUnavailable {
+			t.Errorf("unconfigured edge %s %s: %d, want 503", ns, path, got)
+		}
+	}
 }

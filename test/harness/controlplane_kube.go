@@ -104,7 +104,9 @@ func (k *Kube) KubeconfigFor(t testing.TB, name, token string) string {
 // with --webhook-url https://WebhookAddr/mutate-pods. args add flags (they
 // must include --namespace, --edge-image and --edge-control-plane, which
 // a test chooses). gRPC is plaintext (--grpc-tls=off) unless args set
-// --grpc-tls: most tests dial it without the CA. The control plane is
+// --grpc-tls: most tests dial it without the CA. It stops at once on
+// SIGTERM (--shutdown-delay=0) unless args set --shutdown-delay: tests of
+// handover stop it as a crash-free, quick exit. The control plane is
 // ready when /readyz says so.
 func StartControlPlaneInCluster(t testing.TB, kubeconfig, configYAML string, args ...string) *ControlPlane {
 	t.Helper()
@@ -115,6 +117,9 @@ func StartControlPlaneInCluster(t testing.TB, kubeconfig, configYAML string, arg
 	}
 	if _, ok := flagValue(args, "--grpc-tls"); !ok {
 		args = append([]string{"--grpc-tls=off"}, args...)
+	}
+	if _, ok := flagValue(args, "--shutdown-delay"); !ok {
+		args = append([]string{"--shutdown-delay=0s"}, args...)
 	}
 	err := startWithPorts(3, func(ports []int) error {
 		c.Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])

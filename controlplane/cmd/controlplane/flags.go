@@ -29,7 +29,10 @@ type flags struct {
 	tlsCert    string
 	tlsKey     string
 	httpListen string // "" after parsing: no HTTP port
-	cluster    clusterFlags
+	// shutdownDelay is how long the servers keep serving after SIGTERM
+	// while /readyz reports not ready.
+	shutdownDelay time.Duration
+	cluster       clusterFlags
 }
 
 // DefaultCAPropagation is how long after a CA rotation the previous CA's
@@ -37,6 +40,11 @@ type flags struct {
 // --tls-sync-interval and kubelet updates mounted ConfigMaps within about
 // a minute more.
 const DefaultCAPropagation = 3 * time.Minute
+
+// DefaultShutdownDelay is the in-cluster drain after SIGTERM: long enough
+// for the endpoint removal to reach kube-proxy and the apiserver's webhook
+// client.
+const DefaultShutdownDelay = 5 * time.Second
 
 // DefaultHTTPListen is the in-cluster address of /healthz, /readyz and
 // /metrics.
@@ -151,6 +159,7 @@ Flags:
 	fs.StringVar(&f.tlsCert, "tls-cert", env("tls-cert", ""), "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
 	fs.StringVar(&f.tlsKey, "tls-key", env("tls-key", ""), "private key for --tls-cert (`FILE`, PEM)")
 	fs.StringVar(&f.httpListen, "http-listen", env("http-listen", ""), "plain-HTTP address of /healthz, /readyz and /metrics (`ADDR`; default: "+DefaultHTTPListen+" in-cluster, none standalone; off: none)")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", envDuration("shutdown-delay", -1), "after SIGTERM, keep serving gRPC and the webhook this long with /readyz answering 503, so the pod leaves the Service's endpoints before it stops answering (the apiserver would otherwise send webhook calls to a gone pod and admit pods untouched); default: "+DefaultShutdownDelay.String()+" in-cluster, 0 standalone")
 	grpcTLS := fs.String("grpc-tls", env("grpc-tls", "on"), "in-cluster mode: on serves gRPC over TLS with a certificate of the control plane's CA (the webhook's, in its TLS Secret) and gives each edge the CA in the ConfigMap selfhost-controlplane-ca; off serves plaintext (tests only: the stream carries credentials)")
 
 	c := &f.cluster
@@ -207,6 +216,12 @@ Flags:
 	case "off":
 	default:
 		return f, fmt.Errorf("--grpc-tls %q: want on or off", *grpcTLS)
+	}
+	switch {
+	case f.shutdownDelay < 0 && f.standalone:
+		f.shutdownDelay = 0
+	case f.shutdownDelay < 0:
+		f.shutdownDelay = DefaultShutdownDelay
 	}
 	switch {
 	case f.httpListen == "off":

@@ -53,9 +53,9 @@ func TestParseFlags(t *testing.T) {
 		{"flag beats environment", []string{"--grpc-listen", "127.0.0.1:2"}, map[string]string{
 			"CONTROLPLANE_STANDALONE": "1", "CONTROLPLANE_CONFIG": "e.yaml", "CONTROLPLANE_GRPC_LISTEN": "127.0.0.1:1",
 		}, flags{standalone: true, config: "e.yaml", grpcListen: "127.0.0.1:2", debounce: 50 * time.Millisecond, cluster: clusterDefaults(nil)}, ""},
-		{"in-cluster", inCluster, nil, flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: DefaultHTTPListen, cluster: inClusterWant}, ""},
+		{"in-cluster", inCluster, nil, flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, shutdownDelay: DefaultShutdownDelay, httpListen: DefaultHTTPListen, cluster: inClusterWant}, ""},
 		{"in-cluster plaintext, no HTTP port", append(slices.Clone(inCluster), "--grpc-tls=off", "--http-listen=off"), nil,
-			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(func(c *clusterFlags) {
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, shutdownDelay: DefaultShutdownDelay, cluster: clusterDefaults(func(c *clusterFlags) {
 				*c = inClusterWant
 				c.grpcTLS = false
 			})}, ""},
@@ -65,7 +65,7 @@ func TestParseFlags(t *testing.T) {
 		{"in-cluster TLS with a certificate file", append(slices.Clone(inCluster), "--tls-cert", "c.pem", "--tls-key", "k.pem"), nil, flags{}, "--tls-cert is for --standalone"},
 		{"in-cluster lists: flag replaces environment", append(slices.Clone(inCluster), "--admin-groups", "ops, sre", "--edge-args", "--storage=s3://b/p", "--edge-args", "--s3-endpoint=http://s3:9000"),
 			map[string]string{"CONTROLPLANE_ADMIN_GROUPS": "env-group", "CONTROLPLANE_WEBHOOK_HOSTS": "a.example,10.0.0.1"},
-			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, shutdownDelay: DefaultShutdownDelay, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
 				*c = inClusterWant
 				c.adminGroups = []string{"ops", "sre"}
 				c.edgeArgs = []string{"--storage=s3://b/p", "--s3-endpoint=http://s3:9000"}
@@ -79,7 +79,7 @@ func TestParseFlags(t *testing.T) {
 		{"in-cluster burst below qps", append(slices.Clone(inCluster), "--kube-api-qps", "20", "--kube-api-burst", "10"), nil, flags{}, "--kube-api-burst"},
 		{"in-cluster zero workers", append(slices.Clone(inCluster), "--workers", "0"), nil, flags{}, "--workers"},
 		{"in-cluster edge replicas", append(slices.Clone(inCluster), "--edge-replicas", "3"), nil,
-			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, shutdownDelay: DefaultShutdownDelay, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
 				*c = inClusterWant
 				c.edgeReplicas = 3
 			})}, ""},

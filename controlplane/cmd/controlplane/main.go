@@ -30,7 +30,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -110,6 +112,8 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 // serve runs the gRPC server, the HTTP probes (when --http-listen) and
 // next to them the jobs in extra, until ctx ends or one of them fails.
 func serve(ctx context.Context, f flags, opts server.Options, p *probes.Server, extra func(context.Context, *server.Server) []func() error) error {
+	ctx, stopRun := drainOnCancel(ctx, f.shutdownDelay, p, opts.Logger)
+	defer stopRun()
 	srv, err := server.New(ctx, opts)
 	if err != nil {
 		return err
@@ -135,4 +139,38 @@ func serve(ctx context.Context, f flags, opts server.Options, p *probes.Server, 
 		}
 	}
 	return g.Wait()
+}
+
+// drainOnCancel returns a context that ends delay after ctx does (or
+// when stop is called). From the moment ctx ends, p's /readyz fails: the
+// pod is removed from the Service's endpoints asynchronously, and a
+// webhook call sent to a pod that has stopped answering admits the pod
+// untouched (failurePolicy Ignore), so the servers keep answering until
+// the endpoint is gone.
+func drainOnCancel(ctx context.Context, delay time.Duration, p *probes.Server, log *slog.Logger) (context.Context, context.CancelFunc) {
+	var draining atomic.Bool
+	p.AddCheck("shutdown", func() error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	})
+	run, stop := context.WithCancel(context.WithoutCancel(ctx))
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-run.Done():
+			return
+		}
+		draining.Store(true)
+		log.Info("shutting down: /readyz reports not ready; still serving during the drain delay", "shutdown_delay", delay.String())
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-run.Done():
+		}
+		stop()
+	}()
+	return run, stop
 }

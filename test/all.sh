@@ -172,7 +172,7 @@ export HELM="$ROOT/bin/tools/helm"
 log "building the edge, the control plane and the test token proxy into bin/test"
 go build -o bin/test/edge ./edge/cmd/edge
 go build -o bin/test/controlplane ./controlplane/cmd/controlplane
-go build -o bin/test/tokenproxy ./edge/internal/upstream/upstreamtest/tokenproxy
+go build -o bin/test/tokenproxy ./internal/upstream/upstreamtest/tokenproxy
 export HARNESS_EDGE_BIN="$ROOT/bin/test/edge" HARNESS_TOKENPROXY_BIN="$ROOT/bin/test/tokenproxy"
 export HARNESS_CONTROLPLANE_BIN="$ROOT/bin/test/controlplane"
 

@@ -32,7 +32,7 @@ export KUBE_CONTROLLER_MANAGER="$ROOT/bin/tools/kube-controller-manager"
 export KUBE_SCHEDULER="$ROOT/bin/tools/kube-scheduler" KUBE_PROXY="$ROOT/bin/tools/kube-proxy"
 export COREDNS="$ROOT/bin/tools/coredns" HELM="$ROOT/bin/tools/helm" VERSITYGW="$ROOT/bin/tools/versitygw" CRICTL="$ROOT/bin/tools/crictl"
 mkdir -p bin/test
-go build -o bin/test/tokenproxy ./edge/internal/upstream/upstreamtest/tokenproxy
+go build -o bin/test/tokenproxy ./internal/upstream/upstreamtest/tokenproxy
 export HARNESS_TOKENPROXY_BIN="$ROOT/bin/test/tokenproxy"
 
 echo "bench-cluster.sh: load at the start: $(uptime)"

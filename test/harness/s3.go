@@ -17,7 +17,7 @@ import (
 )
 
 // S3 is a running versitygw with its posix backend and one bucket. It is
-// the same server edge/internal/blob/s3/s3test starts, which test/ cannot
+// the same server internal/blob/s3/s3test starts, which test/ cannot
 // import (it is internal to edge/).
 type S3 struct {
 	// Endpoint is http://127.0.0.1:PORT.

@@ -11,7 +11,7 @@ import (
 
 // TokenProxy is a running upstreamtest/tokenproxy: a Docker-Hub-like Bearer
 // token service in front of a registry (DESIGN §3.5). It runs as a separate
-// process because test/ cannot import edge/internal/upstream/upstreamtest.
+// process because test/ cannot import internal/upstream/upstreamtest.
 type TokenProxy struct {
 	// Addr is host:port; URL is http://Addr, the upstream URL to give the
 	// edge.
@@ -21,10 +21,10 @@ type TokenProxy struct {
 }
 
 // TokenProxyBinary returns the tokenproxy command: $HARNESS_TOKENPROXY_BIN
-// or a build of ./edge/internal/upstream/upstreamtest/tokenproxy.
+// or a build of ./internal/upstream/upstreamtest/tokenproxy.
 func TokenProxyBinary(t testing.TB) string {
 	t.Helper()
-	return goBinary(t, "HARNESS_TOKENPROXY_BIN", "./edge/internal/upstream/upstreamtest/tokenproxy")
+	return goBinary(t, "HARNESS_TOKENPROXY_BIN", "./internal/upstream/upstreamtest/tokenproxy")
 }
 
 var listeningOn = regexp.MustCompile(`listening on (127\.0\.0\.1:\d+)`)

@@ -31,8 +31,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/server"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
 func main() {

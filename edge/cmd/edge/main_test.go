@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
 func TestMain(m *testing.M) {

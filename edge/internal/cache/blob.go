@@ -8,9 +8,9 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 )
 
 // Blob is a blob ready to serve: from storage or from a running fill.

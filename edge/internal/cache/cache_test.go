@@ -13,12 +13,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/blobtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
 // switchStore fails every call while broken is set (an unreachable S3).

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
 // fakeUpstream is an in-memory upstream.Fetcher for unit tests; the real

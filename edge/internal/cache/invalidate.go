@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 )
 
 // InvalidateTag forgets this namespace's record of prefix/repository:tag,

@@ -10,11 +10,11 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
 // Manifest is a manifest ready to serve, byte-for-byte as the upstream sent it.

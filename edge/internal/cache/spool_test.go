@@ -9,11 +9,11 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/blobtest"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/fs"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/fs"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
 // TestFilesystemStoreIsTheSpool covers fills whose store writer can be read

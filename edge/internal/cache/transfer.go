@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 )
 
 // transfer is where the bytes of one fill go: the store's verified writer

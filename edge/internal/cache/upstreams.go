@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
 // Upstreams gives the fetcher of an upstream prefix. The control client

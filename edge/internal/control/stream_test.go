@@ -11,12 +11,12 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/blobtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
 )
 
 // TestRestoreWithControlPlaneDown: an edge restarted while the control

@@ -5,7 +5,7 @@ import (
 	"crypto/subtle"
 	"net/http"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
 // Realm is the Basic auth realm of the edge's pull-token challenge.

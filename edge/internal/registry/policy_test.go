@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
 const pullToken = "pt-5f0c9e1d" // distinctive, so a leak into logs or bodies is found

@@ -5,7 +5,7 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
 // Parse maps a request path (decoded, as in url.URL.Path) and query onto a

@@ -14,7 +14,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
 // Sentinel errors, each translated to one OCI error code at the HTTP boundary.

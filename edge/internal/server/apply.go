@@ -10,7 +10,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

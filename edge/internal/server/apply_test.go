@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/blobtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

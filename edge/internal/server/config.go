@@ -13,11 +13,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/fs"
-	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/fs"
+	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
 // Config is everything a standalone edge is started with.

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream/upstreamtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

@@ -11,8 +11,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
-	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

@@ -15,9 +15,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
-	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3/s3test"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
+	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3/s3test"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
 // storageProbeTTL is how long one storage probe answers /readyz: kubelet

@@ -17,8 +17,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
-	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob/s3"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
 )
 
 type fakeStatus struct{ version atomic.Pointer[string] }

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/oci"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream/upstreamtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 )
 
 // TestUpstreamNonManifestRefused: an upstream that answers a manifest

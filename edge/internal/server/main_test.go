@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
 func TestMain(m *testing.M) {

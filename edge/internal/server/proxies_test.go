@@ -11,7 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )

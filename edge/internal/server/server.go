@@ -14,11 +14,11 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 )
 
 // Run serves the edge until ctx is cancelled. ready, when non-nil, receives

@@ -6,10 +6,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/upstream"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
 // upstreamSnapshot is one immutable configuration: routing table, one

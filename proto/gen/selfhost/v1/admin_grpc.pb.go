@@ -37,7 +37,7 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService is the operator's API (DESIGN §3.7), made for grpcurl:
+// AdminService is the operator's API, made for grpcurl:
 // server reflection is on, and every call needs
 // "authorization: Bearer <token>" metadata. Secrets (credentials, pull
 // tokens) are never returned.
@@ -203,7 +203,7 @@ func (c *adminServiceClient) RefreshSubscription(ctx context.Context, in *Refres
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService is the operator's API (DESIGN §3.7), made for grpcurl:
+// AdminService is the operator's API, made for grpcurl:
 // server reflection is on, and every call needs
 // "authorization: Bearer <token>" metadata. Secrets (credentials, pull
 // tokens) are never returned.

@@ -6,7 +6,7 @@
 
 // Package selfhost.v1 holds the contracts between the control plane and the
 // edges of k8s-selfhost-repo: the config distribution stream (this file) and
-// the admin API (admin.proto). See DESIGN §3.6–3.7.
+// the admin API (admin.proto) and the storage broker (storage.proto).
 
 package selfhostv1
 
@@ -701,8 +701,15 @@ func (x *EdgeConfig) GetStorage() *StorageConfig {
 // StorageConfig is the shared storage every namespace's edge uses.
 type StorageConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// S3 is an S3-compatible bucket.
-	S3            *S3Storage `protobuf:"bytes,1,opt,name=s3,proto3" json:"s3,omitempty"`
+	// S3 is an S3-compatible bucket with its credentials. A control plane of
+	// this version never sends it: bucket-wide keys in a tenant's edge are
+	// keys in the tenant's hands. Edges refuse it.
+	S3 *S3Storage `protobuf:"bytes,1,opt,name=s3,proto3" json:"s3,omitempty"`
+	// Brokered means the shared storage is reached through the control
+	// plane's StorageBrokerService: reads by short-lived presigned URLs issued
+	// after an access check, writes streamed to the control plane, which
+	// verifies the digest before anything becomes visible.
+	Brokered      *BrokeredStorage `protobuf:"bytes,2,opt,name=brokered,proto3" json:"brokered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -744,6 +751,51 @@ func (x *StorageConfig) GetS3() *S3Storage {
 	return nil
 }
 
+func (x *StorageConfig) GetBrokered() *BrokeredStorage {
+	if x != nil {
+		return x.Brokered
+	}
+	return nil
+}
+
+// BrokeredStorage selects the StorageBrokerService of the control plane the
+// edge is connected to. It carries no credentials.
+type BrokeredStorage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrokeredStorage) Reset() {
+	*x = BrokeredStorage{}
+	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrokeredStorage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrokeredStorage) ProtoMessage() {}
+
+func (x *BrokeredStorage) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrokeredStorage.ProtoReflect.Descriptor instead.
+func (*BrokeredStorage) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{8}
+}
+
 // S3Storage is an S3-compatible bucket and, optionally, the credentials to
 // reach it. The credentials are secrets: edges keep them in memory only,
 // never write them to disk, and the admin API never returns them.
@@ -775,7 +827,7 @@ type S3Storage struct {
 
 func (x *S3Storage) Reset() {
 	*x = S3Storage{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	mi := &file_selfhost_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -787,7 +839,7 @@ func (x *S3Storage) String() string {
 func (*S3Storage) ProtoMessage() {}
 
 func (x *S3Storage) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[8]
+	mi := &file_selfhost_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -800,7 +852,7 @@ func (x *S3Storage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use S3Storage.ProtoReflect.Descriptor instead.
 func (*S3Storage) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *S3Storage) GetBucket() string {
@@ -867,7 +919,7 @@ type ProxySelection struct {
 
 func (x *ProxySelection) Reset() {
 	*x = ProxySelection{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[9]
+	mi := &file_selfhost_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +931,7 @@ func (x *ProxySelection) String() string {
 func (*ProxySelection) ProtoMessage() {}
 
 func (x *ProxySelection) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[9]
+	mi := &file_selfhost_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +944,7 @@ func (x *ProxySelection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxySelection.ProtoReflect.Descriptor instead.
 func (*ProxySelection) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ProxySelection) GetMode() ProxyMode {
@@ -926,7 +978,7 @@ type ProxyNode struct {
 
 func (x *ProxyNode) Reset() {
 	*x = ProxyNode{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[10]
+	mi := &file_selfhost_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +990,7 @@ func (x *ProxyNode) String() string {
 func (*ProxyNode) ProtoMessage() {}
 
 func (x *ProxyNode) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[10]
+	mi := &file_selfhost_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1003,7 @@ func (x *ProxyNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProxyNode.ProtoReflect.Descriptor instead.
 func (*ProxyNode) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProxyNode) GetName() string {
@@ -1003,7 +1055,7 @@ type Upstream struct {
 
 func (x *Upstream) Reset() {
 	*x = Upstream{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[11]
+	mi := &file_selfhost_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1067,7 @@ func (x *Upstream) String() string {
 func (*Upstream) ProtoMessage() {}
 
 func (x *Upstream) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[11]
+	mi := &file_selfhost_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1080,7 @@ func (x *Upstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Upstream.ProtoReflect.Descriptor instead.
 func (*Upstream) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Upstream) GetPrefix() string {
@@ -1093,7 +1145,7 @@ type Credentials struct {
 
 func (x *Credentials) Reset() {
 	*x = Credentials{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[12]
+	mi := &file_selfhost_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1157,7 @@ func (x *Credentials) String() string {
 func (*Credentials) ProtoMessage() {}
 
 func (x *Credentials) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[12]
+	mi := &file_selfhost_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1170,7 @@ func (x *Credentials) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
 func (*Credentials) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Credentials) GetUsername() string {
@@ -1147,13 +1199,21 @@ type NamespacePolicy struct {
 	// MaxConcurrentFills bounds the namespace's parallel upstream transfers;
 	// zero means the edge's default.
 	MaxConcurrentFills uint32 `protobuf:"varint,3,opt,name=max_concurrent_fills,json=maxConcurrentFills,proto3" json:"max_concurrent_fills,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// MaxUpstreamRequestsPerSecond bounds the rate of the namespace's
+	// upstream requests (manifests, blobs, tag lists, revalidations); beyond
+	// it clients get 429 TOOMANYREQUESTS with Retry-After. Zero means the
+	// edge's default.
+	MaxUpstreamRequestsPerSecond uint32 `protobuf:"varint,4,opt,name=max_upstream_requests_per_second,json=maxUpstreamRequestsPerSecond,proto3" json:"max_upstream_requests_per_second,omitempty"`
+	// UpstreamBurst is how many upstream requests may start at once above
+	// the rate; zero means the edge's default.
+	UpstreamBurst uint32 `protobuf:"varint,5,opt,name=upstream_burst,json=upstreamBurst,proto3" json:"upstream_burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NamespacePolicy) Reset() {
 	*x = NamespacePolicy{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[13]
+	mi := &file_selfhost_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1225,7 @@ func (x *NamespacePolicy) String() string {
 func (*NamespacePolicy) ProtoMessage() {}
 
 func (x *NamespacePolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[13]
+	mi := &file_selfhost_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1238,7 @@ func (x *NamespacePolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespacePolicy.ProtoReflect.Descriptor instead.
 func (*NamespacePolicy) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NamespacePolicy) GetAllowedPrefixes() []string {
@@ -1202,6 +1262,20 @@ func (x *NamespacePolicy) GetMaxConcurrentFills() uint32 {
 	return 0
 }
 
+func (x *NamespacePolicy) GetMaxUpstreamRequestsPerSecond() uint32 {
+	if x != nil {
+		return x.MaxUpstreamRequestsPerSecond
+	}
+	return 0
+}
+
+func (x *NamespacePolicy) GetUpstreamBurst() uint32 {
+	if x != nil {
+		return x.UpstreamBurst
+	}
+	return 0
+}
+
 // InvalidateTag names one tag of one repository.
 type InvalidateTag struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1217,7 +1291,7 @@ type InvalidateTag struct {
 
 func (x *InvalidateTag) Reset() {
 	*x = InvalidateTag{}
-	mi := &file_selfhost_v1_config_proto_msgTypes[14]
+	mi := &file_selfhost_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1229,7 +1303,7 @@ func (x *InvalidateTag) String() string {
 func (*InvalidateTag) ProtoMessage() {}
 
 func (x *InvalidateTag) ProtoReflect() protoreflect.Message {
-	mi := &file_selfhost_v1_config_proto_msgTypes[14]
+	mi := &file_selfhost_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1242,7 +1316,7 @@ func (x *InvalidateTag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InvalidateTag.ProtoReflect.Descriptor instead.
 func (*InvalidateTag) Descriptor() ([]byte, []int) {
-	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_selfhost_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InvalidateTag) GetPrefix() string {
@@ -1311,9 +1385,11 @@ const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\tupstreams\x18\x04 \x03(\v2\x15.selfhost.v1.UpstreamR\tupstreams\x124\n" +
 	"\x06policy\x18\x05 \x01(\v2\x1c.selfhost.v1.NamespacePolicyR\x06policy\x121\n" +
 	"\x05proxy\x18\x06 \x01(\v2\x1b.selfhost.v1.ProxySelectionR\x05proxy\x124\n" +
-	"\astorage\x18\a \x01(\v2\x1a.selfhost.v1.StorageConfigR\astorage\"7\n" +
+	"\astorage\x18\a \x01(\v2\x1a.selfhost.v1.StorageConfigR\astorage\"q\n" +
 	"\rStorageConfig\x12&\n" +
-	"\x02s3\x18\x01 \x01(\v2\x16.selfhost.v1.S3StorageR\x02s3\"\xde\x01\n" +
+	"\x02s3\x18\x01 \x01(\v2\x16.selfhost.v1.S3StorageR\x02s3\x128\n" +
+	"\bbrokered\x18\x02 \x01(\v2\x1c.selfhost.v1.BrokeredStorageR\bbrokered\"\x11\n" +
+	"\x0fBrokeredStorage\"\xde\x01\n" +
 	"\tS3Storage\x12\x16\n" +
 	"\x06bucket\x18\x01 \x01(\tR\x06bucket\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x16\n" +
@@ -1341,12 +1417,14 @@ const file_selfhost_v1_config_proto_rawDesc = "" +
 	"\x05proxy\x18\a \x01(\tR\x05proxy\"E\n" +
 	"\vCredentials\x12\x1a\n" +
 	"\busername\x18\x01 \x01(\tR\busername\x12\x1a\n" +
-	"\bpassword\x18\x02 \x01(\tR\bpassword\"\x8d\x01\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"\xfc\x01\n" +
 	"\x0fNamespacePolicy\x12)\n" +
 	"\x10allowed_prefixes\x18\x01 \x03(\tR\x0fallowedPrefixes\x12\x1d\n" +
 	"\n" +
 	"pull_token\x18\x02 \x01(\tR\tpullToken\x120\n" +
-	"\x14max_concurrent_fills\x18\x03 \x01(\rR\x12maxConcurrentFills\"Y\n" +
+	"\x14max_concurrent_fills\x18\x03 \x01(\rR\x12maxConcurrentFills\x12F\n" +
+	" max_upstream_requests_per_second\x18\x04 \x01(\rR\x1cmaxUpstreamRequestsPerSecond\x12%\n" +
+	"\x0eupstream_burst\x18\x05 \x01(\rR\rupstreamBurst\"Y\n" +
 	"\rInvalidateTag\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1e\n" +
 	"\n" +
@@ -1374,7 +1452,7 @@ func file_selfhost_v1_config_proto_rawDescGZIP() []byte {
 }
 
 var file_selfhost_v1_config_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_selfhost_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_selfhost_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_selfhost_v1_config_proto_goTypes = []any{
 	(ProxyMode)(0),               // 0: selfhost.v1.ProxyMode
 	(*StreamConfigRequest)(nil),  // 1: selfhost.v1.StreamConfigRequest
@@ -1385,14 +1463,15 @@ var file_selfhost_v1_config_proto_goTypes = []any{
 	(*StreamConfigResponse)(nil), // 6: selfhost.v1.StreamConfigResponse
 	(*EdgeConfig)(nil),           // 7: selfhost.v1.EdgeConfig
 	(*StorageConfig)(nil),        // 8: selfhost.v1.StorageConfig
-	(*S3Storage)(nil),            // 9: selfhost.v1.S3Storage
-	(*ProxySelection)(nil),       // 10: selfhost.v1.ProxySelection
-	(*ProxyNode)(nil),            // 11: selfhost.v1.ProxyNode
-	(*Upstream)(nil),             // 12: selfhost.v1.Upstream
-	(*Credentials)(nil),          // 13: selfhost.v1.Credentials
-	(*NamespacePolicy)(nil),      // 14: selfhost.v1.NamespacePolicy
-	(*InvalidateTag)(nil),        // 15: selfhost.v1.InvalidateTag
-	(*durationpb.Duration)(nil),  // 16: google.protobuf.Duration
+	(*BrokeredStorage)(nil),      // 9: selfhost.v1.BrokeredStorage
+	(*S3Storage)(nil),            // 10: selfhost.v1.S3Storage
+	(*ProxySelection)(nil),       // 11: selfhost.v1.ProxySelection
+	(*ProxyNode)(nil),            // 12: selfhost.v1.ProxyNode
+	(*Upstream)(nil),             // 13: selfhost.v1.Upstream
+	(*Credentials)(nil),          // 14: selfhost.v1.Credentials
+	(*NamespacePolicy)(nil),      // 15: selfhost.v1.NamespacePolicy
+	(*InvalidateTag)(nil),        // 16: selfhost.v1.InvalidateTag
+	(*durationpb.Duration)(nil),  // 17: google.protobuf.Duration
 }
 var file_selfhost_v1_config_proto_depIdxs = []int32{
 	3,  // 0: selfhost.v1.StreamConfigRequest.hello:type_name -> selfhost.v1.Hello
@@ -1400,23 +1479,24 @@ var file_selfhost_v1_config_proto_depIdxs = []int32{
 	5,  // 2: selfhost.v1.StreamConfigRequest.stats:type_name -> selfhost.v1.EdgeStats
 	2,  // 3: selfhost.v1.StreamConfigRequest.proxy_failure:type_name -> selfhost.v1.ProxyFailure
 	7,  // 4: selfhost.v1.StreamConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
-	15, // 5: selfhost.v1.StreamConfigResponse.invalidate_tag:type_name -> selfhost.v1.InvalidateTag
-	12, // 6: selfhost.v1.EdgeConfig.upstreams:type_name -> selfhost.v1.Upstream
-	14, // 7: selfhost.v1.EdgeConfig.policy:type_name -> selfhost.v1.NamespacePolicy
-	10, // 8: selfhost.v1.EdgeConfig.proxy:type_name -> selfhost.v1.ProxySelection
+	16, // 5: selfhost.v1.StreamConfigResponse.invalidate_tag:type_name -> selfhost.v1.InvalidateTag
+	13, // 6: selfhost.v1.EdgeConfig.upstreams:type_name -> selfhost.v1.Upstream
+	15, // 7: selfhost.v1.EdgeConfig.policy:type_name -> selfhost.v1.NamespacePolicy
+	11, // 8: selfhost.v1.EdgeConfig.proxy:type_name -> selfhost.v1.ProxySelection
 	8,  // 9: selfhost.v1.EdgeConfig.storage:type_name -> selfhost.v1.StorageConfig
-	9,  // 10: selfhost.v1.StorageConfig.s3:type_name -> selfhost.v1.S3Storage
-	0,  // 11: selfhost.v1.ProxySelection.mode:type_name -> selfhost.v1.ProxyMode
-	11, // 12: selfhost.v1.ProxySelection.nodes:type_name -> selfhost.v1.ProxyNode
-	13, // 13: selfhost.v1.Upstream.credentials:type_name -> selfhost.v1.Credentials
-	16, // 14: selfhost.v1.Upstream.tag_ttl:type_name -> google.protobuf.Duration
-	1,  // 15: selfhost.v1.ConfigDiscoveryService.StreamConfig:input_type -> selfhost.v1.StreamConfigRequest
-	6,  // 16: selfhost.v1.ConfigDiscoveryService.StreamConfig:output_type -> selfhost.v1.StreamConfigResponse
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 10: selfhost.v1.StorageConfig.s3:type_name -> selfhost.v1.S3Storage
+	9,  // 11: selfhost.v1.StorageConfig.brokered:type_name -> selfhost.v1.BrokeredStorage
+	0,  // 12: selfhost.v1.ProxySelection.mode:type_name -> selfhost.v1.ProxyMode
+	12, // 13: selfhost.v1.ProxySelection.nodes:type_name -> selfhost.v1.ProxyNode
+	14, // 14: selfhost.v1.Upstream.credentials:type_name -> selfhost.v1.Credentials
+	17, // 15: selfhost.v1.Upstream.tag_ttl:type_name -> google.protobuf.Duration
+	1,  // 16: selfhost.v1.ConfigDiscoveryService.StreamConfig:input_type -> selfhost.v1.StreamConfigRequest
+	6,  // 17: selfhost.v1.ConfigDiscoveryService.StreamConfig:output_type -> selfhost.v1.StreamConfigResponse
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_selfhost_v1_config_proto_init() }
@@ -1440,7 +1520,7 @@ func file_selfhost_v1_config_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_selfhost_v1_config_proto_rawDesc), len(file_selfhost_v1_config_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -6,7 +6,7 @@
 
 // Package selfhost.v1 holds the contracts between the control plane and the
 // edges of k8s-selfhost-repo: the config distribution stream (this file) and
-// the admin API (admin.proto). See DESIGN §3.6–3.7.
+// the admin API (admin.proto) and the storage broker (storage.proto).
 
 package selfhostv1
 

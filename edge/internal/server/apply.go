@@ -10,6 +10,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -71,7 +72,7 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 // whole truth (state of the world): the flag defaults do not survive it.
 func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, allowInternal map[string]bool, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	snap := &upstreamSnapshot{version: cfg.GetVersion(), tagTTL: map[string]time.Duration{}}
-	pool, err := parseSelection(cfg.GetProxy(), log)
+	pool, err := proxydial.ParseSelection(cfg.GetProxy(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +87,7 @@ func configSnapshot(cfg *selfhostv1.EdgeConfig, prev *upstreamSnapshot, allowInt
 		}
 		pu.Path = ""
 		r := route.Upstream{Prefix: u.GetPrefix(), Aliases: u.GetAliases(), URL: pu, Hosts: u.GetHosts()}
-		nodes, err := pool.nodesFor(field, u.GetProxy())
+		nodes, err := pool.NodesFor(field, u.GetProxy())
 		if err != nil {
 			return nil, err
 		}

@@ -53,11 +53,11 @@ func TestNodePool(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			pool, err := parseSelection(tt.sel, log)
+			pool, err := proxydial.ParseSelection(tt.sel, log)
 			var names []string
 			if err == nil {
 				var nodes []*proxydial.Node
-				nodes, err = pool.nodesFor("upstreams[0]", tt.override)
+				nodes, err = pool.NodesFor("upstreams[0]", tt.override)
 				names = nodeNames(nodes)
 			}
 			if tt.wantErr != "" {

@@ -80,4 +80,3 @@ func proxyKey(nodes []*proxydial.Node) string {
 	}
 	return strings.Join(parts, ",")
 }
-

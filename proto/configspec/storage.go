@@ -25,8 +25,13 @@ func ValidateStorage(field string, s *selfhostv1.StorageConfig) error {
 		return nil
 	}
 	s3 := s.GetS3()
-	if s3 == nil {
-		return fmt.Errorf("%w: %s.s3: missing (the only storage kind)", ErrInvalid, field)
+	switch {
+	case s3 != nil && s.GetBrokered() != nil:
+		return fmt.Errorf("%w: %s: s3 and brokered are exclusive", ErrInvalid, field)
+	case s.GetBrokered() != nil:
+		return nil
+	case s3 == nil:
+		return fmt.Errorf("%w: %s: one of s3 or brokered is required", ErrInvalid, field)
 	}
 	f := field + ".s3"
 	b := s3.GetBucket()

@@ -69,8 +69,15 @@ func TestValidateStorage(t *testing.T) {
 	if err := ValidateStorage("storage", nil); err != nil {
 		t.Errorf("nil storage: %v", err)
 	}
-	if err := ValidateStorage("storage", &selfhostv1.StorageConfig{}); err == nil || !strings.Contains(err.Error(), "storage.s3") {
-		t.Errorf("empty storage: err = %v, want storage.s3 missing", err)
+	if err := ValidateStorage("storage", &selfhostv1.StorageConfig{}); err == nil || !strings.Contains(err.Error(), "s3 or brokered") {
+		t.Errorf("empty storage: err = %v, want s3 or brokered required", err)
+	}
+	if err := ValidateStorage("storage", &selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}}); err != nil {
+		t.Errorf("brokered storage: %v", err)
+	}
+	both := &selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}, S3: &selfhostv1.S3Storage{Bucket: "edge-cache"}}
+	if err := ValidateStorage("storage", both); err == nil || !strings.Contains(err.Error(), "exclusive") {
+		t.Errorf("s3 and brokered: err = %v, want exclusive", err)
 	}
 	c := &selfhostv1.EdgeConfig{Version: "v1", Namespace: "team-a", Upstreams: DefaultUpstreams(),
 		Storage: &selfhostv1.StorageConfig{S3: &selfhostv1.S3Storage{Bucket: "x"}}}

@@ -81,8 +81,9 @@ type State struct {
 	// by package clash; nil until the subscription was first fetched (and
 	// always when Clash is disabled). It is never persisted.
 	Proxy *ProxyPool
-	// Storage is the shared S3 storage every edge started with
-	// --storage=control-plane uses; nil when none is configured. It comes
+	// Storage is the shared S3 storage the control plane brokers for every
+	// edge started with --storage=control-plane; nil when none is
+	// configured. It comes
 	// from the operator's YAML file only and is never persisted.
 	Storage *Storage
 }
@@ -99,7 +100,17 @@ type Storage struct {
 	SecretAccessKey Secret
 }
 
-// Proto is the StorageConfig edges receive, credentials included.
+// EdgeProto is the StorageConfig edges receive: brokered, no credentials
+// (an edge's keys would be its tenant's keys).
+func (s *Storage) EdgeProto() *selfhostv1.StorageConfig {
+	if s == nil {
+		return nil
+	}
+	return &selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}}
+}
+
+// Proto is the bucket with its credentials, as the control plane itself
+// opens it (and validates it).
 func (s *Storage) Proto() *selfhostv1.StorageConfig {
 	if s == nil {
 		return nil

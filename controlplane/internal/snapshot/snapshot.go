@@ -83,9 +83,12 @@ func (Builder) Build(st *config.State) (*Set, error) {
 		return nil, err
 	}
 	proxy, edgeUps, summary := proxySelection(st, ups)
-	// Shared and read-only like the upstreams; its credentials are secrets
-	// that only edges receive (the admin API strips them).
-	storage := st.Storage.Proto()
+	// Shared and read-only like the upstreams; it carries no credentials:
+	// edges reach the storage through the broker.
+	if err := configspec.ValidateStorage("storage", st.Storage.Proto()); err != nil {
+		return nil, err
+	}
+	storage := st.Storage.EdgeProto()
 	set := &Set{Upstreams: ups, Proxy: summary, namespaces: make(map[string]*Namespace, len(st.Namespaces))}
 	global := sha256.New()
 	for _, u := range ups {

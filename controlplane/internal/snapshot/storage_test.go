@@ -18,10 +18,12 @@ func TestBuildStorage(t *testing.T) {
 	with := mustBuild(t, st)
 	for _, name := range with.NamespaceNames() {
 		ns, _ := with.Namespace(name)
-		s3 := ns.Config.GetStorage().GetS3()
-		if s3.GetBucket() != "edge-cache" || s3.GetPrefix() != "shared" || !s3.GetPathStyle() ||
-			s3.GetAccessKeyId() != "AKID" || s3.GetSecretAccessKey() != "s3-secret" {
-			t.Errorf("namespace %s: storage = %v", name, s3)
+		// Edges get the broker, never the bucket or its keys.
+		if ns.Config.GetStorage().GetBrokered() == nil || ns.Config.GetStorage().GetS3() != nil {
+			t.Errorf("namespace %s: storage = %v, want brokered only", name, ns.Config.GetStorage())
+		}
+		if strings.Contains(ns.Config.String(), "s3-secret") || strings.Contains(ns.Config.String(), "AKID") {
+			t.Errorf("namespace %s: the edge configuration carries the S3 keys", name)
 		}
 		old, _ := without.Namespace(name)
 		if old.Config.GetVersion() == ns.Config.GetVersion() {
@@ -31,12 +33,12 @@ func TestBuildStorage(t *testing.T) {
 	if with.Version == without.Version {
 		t.Error("adding storage kept the Set's version")
 	}
-	// A new secret alone is a new version too: edges must get it.
+	// A new secret is the control plane's alone: edges see no change.
 	rotated := baseState()
 	rotated.Storage = &config.Storage{Bucket: "edge-cache", Prefix: "shared", Endpoint: "http://127.0.0.1:7070", PathStyle: true,
 		AccessKeyID: "AKID", SecretAccessKey: "s3-secret-2"}
-	if mustBuild(t, rotated).Version == with.Version {
-		t.Error("rotating the secret kept the Set's version")
+	if mustBuild(t, rotated).Version != with.Version {
+		t.Error("rotating the secret changed what edges receive")
 	}
 
 	bad := baseState()

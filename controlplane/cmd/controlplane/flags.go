@@ -25,6 +25,7 @@ type flags struct {
 	grpcListen string
 	stateDir   string
 	debounce   time.Duration
+	proofTTL   time.Duration
 	logLevel   slog.Level
 	tlsCert    string
 	tlsKey     string
@@ -155,6 +156,7 @@ Flags:
 	fs.StringVar(&f.grpcListen, "grpc-listen", env("grpc-listen", ":9090"), "address of the gRPC server: edge streams and admin API (`ADDR`)")
 	fs.StringVar(&f.stateDir, "state-dir", env("state-dir", ""), "standalone: directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
 	fs.DurationVar(&f.debounce, "debounce", envDuration("debounce", 50*time.Millisecond), "quiet period after a change before it is pushed to edges; 0 pushes at once")
+	fs.DurationVar(&f.proofTTL, "proof-ttl", envDuration("proof-ttl", 0), "how long a proof of upstream access (an upstream HEAD of a manifest, anonymous or with a namespace's credentials) lets the storage broker serve that namespace shared content before it asks again; a revoked credential stops serving after it (default 10m)")
 	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&f.tlsCert, "tls-cert", env("tls-cert", ""), "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
 	fs.StringVar(&f.tlsKey, "tls-key", env("tls-key", ""), "private key for --tls-cert (`FILE`, PEM)")
@@ -203,6 +205,9 @@ Flags:
 	}
 	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return f, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	if f.proofTTL < 0 {
+		return f, errors.New("--proof-ttl must not be negative")
 	}
 	if f.debounce < 0 {
 		return f, errors.New("--debounce must not be negative")

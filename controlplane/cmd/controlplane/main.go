@@ -94,7 +94,7 @@ func mainCleanup(args []string) {
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	m := metrics.New()
-	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m}
+	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m, ProofTTL: f.proofTTL}
 	if f.tlsCert != "" {
 		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)
 		if err != nil {

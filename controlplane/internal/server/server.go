@@ -82,6 +82,10 @@ type Options struct {
 	// Metrics, when set, receives the push server's, the gRPC
 	// connections' and the Clash pool's metrics.
 	Metrics *metrics.Metrics
+	// ProofTTL is how long a proof of upstream access is trusted before it
+	// is asked again (0: proof's default). A revoked credential stops
+	// serving shared content after it.
+	ProofTTL time.Duration
 }
 
 // Server is a control plane. Serve it once.
@@ -149,6 +153,10 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	ps := push.New(cfg.Current(), log.With("component", "push"), pushOpts...)
 	cfg.Subscribe(ps)
+	brk, err := newBroker(ctx, st, cfg, opts, log.With("component", "broker"))
+	if err != nil {
+		return nil, err
+	}
 
 	maxRecv := opts.MaxRecvMsgSize
 	if maxRecv <= 0 {
@@ -157,6 +165,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	policy := auth.Policy{
 		selfhostv1.AdminService_ServiceDesc.ServiceName:           auth.RequireAdmin,
 		selfhostv1.ConfigDiscoveryService_ServiceDesc.ServiceName: auth.RequireEdge,
+		selfhostv1.StorageBrokerService_ServiceDesc.ServiceName:   auth.RequireEdge,
 		healthpb.Health_ServiceDesc.ServiceName:                   auth.Public,
 		"grpc.reflection.v1.ServerReflection":                     auth.Public,
 		"grpc.reflection.v1alpha.ServerReflection":                auth.Public,
@@ -169,6 +178,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		grpc.ChainStreamInterceptor(auth.StreamInterceptor(authn, policy)),
 	}, append(metricOpts, opts.GRPCOptions...)...)...)
 	selfhostv1.RegisterConfigDiscoveryServiceServer(gs, ps)
+	if brk != nil {
+		selfhostv1.RegisterStorageBrokerServiceServer(gs, brk)
+	}
 	selfhostv1.RegisterAdminServiceServer(gs, admin.New(cfg, ps, log.With("component", "admin"), adminOpts...))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -40,6 +40,9 @@ func (b *Blob) Close() {
 
 // Blob returns the blob rt addresses.
 func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
+	// The fill inherits the scope (it runs on a detached copy of ctx): the
+	// storage broker grants and accepts shared objects per repository.
+	ctx = blob.WithScope(ctx, rt.Prefix, rt.Repository)
 	key := blob.BlobKey(rt.Digest)
 	if b, ok := c.storedBlob(ctx, key); ok {
 		c.m.Hits.WithLabelValues("blob").Inc()
@@ -87,6 +90,7 @@ func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
 // is cached, else from an upstream HEAD. It never starts a fill, so a
 // client probing for a blob does not make the edge download it.
 func (c *Cache) BlobSize(ctx context.Context, rt route.Route) (size int64, source string, err error) {
+	ctx = blob.WithScope(ctx, rt.Prefix, rt.Repository)
 	if b, ok := c.storedBlob(ctx, blob.BlobKey(rt.Digest)); ok {
 		c.m.Hits.WithLabelValues("blob").Inc()
 		return b.Size, b.Source, nil
@@ -113,10 +117,16 @@ func (c *Cache) storedBlob(ctx context.Context, key string) (*Blob, bool) {
 		c.noteStoreErr("stat", err)
 		return nil, false
 	}
+	// The blob is opened later with the request's own context: it gets
+	// the scope it was found in.
+	prefix, repository, scoped := blob.ScopeFrom(ctx)
 	return &Blob{
 		Size:   info.Size,
 		Source: metrics.SourceCache,
 		open: func(ctx context.Context, off, n int64) (io.ReadCloser, error) {
+			if scoped {
+				ctx = blob.WithScope(ctx, prefix, repository)
+			}
 			rc, err := c.store.Open(ctx, key, off, n)
 			if err != nil {
 				c.noteStoreErr("open", err)

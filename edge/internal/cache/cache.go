@@ -1,5 +1,6 @@
-// Package cache is the edge's pull-through logic (DESIGN §3.4–3.5): it
-// answers manifests and blobs from the blob.Store, and on a miss fetches
+// Package cache is the edge's pull-through logic (README.md, "How a pull
+// goes through the edge" and "Storage"): it answers manifests and blobs
+// from the blob.Store, and on a miss fetches
 // them from the upstream, verifies them, streams them to the client and
 // stores them for next time.
 //
@@ -38,9 +39,11 @@ type Cache struct {
 	requestTTL time.Duration
 	spoolDir   string
 	retryAt    atomic.Int64 // unix nanos before which storage is bypassed
-	log        *slog.Logger
-	m          *metrics.Metrics
-	now        func() time.Time
+	// futureWarned is set once a tag record from the future was logged.
+	futureWarned atomic.Bool
+	log          *slog.Logger
+	m            *metrics.Metrics
+	now          func() time.Time
 
 	fills   fillSet
 	running fillWaiter
@@ -119,9 +122,29 @@ func (c *Cache) storageOK() {
 // Degraded reports whether storage is currently bypassed.
 func (c *Cache) Degraded() bool { return !c.storeUsable() }
 
-// CheckStorage probes the store (readiness). A not-found answer is healthy.
+// storeFailed records a failed store operation. A refusal by the storage
+// broker (blob.ErrDenied: no proof of access in this pull's scope) costs
+// only the caching of this one object, so it never degrades the storage;
+// anything else is a storage fault.
+func (c *Cache) storeFailed(op string, err error) {
+	if errors.Is(err, blob.ErrDenied) {
+		c.m.StorageDenied.WithLabelValues(op).Inc()
+		c.log.Debug("storage broker refused; going without the cache for this object", "op", op, "err", err)
+		return
+	}
+	c.storageFault(op, err)
+}
+
+// CheckStorage probes the store (readiness). A not-found answer is healthy,
+// and so is a refusal: the broker that refused is up. The key is one of
+// the namespace's own records that never exists ("." cannot appear in an
+// upstream prefix), so the storage broker answers it without a scope.
 func (c *Cache) CheckStorage(ctx context.Context) error {
-	_, err := c.store.Stat(ctx, "health/probe")
+	_, err := c.store.Stat(ctx, "tenants/"+c.namespace+"/health.probe")
+	if errors.Is(err, blob.ErrDenied) {
+		c.m.StorageDenied.WithLabelValues("probe").Inc()
+		err = nil
+	}
 	if err != nil && !errors.Is(err, blob.ErrNotFound) {
 		c.storageFault("probe", err)
 		return fmt.Errorf("storage probe: %w", err)

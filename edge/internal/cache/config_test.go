@@ -84,8 +84,9 @@ func TestMaxFillsWaiterRespectsContext(t *testing.T) {
 	if _, err := readBlob(ctx, e.c, blobRoute(second), 0, -1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting request: %v, want its deadline", err)
 	}
-	// The queued fill is detached from the request that gave up (DESIGN
-	// §3.5): once a slot frees, it runs and caches the blob.
+	// The queued fill is detached from the request that gave up (a client
+	// that goes away never cancels a fill): once a slot frees, it runs and
+	// caches the blob.
 	close(gate)
 	waitStored(t, e.mem, blob.BlobKey(second))
 	waitFillsDone(t, e.c)

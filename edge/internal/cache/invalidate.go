@@ -16,6 +16,9 @@ func (c *Cache) InvalidateTag(ctx context.Context, prefix, repository, tag strin
 	if err != nil {
 		return fmt.Errorf("invalidate tag %s/%s:%s: %w", prefix, repository, tag, err)
 	}
+	// A record is the namespace's own and needs no scope; it is set anyway
+	// so every entry point hands the store the same context.
+	ctx = blob.WithScope(ctx, prefix, repository)
 	if err := c.store.Delete(ctx, key); err != nil {
 		c.noteStoreErr("delete", err)
 		return fmt.Errorf("invalidate tag %s/%s:%s: %w", prefix, repository, tag, err)

@@ -6,7 +6,8 @@ import (
 )
 
 // fillLimiter bounds the blob fills that transfer from upstream at once
-// (the namespace policy's max_concurrent_fills, DESIGN §3.10). Unlike
+// (the namespace policy's max_concurrent_fills, so that one tenant cannot
+// starve the others; docs/security.md). Unlike
 // x/sync/semaphore its limit changes at run time, when a new configuration
 // arrives; fills already running are never interrupted by a lower limit,
 // new ones just wait until the count is below it. The zero value is
@@ -75,5 +76,6 @@ func (l *fillLimiter) grantLocked() {
 // SetMaxFills bounds the concurrent upstream blob fills of this cache;
 // zero means unlimited. Requests for a blob whose fill waits for a slot
 // wait with it, each until its own context ends; the waiting fill itself
-// is detached from them like any fill (DESIGN §3.5).
+// is detached from them like any fill: a client that goes away never
+// cancels it.
 func (c *Cache) SetMaxFills(n int) { c.limiter.setLimit(n) }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -29,7 +30,8 @@ type Manifest struct {
 	Stale bool
 }
 
-// tagRecord is what a namespace's tag points at (DESIGN §3.4).
+// tagRecord is what a namespace's tag points at, stored at blob.TagKey
+// (README.md, "Storage").
 type tagRecord struct {
 	Digest      string    `json:"digest"`
 	MediaType   string    `json:"mediaType"`
@@ -39,6 +41,7 @@ type tagRecord struct {
 
 // Manifest returns the manifest rt addresses, by tag or by digest.
 func (c *Cache) Manifest(ctx context.Context, rt route.Route) (*Manifest, error) {
+	ctx = blob.WithScope(ctx, rt.Prefix, rt.Repository)
 	f, err := c.fetcher(ctx, rt.Prefix)
 	if err != nil {
 		return nil, err
@@ -196,16 +199,16 @@ func (c *Cache) storeManifest(ctx context.Context, m *Manifest) {
 	}
 	w, err := c.store.Create(ctx, key, blob.Expect{Digest: m.Digest, Size: int64(len(m.Body)), ContentType: m.ContentType})
 	if err != nil {
-		c.storageFault("create", err)
+		c.storeFailed("create", err)
 		return
 	}
 	if _, err := w.Write(m.Body); err != nil {
 		_ = w.Abort(ctx)
-		c.storageFault("write", err)
+		c.storeFailed("write", err)
 		return
 	}
 	if err := w.Commit(ctx); err != nil {
-		c.storageFault("commit", err)
+		c.storeFailed("commit", err)
 		return
 	}
 	c.storageOK()
@@ -266,7 +269,36 @@ func (c *Cache) readTag(ctx context.Context, key string) (tagRecord, error) {
 	if err := json.NewDecoder(bytes.NewReader(data)).Decode(&rec); err != nil {
 		return rec, fmt.Errorf("decode tag record %s: %w", key, err)
 	}
+	if c.clampFuture(key, &rec) {
+		// Stored as now, so the record ages from here: left as it was it
+		// would read as fresh forever.
+		c.writeTag(ctx, key, rec)
+	}
 	return rec, nil
+}
+
+// clampFuture treats times after now in a tag record as now and reports
+// whether it changed anything: a record "checked in 2099" (a skewed clock,
+// or a hand-made record in shared storage) would never be revalidated. It warns once per Cache,
+// then at debug level, so a fleet of such records does not flood the log.
+func (c *Cache) clampFuture(key string, rec *tagRecord) bool {
+	now := c.now()
+	if !rec.LastChecked.After(now) && !rec.FetchedAt.After(now) {
+		return false
+	}
+	level := slog.LevelDebug
+	if c.futureWarned.CompareAndSwap(false, true) {
+		level = slog.LevelWarn
+	}
+	c.log.Log(context.Background(), level, "tag record has times in the future; treating them as now",
+		"key", key, "last_checked", rec.LastChecked, "fetched_at", rec.FetchedAt)
+	if rec.LastChecked.After(now) {
+		rec.LastChecked = now
+	}
+	if rec.FetchedAt.After(now) {
+		rec.FetchedAt = now
+	}
+	return true
 }
 
 func (c *Cache) writeTag(ctx context.Context, key string, rec tagRecord) {
@@ -275,14 +307,16 @@ func (c *Cache) writeTag(ctx context.Context, key string, rec tagRecord) {
 	}
 	data, _ := json.Marshal(rec)
 	if err := c.store.Put(ctx, key, data, "application/json"); err != nil {
-		c.storageFault("put", err)
+		c.storeFailed("put", err)
 	}
 }
 
-// noteStoreErr treats any error but not-found as a storage fault.
+// noteStoreErr records a failed read: not-found is a plain miss, a
+// refusal by the storage broker a miss too (the caller goes upstream with
+// the edge's own credentials), anything else a storage fault.
 func (c *Cache) noteStoreErr(op string, err error) {
 	if !errors.Is(err, blob.ErrNotFound) && !errors.Is(err, context.Canceled) {
-		c.storageFault(op, err)
+		c.storeFailed(op, err)
 	}
 }
 

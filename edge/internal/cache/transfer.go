@@ -40,7 +40,7 @@ func (c *Cache) newTransfer(ctx context.Context, rt route.Route, size int64) (*t
 	} else if c.storeUsable() {
 		w, err := c.store.Create(ctx, blob.BlobKey(rt.Digest), t.want)
 		if err != nil {
-			c.storageFault("create", err)
+			c.storeFailed("create", err)
 		} else {
 			t.w = w
 		}
@@ -74,7 +74,7 @@ func (c *Cache) newTransfer(ctx context.Context, rt route.Route, size int64) (*t
 func (t *transfer) write(p []byte) error {
 	if t.w != nil {
 		if _, err := t.w.Write(p); err != nil {
-			t.c.storageFault("write", err)
+			t.c.storeFailed("write", err)
 			if !t.ownSpool {
 				return fmt.Errorf("write spool: %w", err)
 			}
@@ -121,7 +121,7 @@ func (t *transfer) commit() {
 		want := t.want
 		want.Size = t.written
 		if err := t.putter.PutFile(t.ctx, blob.BlobKey(want.Digest), t.spool, want); err != nil {
-			t.c.storageFault("put file", err)
+			t.c.storeFailed("put file", err)
 			return
 		}
 		t.c.storageOK()
@@ -131,7 +131,7 @@ func (t *transfer) commit() {
 		return
 	}
 	if err := t.w.Commit(t.ctx); err != nil {
-		t.c.storageFault("commit", err)
+		t.c.storeFailed("commit", err)
 		return
 	}
 	t.c.storageOK()

@@ -30,6 +30,7 @@ type Metrics struct {
 	StaleServes      prometheus.Counter
 	StorageDegraded  prometheus.Gauge
 	StorageErrors    *prometheus.CounterVec // op
+	StorageDenied    *prometheus.CounterVec // op
 	Requests         *prometheus.CounterVec // method, kind, code
 	RequestDuration  *prometheus.HistogramVec
 	ProxyDials       *prometheus.CounterVec // node, result
@@ -68,6 +69,9 @@ func New() *Metrics {
 		StorageErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_storage_errors_total", Help: "Storage operations that failed (not counting not-found).",
 		}, []string{"op"}),
+		StorageDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_storage_denied_total", Help: "Storage operations the control plane's storage broker refused (no proof of access in the pull's scope): a read goes upstream, a write is skipped and the bytes are served without caching.",
+		}, []string{"op"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_http_requests_total", Help: "Registry API requests, by method, endpoint kind and status code.",
 		}, []string{"method", "kind", "code"}),
@@ -84,7 +88,7 @@ func New() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.Hits, m.Misses, m.BytesServed, m.UpstreamRequests, m.UpstreamErrors,
-		m.FillsInFlight, m.StaleServes, m.StorageDegraded, m.StorageErrors, m.Requests, m.RequestDuration,
+		m.FillsInFlight, m.StaleServes, m.StorageDegraded, m.StorageErrors, m.StorageDenied, m.Requests, m.RequestDuration,
 		m.ProxyDials, m.ProxyFailovers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -48,7 +48,7 @@ type clock struct {
 	t  time.Time
 }
 
-func (c *clock) now() time.Time       { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 type credsByNS struct {
@@ -56,7 +56,11 @@ type credsByNS struct {
 	m  map[string][2]string
 }
 
-func (c *credsByNS) set(ns, user, pass string) { c.mu.Lock(); c.m[ns] = [2]string{user, pass}; c.mu.Unlock() }
+func (c *credsByNS) set(ns, user, pass string) {
+	c.mu.Lock()
+	c.m[ns] = [2]string{user, pass}
+	c.mu.Unlock()
+}
 
 const ttl = 10 * time.Minute
 

@@ -136,6 +136,17 @@ type Namespace struct {
 	// MaxConcurrentFills bounds the namespace's parallel upstream
 	// transfers; zero means the edge's default.
 	MaxConcurrentFills uint32
+	// RegistryCredentials are the namespace's own credentials by registry
+	// host (RegistryHost form), from its tenant's Secret in-cluster. They
+	// replace the operator's credentials of the upstreams those hosts
+	// select, in this namespace's configuration only.
+	RegistryCredentials map[string]Credentials
+}
+
+// Credentials are a user name and password (or token) for a registry.
+type Credentials struct {
+	Username Secret
+	Password Secret
 }
 
 // Clone returns a deep copy of s.
@@ -154,6 +165,7 @@ func (s *State) Clone() *State {
 	for name, ns := range s.Namespaces {
 		c := *ns
 		c.AllowedPrefixes = slices.Clone(ns.AllowedPrefixes)
+		c.RegistryCredentials = maps.Clone(ns.RegistryCredentials)
 		out.Namespaces[name] = &c
 	}
 	return out

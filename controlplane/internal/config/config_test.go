@@ -67,3 +67,28 @@ func TestInvalidAndProblems(t *testing.T) {
 		t.Fatalf("single error split into %d", len(one))
 	}
 }
+
+func TestRegistryHost(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		key, want string
+		ok        bool
+	}{
+		{"ghcr.io", "ghcr.io", true},
+		{"https://index.docker.io/v1/", "index.docker.io", true},
+		{"HTTP://Registry.Example:5000/", "registry.example:5000", true},
+		{"10.0.0.5:5000", "10.0.0.5:5000", true},
+		{"[::1]:5000", "[::1]:5000", true},
+		{"", "", false},
+		{"https://", "", false},
+		{"user@ghcr.io", "", false},
+		{"ghcr io", "", false},
+		{"ghcr.io:port", "", false},
+	}
+	for _, tc := range tests {
+		got, ok := RegistryHost(tc.key)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("RegistryHost(%q) = %q, %v; want %q, %v", tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}

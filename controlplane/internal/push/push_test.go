@@ -173,14 +173,17 @@ func TestOnlyChangedNamespacesArePushed(t *testing.T) {
 	if got := next(t, a).GetPolicy().GetAllowedPrefixes(); len(got) != 1 || got[0] != "ghcr" {
 		t.Fatalf("team-a got allowed prefixes %v", got)
 	}
-	h.srv.ConfigChanged(build(t, state(1, "ghcr"))) // an upstream: everyone
-	next(t, a)
+	// An upstream: every namespace that may use it, so not team-a (ghcr
+	// only), whose edges never hold other upstreams.
+	h.srv.ConfigChanged(build(t, state(1, "ghcr")))
 	if b2 := next(t, b); b2.GetVersion() == b1.GetVersion() {
 		t.Fatal("team-b got the same version again")
 	}
 	select {
 	case c := <-b:
 		t.Fatalf("team-b got a push for team-a's policy change: %v", c)
+	case c := <-a:
+		t.Fatalf("team-a got a push for an upstream it may not use: %v", c)
 	case <-time.After(100 * time.Millisecond):
 	}
 }

@@ -68,7 +68,8 @@ func TestPutUpstreamRefusesBadInput(t *testing.T) {
 func TestDeleteUpstream(t *testing.T) {
 	t.Parallel()
 	env := start(t)
-	edge := servertest.OpenEdge(t, env.Conn, servertest.EdgeToken("team-b"), servertest.Hello("team-b", "b", ""))
+	// team-a may use every upstream, so every deletion reaches its edge.
+	edge := servertest.OpenEdge(t, env.Conn, servertest.EdgeToken("team-a"), servertest.Hello("team-a", "a", ""))
 	edge.NextConfig(t)
 	tests := []struct {
 		prefix string

@@ -148,13 +148,14 @@ func TestStreamSecondHelloRefused(t *testing.T) {
 	}
 }
 
-func TestUpstreamChangeReachesEveryNamespace(t *testing.T) {
+func TestUpstreamChangeReachesItsNamespaces(t *testing.T) {
 	t.Parallel()
 	env := start(t)
 	a := servertest.OpenEdge(t, env.Conn, servertest.EdgeToken("team-a"), servertest.Hello("team-a", "a", ""))
 	b := servertest.OpenEdge(t, env.Conn, servertest.EdgeToken("team-b"), servertest.Hello("team-b", "b", ""))
 	a1, b1 := a.NextConfig(t), b.NextConfig(t)
-	putUpstream(t, env, &selfhostv1.Upstream{Prefix: "gcr", Url: "https://gcr.io"})
+	// ghcr: both may use it.
+	putUpstream(t, env, &selfhostv1.Upstream{Prefix: "ghcr", Url: "https://ghcr.io", Credentials: &selfhostv1.Credentials{Username: "u", Password: "p"}})
 	a2, b2 := a.NextConfig(t), b.NextConfig(t)
 	if a2.GetVersion() == a1.GetVersion() || b2.GetVersion() == b1.GetVersion() {
 		t.Fatal("versions did not change")
@@ -162,6 +163,13 @@ func TestUpstreamChangeReachesEveryNamespace(t *testing.T) {
 	if a2.GetNonce() == a1.GetNonce() || a2.GetNonce() == b2.GetNonce() {
 		t.Fatal("nonces repeat")
 	}
+	// A new upstream reaches only the namespaces that may use it: team-b
+	// (ghcr only) never holds another upstream.
+	putUpstream(t, env, &selfhostv1.Upstream{Prefix: "gcr", Url: "https://gcr.io"})
+	if a3 := a.NextConfig(t); a3.GetVersion() == a2.GetVersion() {
+		t.Fatal("team-a's version did not change")
+	}
+	b.ExpectNothing(t, quiet)
 }
 
 func TestPolicyChangeReachesOnlyItsNamespace(t *testing.T) {

@@ -43,6 +43,10 @@ type Namespace struct {
 	Name string
 	// Config is the EdgeConfig sent to the namespace's edges, with Version
 	// set and Nonce empty (each send gets its own nonce, see WithNonce).
+	// Its Upstreams are the namespace's: only those its policy allows, each
+	// with the credentials the namespace uses for it (its own from its
+	// tenant's Secret, else the operator's). They are what "the
+	// namespace's credentials" means anywhere in the control plane.
 	Config *selfhostv1.EdgeConfig
 	// EdgeAddress is the configured address image references are rewritten
 	// to; a connected edge's own address takes precedence.
@@ -109,9 +113,10 @@ func (Builder) Build(st *config.State) (*Set, error) {
 		ns := st.Namespaces[name]
 		c := &selfhostv1.EdgeConfig{
 			Namespace: name,
-			// Shared, read-only: every namespace's config points at the same
-			// upstream and proxy messages, so a Set costs one copy of them.
-			Upstreams: edgeUps,
+			// Only the upstreams the namespace may use, with its own
+			// credentials where it has some: everything an edge holds, its
+			// tenant holds.
+			Upstreams: namespaceUpstreams(edgeUps, ns),
 			Proxy:     proxy,
 			Storage:   storage,
 			Policy: &selfhostv1.NamespacePolicy{

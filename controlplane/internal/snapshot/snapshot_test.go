@@ -69,9 +69,16 @@ func TestVersions(t *testing.T) {
 		{"upstream order", func(st *config.State) {
 			st.Upstreams[0], st.Upstreams[1] = st.Upstreams[1], st.Upstreams[0]
 		}, ""},
+		// team-b may use ghcr only: another upstream is not its business.
 		{"add upstream", func(st *config.State) {
 			st.Upstreams = append(st.Upstreams, &selfhostv1.Upstream{Prefix: "gcr", Url: "https://gcr.io"})
-		}, "team-a,team-b"},
+		}, "team-a"},
+		{"dockerhub credentials", func(st *config.State) {
+			st.Upstreams[0].Credentials = &selfhostv1.Credentials{Username: "u", Password: "p"}
+		}, "team-a"},
+		{"team-b's own credentials", func(st *config.State) {
+			st.Namespaces["team-b"].RegistryCredentials = map[string]config.Credentials{"ghcr.io": {Username: "b", Password: "pb"}}
+		}, "team-b"},
 		{"credentials", func(st *config.State) {
 			st.Upstreams[1].Credentials = &selfhostv1.Credentials{Username: "u", Password: "p"}
 		}, "team-a,team-b"},

@@ -1,5 +1,5 @@
 // Package certs is the pure crypto behind the webhook's TLS without
-// cert-manager (DESIGN §3.9): an ECDSA P-256 CA, a serving certificate for
+// cert-manager: an ECDSA P-256 CA, a serving certificate for
 // a list of DNS names and IPs signed by it, the decision when either must
 // be replaced, and PEM encoding with errors that say what is wrong. It
 // touches no clock, network or Kubernetes API: callers pass the time in.

@@ -1,5 +1,5 @@
-// Package rewrite holds the pure image-rewrite rules of DESIGN §3.9: an
-// image reference as written in a pod spec becomes
+// Package rewrite holds the injector's pure image-rewrite rules
+// (injector/README.md): an image reference as written in a pod spec becomes
 //
 //	<edge address>/<prefix>/<repository>[:tag][@digest]
 //

@@ -1,7 +1,7 @@
-// Package webhook is the injector's mutating admission webhook (DESIGN
-// §3.9): an http.Handler that answers AdmissionReview v1 requests about pods
-// with a minimal JSON patch that points their images at the namespace's
-// edge.
+// Package webhook is the injector's mutating admission webhook
+// (injector/README.md): an http.Handler that answers AdmissionReview v1
+// requests about pods with a minimal JSON patch that points their images at
+// the namespace's edge.
 //
 // It is split the way Istio's injector is: decode the review and the pod,
 // mutate (a pure function of the pod and the namespace's policy, built on

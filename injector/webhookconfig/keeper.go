@@ -1,5 +1,5 @@
 // Package webhookconfig runs the injector's webhook without cert-manager
-// (DESIGN §3.9). A Keeper, given a Kubernetes client:
+// (injector/README.md). A Keeper, given a Kubernetes client:
 //
 //   - keeps a CA and a serving certificate (injector/certs) in a
 //     kubernetes.io/tls Secret in the release namespace (tls.crt, tls.key,

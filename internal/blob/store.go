@@ -1,7 +1,7 @@
-// Package blob defines the edge's storage boundary: a small object store
-// whose writes become visible only after their digest and size are verified.
-// Implementations live in sub-packages (fs, s3) and all pass the conformance
-// suite in blobtest.
+// Package blob defines the storage boundary of the edge's cache (shared
+// with the control plane): a small object store whose writes become visible
+// only after their digest and size are verified. Implementations live in
+// sub-packages (fs, s3) and all pass the conformance suite in blobtest.
 package blob
 
 import (

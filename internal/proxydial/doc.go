@@ -1,6 +1,6 @@
 // Package proxydial dials upstream registries through Clash proxy nodes
-// (DESIGN §3.8), with mihomo (github.com/metacubex/mihomo) as the protocol
-// library.
+// (docs/edge-proxy.md), with mihomo (github.com/metacubex/mihomo) as the
+// protocol library.
 //
 // A Node is one Clash node built from its Clash map (ProxyNode.clash_json
 // of the control protocol, or a --proxy flag value parsed by ParseNodes).

@@ -1,6 +1,6 @@
-// Package upstream is the client the edge uses to fetch manifests, blobs and
-// tag lists from one upstream registry (Docker Hub, ghcr.io, a private
-// registry, …).
+// Package upstream is the client the edge (and the control plane) uses to
+// fetch manifests, blobs and tag lists from one upstream registry (Docker
+// Hub, ghcr.io, a private registry, …).
 //
 // # Transport stack
 //

@@ -1,7 +1,7 @@
 // Package configspec is the shared meaning of the configuration messages in
-// proto/selfhost/v1: the default upstreams (DESIGN §3.2) and the validation
-// both sides apply — the control plane refuses at its admin API what an
-// edge would NACK, and an edge NACKs what does not pass here.
+// proto/selfhost/v1: the default upstreams (README.md, "Path mapping") and
+// the validation both sides apply — the control plane refuses at its admin
+// API what an edge would NACK, and an edge NACKs what does not pass here.
 package configspec
 
 import (

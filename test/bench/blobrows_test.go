@@ -150,7 +150,8 @@ func (e *env) primeWarm() error {
 		return nil
 	}
 	// A peer that fails here is reported as not available, not as a
-	// broken benchmark (DESIGN §6: its S3 driver is fragile here).
+	// broken benchmark: docker-registry's S3 driver is fragile (it panics,
+	// for one, while AWS_CA_BUNDLE is set).
 	_, err := get(ctx, e.client, regBlobURL(e.regS3, b), b.Size)
 	if err == nil {
 		err = waitFor("docker-registry proxy (s3) storing the blob", 2*time.Minute,

@@ -1,6 +1,6 @@
 package e2e
 
-// The Helm chart (charts/k8s-selfhost-repo, DESIGN §3.11, docs/kubernetes.md):
+// The Helm chart (charts/k8s-selfhost-repo, charts/README.md, docs/kubernetes.md):
 // helm lint and template, the values schema, the RBAC against
 // deploy/rbac.yaml, then `helm install` into a real kube-apiserver and the
 // real control plane run with exactly the installed Deployment's args, env,

@@ -64,7 +64,7 @@ func rawGet(t *testing.T, addr, path string) response {
 }
 
 // TestProtocolErrors checks the edge's answers to bad and unsupported
-// requests (DESIGN §3.1).
+// requests (README.md, "Registry API and errors").
 func TestProtocolErrors(t *testing.T) {
 	t.Parallel()
 	for _, store := range stores {

@@ -1,12 +1,12 @@
 package e2e
 
-// The set-up of the Kubernetes tests (issue 5, DESIGN §3.3, §3.9, §3.10):
-// a real kube-apiserver + etcd, the control plane's RBAC from
-// deploy/rbac.yaml, the control plane binary in in-cluster mode running
-// with its ServiceAccount's token (so a missing RBAC rule fails a test),
-// and Debian's docker-registry as the upstream `test`. No kubelet or
-// controller-manager runs: the tests create the `default` ServiceAccount
-// and play the endpoints controller for the edge Service.
+// The set-up of the Kubernetes tests (issue 5; docs/kubernetes.md,
+// injector/README.md, docs/security.md): a real kube-apiserver + etcd, the
+// control plane's RBAC from deploy/rbac.yaml, the control plane binary in
+// in-cluster mode running with its ServiceAccount's token (so a missing RBAC
+// rule fails a test), and Debian's docker-registry as the upstream `test`. No
+// kubelet or controller-manager runs: the tests create the `default`
+// ServiceAccount and play the endpoints controller for the edge Service.
 
 import (
 	"context"

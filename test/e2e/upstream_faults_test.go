@@ -17,9 +17,10 @@ import (
 // enough for an asynchronous commit to show up if the edge wrongly made one.
 const settle = 2 * time.Second
 
-// TestUpstreamFaults checks DESIGN §3.5: a short body or a wrong digest from
-// the upstream never leaves anything visible in the cache, a later pull
-// succeeds, and concurrent cold requests share one upstream fetch.
+// TestUpstreamFaults checks the pull path's rules (README.md, "How a pull
+// goes through the edge"): a short body or a wrong digest from the upstream
+// never leaves anything visible in the cache, a later pull succeeds, and
+// concurrent cold requests share one upstream fetch.
 func TestUpstreamFaults(t *testing.T) {
 	t.Parallel()
 	for _, store := range stores {

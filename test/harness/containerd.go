@@ -62,17 +62,17 @@ func StartContainerd(t testing.TB) *Containerd {
 	return StartContainerdWith(t, ContainerdOptions{})
 }
 
-// containerdConfig is a version 2 config. restrict_oom_score_adj is needed
-// on machines without CAP_SYS_RESOURCE (DESIGN §6); the native snapshotter
-// works in any temporary directory, overlayfs does not (e.g. on overlay or
-// tmpfs); every path that defaults to a fixed system location (root, state,
-// socket, opt, CNI, temp mounts) is moved into the test's directories so
-// that parallel daemons and the host's own containerd never meet. The
-// paths that stay fixed in 1.6 (shim sockets under /run/containerd/s, the
-// netns mounts) are only used to run containers, which only the test
-// cluster does (StartCluster: one at a time, and it cleans them); a pull
-// leaves nothing outside the test's directories. Plugins that cannot
-// work here are disabled to keep the log readable.
+// containerdConfig is a version 2 config. restrict_oom_score_adj is needed on
+// machines without CAP_SYS_RESOURCE; the native snapshotter works in any
+// temporary directory, overlayfs does not (e.g. on overlay or tmpfs); every
+// path that defaults to a fixed system location (root, state, socket, opt,
+// CNI, temp mounts) is moved into the test's directories so that parallel
+// daemons and the host's own containerd never meet. The paths that stay fixed
+// in 1.6 (shim sockets under /run/containerd/s, the netns mounts) are only
+// used to run containers, which only the test cluster does (StartCluster: one
+// at a time, and it cleans them); a pull leaves nothing outside the test's
+// directories. Plugins that cannot work here are disabled to keep the log
+// readable.
 func containerdConfig(dir, sock, certsDir string, opts ContainerdOptions) string {
 	registry := ""
 	if certsDir != "" {

@@ -62,7 +62,7 @@ func TestDockerRegistryAndClients(t *testing.T) {
 	}
 	t.Run("missing manifest by digest", func(t *testing.T) {
 		t.Parallel()
-		// DESIGN §6 saw docker-registry answer 500 for some missing
+		// Debian's docker-registry 2.8 has been seen answering 500 for missing
 		// manifests by digest; the edge must always answer 404
 		// MANIFEST_UNKNOWN. Log what this build does.
 		resp, err := http.Get(reg.URL + "/v2/self/schema2/manifests/sha256:" + strings.Repeat("0", 64))

@@ -10,8 +10,9 @@ import (
 )
 
 // TokenProxy is a running upstreamtest/tokenproxy: a Docker-Hub-like Bearer
-// token service in front of a registry (DESIGN §3.5). It runs as a separate
-// process because test/ cannot import internal/upstream/upstreamtest.
+// token service in front of a registry (the anonymous token flow the edge's
+// upstream client speaks). It runs as a separate process because test/ cannot
+// import internal/upstream/upstreamtest.
 type TokenProxy struct {
 	// Addr is host:port; URL is http://Addr, the upstream URL to give the
 	// edge.

@@ -1,5 +1,5 @@
 // Command controlplane runs the k8s-selfhost-repo control plane
-// (DESIGN §3.6–3.7). Standalone, with no Kubernetes:
+// (docs/control-protocol.md). Standalone, with no Kubernetes:
 //
 //	controlplane --standalone --config controlplane.yaml --grpc-listen 127.0.0.1:9090
 //

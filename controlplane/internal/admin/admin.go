@@ -1,11 +1,12 @@
-// Package admin implements selfhost.v1.AdminService (DESIGN §3.7), the
-// operator's API for grpcurl. It reads the committed configuration and the
-// connected edges through small interfaces, changes upstreams through the
-// store (validated, persisted and pushed there) and the Clash mode and
-// node through the clash manager, and is the only place where their errors
-// become gRPC status codes. Responses never carry secrets: upstream
-// credentials, pull tokens and proxy nodes' Clash maps are removed, and
-// only "has_credentials"/"has_pull_token" say the first two exist.
+// Package admin implements selfhost.v1.AdminService
+// (docs/control-protocol.md), the operator's API for grpcurl. It reads the
+// committed configuration and the connected edges through small interfaces,
+// changes upstreams through the store (validated, persisted and pushed there)
+// and the Clash mode and node through the clash manager, and is the only
+// place where their errors become gRPC status codes. Responses never carry
+// secrets: upstream credentials, pull tokens and proxy nodes' Clash maps are
+// removed, and only "has_credentials"/"has_pull_token" say the first two
+// exist.
 package admin
 
 import (

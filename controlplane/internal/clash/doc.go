@@ -1,6 +1,6 @@
 // Package clash turns a Clash subscription into a pool of proxy nodes,
 // measures them and selects the ones edges dial upstream through
-// (DESIGN §3.8). Each job has its own type behind an interface:
+// (docs/clash.md). Each job has its own type behind an interface:
 //
 //   - SubscriptionSource fetches the subscription (HTTPSource: size cap,
 //     timeout, the URL scrubbed from every error);

@@ -10,7 +10,7 @@ import (
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
-// Clash is the Clash part of the configuration (DESIGN §3.8). Everything
+// Clash is the Clash part of the configuration (docs/clash.md). Everything
 // but Mode and Pinned comes from the config file; Mode and Pinned start
 // there too, and the admin API changes them at runtime (persisted).
 type Clash struct {

@@ -1,5 +1,5 @@
 // Package controller is the control plane's namespace controller
-// (DESIGN §3.3, §3.10). For every namespace labelled
+// (docs/kubernetes.md, docs/security.md). For every namespace labelled
 // kubecontract.OptInLabel=kubecontract.OptInValue it creates, and keeps in
 // shape, the namespace's edge: a ServiceAccount, a pull Secret holding the
 // namespace's random pull token for 127.0.0.1:<nodePort>, a NodePort

@@ -42,7 +42,8 @@ func NewPullToken() (string, error) {
 }
 
 // EdgeHost is the registry host pods pull through: 127.0.0.1:<nodePort>
-// (DESIGN §3.3: the literal loopback address, never "localhost").
+// (the literal loopback address, never "localhost", which some nodes
+// resolve to ::1 first; docs/kubernetes.md, "Exposure and its limits").
 func EdgeHost(nodePort int32) string {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(nodePort)))
 }

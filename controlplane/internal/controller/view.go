@@ -18,7 +18,7 @@ type Edge struct {
 	// 127.0.0.1:<nodePort> of the edge's Service.
 	Address string
 	// PullToken is the password of the namespace's pull Secret, which
-	// the edge must demand (DESIGN §3.10). Never log it.
+	// the edge must demand (docs/security.md). Never log it.
 	PullToken string
 }
 

@@ -1,6 +1,6 @@
 // Package push is the control plane's side of the config stream
-// (selfhost.v1.ConfigDiscoveryService, DESIGN §3.6), modelled on xDS
-// state-of-the-world: an edge says hello, receives its namespace's full
+// (selfhost.v1.ConfigDiscoveryService, docs/control-protocol.md), modelled on
+// xDS state-of-the-world: an edge says hello, receives its namespace's full
 // EdgeConfig with a fresh nonce, and ACKs or NACKs it by nonce.
 //
 // Committed configurations arrive through ConfigChanged; a debouncer

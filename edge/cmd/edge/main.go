@@ -1,18 +1,19 @@
-// Command edge is the pull-through OCI registry of one namespace
-// (DESIGN §3.1–3.5). Standalone it needs no control plane and no cluster:
+// Command edge is the pull-through OCI registry of one namespace (README.md,
+// "How a pull goes through the edge"). Standalone it needs no control plane
+// and no cluster:
 //
 //	edge --listen 127.0.0.1:5000 --storage ./data
 //
 // serves /v2/dockerhub/..., /v2/ghcr/..., /v2/quay/..., /v2/k8s/... from the
 // local disk and fetches misses from the upstream registries. With
 // --control-plane it takes its upstreams and policy from the control plane
-// (DESIGN §3.6):
+// (docs/control-protocol.md):
 //
 //	edge --storage ./data --namespace team-a \
 //	  --control-plane 127.0.0.1:9090 --control-plane-token-file ./token
 //
 // Behind a filtered link, a standalone edge reaches its upstreams through
-// Clash nodes (DESIGN §3.8), tried in order with failover:
+// Clash nodes (docs/edge-proxy.md), tried in order with failover:
 //
 //	EDGE_PROXY='ss://…#hk-1' edge --storage ./data --proxy @./more-nodes.yaml
 package main

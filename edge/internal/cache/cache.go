@@ -1,8 +1,7 @@
 // Package cache is the edge's pull-through logic (README.md, "How a pull
 // goes through the edge" and "Storage"): it answers manifests and blobs
-// from the blob.Store, and on a miss fetches
-// them from the upstream, verifies them, streams them to the client and
-// stores them for next time.
+// from the blob.Store, and on a miss fetches them from the upstream,
+// verifies them, streams them to the client and stores them for next time.
 //
 // Manifests are small: they are fetched whole, verified and stored before
 // they are served. Blobs are streamed: one fill per blob runs detached from

@@ -1,10 +1,10 @@
 // Package control is the edge's side of the config distribution stream
-// (DESIGN §3.6), modelled on an xDS state-of-the-world client: the edge
-// opens one ConfigDiscoveryService stream, says hello, applies every full
-// EdgeConfig snapshot atomically and ACKs it (or NACKs it naming the field
-// and keeps its last good one), keeps the last good snapshot on local disk,
-// reports its counters, and reconnects with jittered exponential backoff
-// while serving on whatever it last applied.
+// (docs/control-protocol.md), modelled on an xDS state-of-the-world client:
+// the edge opens one ConfigDiscoveryService stream, says hello, applies every
+// full EdgeConfig snapshot atomically and ACKs it (or NACKs it naming the
+// field and keeps its last good one), keeps the last good snapshot on local
+// disk, reports its counters, and reconnects with jittered exponential
+// backoff while serving on whatever it last applied.
 //
 // The package knows nothing about HTTP serving or storage: it reaches the
 // rest of the edge through Applier, StatsSource and TagInvalidator.

@@ -1,7 +1,7 @@
 // Package registry is the edge's HTTP boundary: the pull side of the OCI
-// Distribution Spec (DESIGN §3.1) over a cache.Cache. It parses requests
-// with route, answers byte-exact manifests and ranged blobs, and is the one
-// place where errors become OCI error JSON.
+// Distribution Spec (README.md, "Registry API and errors") over a
+// cache.Cache. It parses requests with route, answers byte-exact manifests
+// and ranged blobs, and is the one place where errors become OCI error JSON.
 package registry
 
 import (

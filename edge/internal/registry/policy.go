@@ -11,8 +11,9 @@ import (
 // Realm is the Basic auth realm of the edge's pull-token challenge.
 const Realm = "k8s-selfhost-repo"
 
-// Policy is a namespace's policy as the registry enforces it (DESIGN §3.10).
-// The zero value allows everything. It is immutable once built.
+// Policy is a namespace's policy as the registry enforces it
+// (docs/security.md). The zero value allows everything. It is immutable once
+// built.
 type Policy struct {
 	allowed  map[string]bool // canonical prefixes; empty: all
 	tokenSum *[sha256.Size]byte

@@ -1,7 +1,8 @@
-// Package route maps registry request paths onto upstreams (DESIGN §3.2):
-// /v2/<prefix>/<repository>/... selects the upstream registered under
-// <prefix>, a name without a known prefix is Docker Hub (mirror mode), and
-// containerd's ?ns=<host> query selects the upstream by host.
+// Package route maps registry request paths onto upstreams (README.md,
+// "Path mapping"): /v2/<prefix>/<repository>/... selects the upstream
+// registered under <prefix>, a name without a known prefix is Docker Hub
+// (mirror mode), and containerd's ?ns=<host> query selects the upstream by
+// host.
 //
 // Everything here is a pure function of the path, the query and the Table,
 // so the parsers can be fuzzed without a server.
@@ -94,7 +95,8 @@ type Table struct {
 	byHost   map[string]string
 }
 
-// Defaults are the four default upstreams of DESIGN §3.2.
+// Defaults are the four default upstreams: dockerhub, ghcr, quay (alias
+// quayio) and k8s.
 func Defaults() []Upstream {
 	mustURL := func(s string) *url.URL {
 		u, err := url.Parse(s)

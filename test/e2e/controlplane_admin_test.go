@@ -21,14 +21,19 @@ var adminCalls = []string{
 	"GetNamespaceConfig", "Resolve", "GetCacheStats", "InvalidateTag",
 }
 
-// TestControlPlaneGrpcurlDiscovery: reflection and health need no token,
-// so an operator can explore the API with grpcurl before holding one.
+// TestControlPlaneGrpcurlDiscovery: reflection needs a token (admin or
+// edge), health needs none, so an operator explores the API with grpcurl
+// -H 'authorization: Bearer …' and probes work anonymously.
 func TestControlPlaneGrpcurlDiscovery(t *testing.T) {
 	t.Parallel()
 	e := newCPEnv(t)
 	addr := e.cp.Addr
+	bearer := "authorization: Bearer " + e.adminToken
 
-	list := harness.Grpcurl(t, nil, "-plaintext", addr, "list")
+	anon := harness.Grpcurl(t, nil, "-plaintext", addr, "list")
+	wantGRPCStatus(t, anon, "Unauthenticated", "missing bearer token")
+
+	list := harness.Grpcurl(t, nil, "-plaintext", "-H", bearer, addr, "list")
 	if list.Err != nil {
 		t.Fatalf("%s: %v\n%s", list.Cmd, list.Err, list.Output())
 	}
@@ -38,7 +43,7 @@ func TestControlPlaneGrpcurlDiscovery(t *testing.T) {
 		}
 	}
 
-	desc := harness.Grpcurl(t, nil, "-plaintext", addr, "describe", "selfhost.v1.AdminService")
+	desc := harness.Grpcurl(t, nil, "-plaintext", "-H", bearer, addr, "describe", "selfhost.v1.AdminService")
 	if desc.Err != nil {
 		t.Fatalf("%s: %v\n%s", desc.Cmd, desc.Err, desc.Output())
 	}
@@ -48,12 +53,13 @@ func TestControlPlaneGrpcurlDiscovery(t *testing.T) {
 		}
 	}
 	// describe of a message works too: reflection serves the whole file set.
-	msg := harness.Grpcurl(t, nil, "-plaintext", addr, "describe", "selfhost.v1.EdgeStatus")
+	msg := harness.Grpcurl(t, nil, "-plaintext", "-H", "authorization: Bearer "+e.edgeTokens["team-a"], addr, "describe", "selfhost.v1.EdgeStatus")
 	if msg.Err != nil || !strings.Contains(msg.Stdout, "acked_version") {
 		t.Errorf("%s: %v\n%s", msg.Cmd, msg.Err, msg.Output())
 	}
 
-	health := harness.Grpcurl(t, nil, "-plaintext", addr, "grpc.health.v1.Health/Check")
+	// The token only fetches the schema; the health call itself carries none.
+	health := harness.Grpcurl(t, nil, "-plaintext", "-reflect-header", bearer, addr, "grpc.health.v1.Health/Check")
 	if health.Err != nil || !strings.Contains(health.Stdout, `"SERVING"`) {
 		t.Errorf("%s: %v\n%s", health.Cmd, health.Err, health.Output())
 	}

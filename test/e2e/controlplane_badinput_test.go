@@ -106,9 +106,11 @@ func TestControlPlaneBadInput(t *testing.T) {
 			{"edge token on the admin API", "authorization: Bearer " + e.edgeTokens["team-a"], "PermissionDenied", "edge token"},
 		} {
 			t.Run(c.name, func(t *testing.T) {
-				args := []string{"-plaintext"}
+				// Reflection gets the admin token, so the refusal is the
+				// call's own.
+				args := []string{"-plaintext", "-reflect-header", "authorization: Bearer " + e.adminToken}
 				if c.header != "" {
-					args = append(args, "-H", c.header)
+					args = append(args, "-rpc-header", c.header)
 				}
 				// A change, so that a refused caller provably changed nothing.
 				r := harness.Grpcurl(t, nil, append(args, "-d", `{"upstream":{"prefix":"sneaky","url":"https://registry.example"}}`,

@@ -15,7 +15,7 @@ func TestControlPlaneAndGrpcurl(t *testing.T) {
 	t.Parallel()
 	const admin = "harness-admin-token-0123456789"
 	cp := harness.StartControlPlane(t, "adminTokens: [\""+admin+"\"]\nnamespaces:\n  ns: {edgeToken: harness-edge-token-0123456789}\n")
-	if r := harness.Grpcurl(t, nil, "-plaintext", cp.Addr, "list"); r.Err != nil || !strings.Contains(r.Stdout, "selfhost.v1.AdminService") {
+	if r := harness.Grpcurl(t, nil, "-plaintext", "-H", "authorization: Bearer "+admin, cp.Addr, "list"); r.Err != nil || !strings.Contains(r.Stdout, "selfhost.v1.AdminService") {
 		t.Fatalf("%s: %v\n%s", r.Cmd, r.Err, r.Output())
 	}
 	if r := cp.AdminCall(t, "", "ListUpstreams", "{}"); r.Code != "Unauthenticated" {

@@ -69,7 +69,7 @@ func TestInterceptorPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policy := Policy{"svc.Admin": RequireAdmin, "svc.Edge": RequireEdge, "svc.Public": Public}
+	policy := Policy{"svc.Admin": RequireAdmin, "svc.Edge": RequireEdge, "svc.Public": Public, "svc.Any": RequireAuthenticated}
 	unary := UnaryInterceptor(authn, policy)
 	tests := []struct {
 		name, method, token string
@@ -83,6 +83,10 @@ func TestInterceptorPolicy(t *testing.T) {
 		{"unlisted service needs admin", "/svc.New/Get", "edge-token-aaaaaa", codes.PermissionDenied},
 		{"unlisted service without token", "/svc.New/Get", "", codes.Unauthenticated},
 		{"unknown", "/svc.Admin/Get", "unknown-token-00000", codes.Unauthenticated},
+		{"any: admin", "/svc.Any/Get", "admin-token-000000", codes.OK},
+		{"any: edge", "/svc.Any/Get", "edge-token-aaaaaa", codes.OK},
+		{"any: without token", "/svc.Any/Get", "", codes.Unauthenticated},
+		{"any: unknown", "/svc.Any/Get", "unknown-token-00000", codes.Unauthenticated},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

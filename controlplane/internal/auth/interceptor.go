@@ -16,13 +16,17 @@ type Rule int
 
 // Rules of a Policy.
 const (
-	// Public services need no token (server reflection, health), so
-	// grpcurl list/describe and probes work without one.
+	// Public services need no token: only the health service, so that
+	// probes and load balancers work without one.
 	Public Rule = iota + 1
 	// RequireAdmin: an admin token.
 	RequireAdmin
 	// RequireEdge: an edge token.
 	RequireEdge
+	// RequireAuthenticated: any valid token, admin or edge (server
+	// reflection: the schema is no secret, but answering it costs the
+	// server work an anonymous caller should not be able to ask for).
+	RequireAuthenticated
 )
 
 // Policy maps fully qualified service names ("selfhost.v1.AdminService")

@@ -49,6 +49,7 @@ type Metrics struct {
 	Admissions        *prometheus.CounterVec // outcome
 	GRPCConnections   prometheus.Gauge
 	GRPCConnsTotal    prometheus.Counter
+	GRPCConnsRefused  prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry, with Go runtime and
@@ -82,9 +83,12 @@ func New() *Metrics {
 		GRPCConnsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_grpc_connections_total", Help: "gRPC connections accepted since start.",
 		}),
+		GRPCConnsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "controlplane_grpc_connections_refused_total", Help: "gRPC connections closed at once because --max-grpc-connections were open.",
+		}),
 	}
 	m.Registry.MustRegister(m.EdgesConnected, m.ConfigPushes, m.ConfigAcks, m.Reconciles, m.ReconcileDuration,
-		m.Admissions, m.GRPCConnections, m.GRPCConnsTotal,
+		m.Admissions, m.GRPCConnections, m.GRPCConnsTotal, m.GRPCConnsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -146,6 +150,9 @@ func (m *Metrics) Reconciled(err error, d time.Duration) {
 
 // Admitted records one webhook admission by outcome.
 func (m *Metrics) Admitted(outcome string) { m.Admissions.WithLabelValues(outcome).Inc() }
+
+// ConnRefused records a gRPC connection closed over the connection cap.
+func (m *Metrics) ConnRefused() { m.GRPCConnsRefused.Inc() }
 
 // StatsHandler counts the gRPC server's connections (grpc.StatsHandler).
 func (m *Metrics) StatsHandler() stats.Handler { return connStats{m} }

@@ -59,7 +59,7 @@ func TestGrpcurl(t *testing.T) {
 	bearer := "authorization: Bearer " + servertest.AdminToken
 
 	t.Run("list", func(t *testing.T) {
-		out, errOut, err := run(env.Addr, "list")
+		out, errOut, err := run("-H", bearer, env.Addr, "list")
 		if err != nil {
 			t.Fatalf("grpcurl list: %v\n%s", err, errOut)
 		}
@@ -70,7 +70,7 @@ func TestGrpcurl(t *testing.T) {
 		}
 	})
 	t.Run("describe", func(t *testing.T) {
-		out, errOut, err := run(env.Addr, "describe", "selfhost.v1.AdminService")
+		out, errOut, err := run("-H", bearer, env.Addr, "describe", "selfhost.v1.AdminService")
 		if err != nil {
 			t.Fatalf("grpcurl describe: %v\n%s", err, errOut)
 		}
@@ -78,6 +78,29 @@ func TestGrpcurl(t *testing.T) {
 			if !strings.Contains(out, rpc) {
 				t.Errorf("describe misses %q:\n%s", rpc, out)
 			}
+		}
+	})
+	t.Run("list with an edge token", func(t *testing.T) {
+		out, errOut, err := run("-H", "authorization: Bearer "+servertest.EdgeToken("team-a"), env.Addr, "list")
+		if err != nil || !strings.Contains(out, "grpc.health.v1.Health") {
+			t.Fatalf("grpcurl list: %v\n%s%s", err, out, errOut)
+		}
+	})
+	t.Run("list without a token refused", func(t *testing.T) {
+		out, errOut, err := run(env.Addr, "list")
+		if err == nil {
+			t.Fatalf("reflection without a token succeeded:\n%s", out)
+		}
+		if !strings.Contains(errOut, "Unauthenticated") || !strings.Contains(errOut, "missing bearer token") {
+			t.Errorf("stderr:\n%s", errOut)
+		}
+	})
+	t.Run("health without a token", func(t *testing.T) {
+		// Health is the one anonymous service, for probes; grpcurl needs
+		// the token only to ask reflection for the schema.
+		out, errOut, err := run("-reflect-header", bearer, env.Addr, "grpc.health.v1.Health/Check")
+		if err != nil || !strings.Contains(out, "SERVING") {
+			t.Fatalf("health check: %v\n%s%s", err, out, errOut)
 		}
 	})
 	t.Run("authenticated call", func(t *testing.T) {
@@ -94,7 +117,7 @@ func TestGrpcurl(t *testing.T) {
 		}
 	})
 	t.Run("unauthenticated call refused", func(t *testing.T) {
-		out, errOut, err := run(env.Addr, "selfhost.v1.AdminService/ListUpstreams")
+		out, errOut, err := run("-reflect-header", bearer, env.Addr, "selfhost.v1.AdminService/ListUpstreams")
 		if err == nil {
 			t.Fatalf("call without a token succeeded:\n%s", out)
 		}

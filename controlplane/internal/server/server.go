@@ -30,6 +30,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/connlimit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/push"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
@@ -41,6 +42,25 @@ import (
 const (
 	DefaultMaxRecvMsgSize = 1 << 20
 	DefaultShutdownGrace  = 5 * time.Second
+	// DefaultMaxConnections bounds the open gRPC connections: one per edge
+	// replica and admin client, with room for a thousand namespaces'
+	// edges reconnecting at once.
+	DefaultMaxConnections = 1024
+	// DefaultMaxConcurrentStreams bounds the streams of one connection. An
+	// edge uses one config stream and a few unary calls at a time; the
+	// gRPC default (unlimited) let 20 anonymous connections open 40 000
+	// health streams and push the server past its memory limit.
+	DefaultMaxConcurrentStreams = 64
+)
+
+// Per-connection bounds that need no option: metadata beyond 64 KiB
+// (bearer tokens are a few KiB) is refused before it is buffered, and a
+// connection must finish its TLS and HTTP/2 handshake within 10 s, so
+// idle sockets cannot hold --max-grpc-connections slots for the default
+// two minutes.
+const (
+	maxHeaderListSize = 64 << 10
+	handshakeTimeout  = 10 * time.Second
 )
 
 // Keepalive: the server pings idle connections every 30 s so dead edges are
@@ -73,6 +93,13 @@ type Options struct {
 	MaxRecvMsgSize int
 	// ShutdownGrace bounds how long Serve waits for calls in flight.
 	ShutdownGrace time.Duration
+	// MaxConnections bounds the open gRPC connections; more are closed as
+	// soon as they are accepted (default DefaultMaxConnections).
+	MaxConnections int
+	// MaxConcurrentStreams bounds the concurrent streams and calls of one
+	// connection; clients wait for a free one (default
+	// DefaultMaxConcurrentStreams).
+	MaxConcurrentStreams uint32
 	// GRPCOptions are added to the gRPC server's, e.g. grpc.Creds for TLS.
 	GRPCOptions []grpc.ServerOption
 	// Clash, when set, adjusts the Clash manager's options before it is
@@ -97,6 +124,10 @@ type Server struct {
 	push   *push.Server
 	clash  *clash.Manager // nil when Clash is disabled
 	grace  time.Duration
+	// maxConns caps the listener Serve is given; refused counts what it
+	// closes (nil without metrics).
+	maxConns int
+	refused  func()
 	// serving is true from Serve's start until its shutdown begins.
 	serving atomic.Bool
 }
@@ -162,16 +193,25 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if maxRecv <= 0 {
 		maxRecv = DefaultMaxRecvMsgSize
 	}
+	streams := opts.MaxConcurrentStreams
+	if streams == 0 {
+		streams = DefaultMaxConcurrentStreams
+	}
 	policy := auth.Policy{
 		selfhostv1.AdminService_ServiceDesc.ServiceName:           auth.RequireAdmin,
 		selfhostv1.ConfigDiscoveryService_ServiceDesc.ServiceName: auth.RequireEdge,
 		selfhostv1.StorageBrokerService_ServiceDesc.ServiceName:   auth.RequireEdge,
 		healthpb.Health_ServiceDesc.ServiceName:                   auth.Public,
-		"grpc.reflection.v1.ServerReflection":                     auth.Public,
-		"grpc.reflection.v1alpha.ServerReflection":                auth.Public,
+		// Reflection answers any authenticated caller (grpcurl -H
+		// 'authorization: Bearer …' list); only health is anonymous.
+		"grpc.reflection.v1.ServerReflection":      auth.RequireAuthenticated,
+		"grpc.reflection.v1alpha.ServerReflection": auth.RequireAuthenticated,
 	}
 	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecv),
+		grpc.MaxConcurrentStreams(streams),
+		grpc.MaxHeaderListSize(maxHeaderListSize),
+		grpc.ConnectionTimeout(handshakeTimeout),
 		grpc.KeepaliveParams(keepaliveParams),
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
 		grpc.ChainUnaryInterceptor(logCalls(log), auth.UnaryInterceptor(authn, policy)),
@@ -192,15 +232,25 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	log.Info("control plane configured", "config_version", cfg.Current().Version,
 		"namespaces", cfg.Current().NamespaceNames(), "upstreams", len(cfg.Current().Upstreams))
-	return &Server{log: log, grpc: gs, health: hs, store: cfg, push: ps, clash: mgr, grace: grace}, nil
+	maxConns := opts.MaxConnections
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	var refused func()
+	if opts.Metrics != nil {
+		refused = opts.Metrics.ConnRefused
+	}
+	return &Server{log: log, grpc: gs, health: hs, store: cfg, push: ps, clash: mgr, grace: grace,
+		maxConns: maxConns, refused: refused}, nil
 }
 
 // Serve serves gRPC on lis and pushes configuration changes until ctx
 // ends, then stops: health turns NOT_SERVING, edge streams end with
 // Unavailable (edges reconnect elsewhere or later), calls in flight get
 // ShutdownGrace to finish. It returns nil after a shutdown asked for by
-// ctx.
+// ctx. At most MaxConnections connections of lis are open at once.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	lis = connlimit.New(lis, s.maxConns, s.refused)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.push.Run(ctx) })
 	if s.clash != nil {

@@ -6,9 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -135,29 +137,56 @@ func TestSecretsNeverReturned(t *testing.T) {
 	}
 }
 
-func TestHealthAndReflectionNeedNoToken(t *testing.T) {
+// TestHealthNeedsNoTokenReflectionDoes: probes reach health anonymously;
+// reflection answers admins and edges only.
+func TestHealthNeedsNoTokenReflectionDoes(t *testing.T) {
 	t.Parallel()
 	env := start(t)
 	h, err := healthpb.NewHealthClient(env.Conn).Check(t.Context(), &healthpb.HealthCheckRequest{})
 	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", h, err)
 	}
-	stream, err := reflectionpb.NewServerReflectionClient(env.Conn).ServerReflectionInfo(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	list := func(ctx context.Context) ([]string, error) {
+		stream, err := reflectionpb.NewServerReflectionClient(env.Conn).ServerReflectionInfo(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+			return nil, err
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range resp.GetListServicesResponse().GetService() {
+			names = append(names, s.GetName())
+		}
+		return names, nil
 	}
-	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name  string
+		token string
+		code  codes.Code
+	}{
+		{"anonymous", "", codes.Unauthenticated},
+		{"unknown token", "not-a-token-0123456789", codes.Unauthenticated},
+		{"admin", servertest.AdminToken, codes.OK},
+		{"edge", servertest.EdgeToken("team-a"), codes.OK},
 	}
-	resp, err := stream.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, s := range resp.GetListServicesResponse().GetService() {
-		names = append(names, s.GetName())
-	}
-	if got := strings.Join(names, " "); !strings.Contains(got, "selfhost.v1.AdminService") || !strings.Contains(got, "selfhost.v1.ConfigDiscoveryService") {
-		t.Fatalf("reflection lists %q", got)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			if tc.token != "" {
+				ctx = servertest.WithToken(ctx, tc.token)
+			}
+			names, err := list(ctx)
+			if status.Code(err) != tc.code {
+				t.Fatalf("reflection: %v, want %v", err, tc.code)
+			}
+			if got := strings.Join(names, " "); err == nil && (!strings.Contains(got, "selfhost.v1.AdminService") || !strings.Contains(got, "selfhost.v1.ConfigDiscoveryService")) {
+				t.Fatalf("reflection lists %q", got)
+			}
+		})
 	}
 }

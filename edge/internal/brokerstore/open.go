@@ -36,7 +36,7 @@ func (s *Store) Open(ctx context.Context, key string, offset, length int64) (io.
 		return emptyBody{}, nil
 	}
 	for retried := false; ; retried = true {
-		rc, err := s.get(ctx, key, g.url, offset, length)
+		rc, err := s.get(ctx, key, g, offset, length)
 		if !errors.Is(err, errURLRefused) || retried {
 			if errors.Is(err, blob.ErrNotFound) || errors.Is(err, errURLRefused) {
 				s.grants.drop(key)
@@ -56,8 +56,8 @@ var errURLRefused = errors.New("presigned URL refused by the storage")
 
 // get reads [offset, offset+length) from url. Errors never contain the URL:
 // it is a credential while it is valid.
-func (s *Store) get(ctx context.Context, key, url string, offset, length int64) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+func (s *Store) get(ctx context.Context, key string, g grant, offset, length int64) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("broker open %s: bad presigned URL", key)
 	}
@@ -89,8 +89,13 @@ func (s *Store) get(ctx context.Context, key, url string, offset, length int64) 
 		return limit(resp.Body, length), nil
 	case http.StatusRequestedRangeNotSatisfiable:
 		resp.Body.Close()
-		// "bytes */SIZE": an offset right at the end is an empty read.
-		if size, ok := unsatisfiedSize(resp.Header.Get("Content-Range")); ok && offset == size {
+		// An offset right at the end is an empty read. The size is the
+		// answer's "bytes */SIZE" when it has one, else the grant's.
+		size, ok := unsatisfiedSize(resp.Header.Get("Content-Range"))
+		if !ok {
+			size = g.size
+		}
+		if offset == size {
 			return emptyBody{}, nil
 		}
 		return nil, fmt.Errorf("broker open %s: offset %d outside the object", key, offset)

@@ -3,10 +3,13 @@ package brokerstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +18,8 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
+	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3/s3test"
 )
 
 // scoped adds a pull scope to every call, as the cache does.
@@ -44,6 +49,24 @@ func TestConformance(t *testing.T) {
 	t.Parallel()
 	blobtest.Run(t, func(t *testing.T) blob.Store {
 		_, s := startBroker(t)
+		return scoped{s}
+	})
+}
+
+// TestConformanceS3 runs the suite with the broker over the S3 store
+// against versitygw: reads go to real presigned URLs, with real Range and
+// 416 answers.
+func TestConformanceS3(t *testing.T) {
+	t.Parallel()
+	endpoint, bucket, access, secret := s3test.Start(t)
+	client := s3test.Client(endpoint, access, secret)
+	var n atomic.Int64
+	blobtest.Run(t, func(t *testing.T) blob.Store {
+		st, err := s3store.New(client, bucket, fmt.Sprintf("store-%d", n.Add(1)), s3store.WithPartSize(s3store.MinPartSize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, s := serveBroker(t, st, &http.Client{})
 		return scoped{s}
 	})
 }
@@ -106,20 +129,20 @@ func TestGrantsAreReusedBriefly(t *testing.T) {
 	if got := readAll(t, s, ctx, key, 0, -1); got != "hello, world" {
 		t.Fatalf("whole = %q", got)
 	}
-	if n := b.authorizes.Load(); n != 1 {
+	if n := b.Authorizes(); n != 1 {
 		t.Fatalf("Authorize calls = %d, want 1", n)
 	}
 	if _, err := s.Stat(blob.WithScope(t.Context(), "test", "org/other"), key); err != nil {
 		t.Fatal(err)
 	}
-	if n := b.authorizes.Load(); n != 2 {
+	if n := b.Authorizes(); n != 2 {
 		t.Fatalf("Authorize calls after another scope = %d, want 2", n)
 	}
 	clk.add(DefaultGrantTTL)
 	if _, err := s.Stat(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	if n := b.authorizes.Load(); n != 3 {
+	if n := b.Authorizes(); n != 3 {
 		t.Fatalf("Authorize calls after a minute = %d, want 3", n)
 	}
 	tag := "tenants/team-a/test/org/app/_tags/v1"
@@ -150,11 +173,11 @@ func TestExpiredURLIsAuthorizedAgain(t *testing.T) {
 	if got := readAll(t, s, ctx, key, 0, -1); got != "layer" {
 		t.Fatalf("read = %q", got)
 	}
-	b.revokeURLs()
+	b.storage.Revoke()
 	if got := readAll(t, s, ctx, key, 1, 3); got != "aye" {
 		t.Fatalf("read after expiry = %q", got)
 	}
-	if n := b.authorizes.Load(); n != 2 {
+	if n := b.Authorizes(); n != 2 {
 		t.Fatalf("Authorize calls = %d, want 2", n)
 	}
 }
@@ -165,7 +188,7 @@ func TestRefusalsAndFaults(t *testing.T) {
 	b, s := startBroker(t)
 	allowed := blob.WithScope(t.Context(), "test", "org/app")
 	key := put(t, s, allowed, []byte("shared layer"))
-	b.deny("test", "org/secret")
+	b.Deny("test", "org/secret")
 	denied := blob.WithScope(t.Context(), "test", "org/secret")
 
 	if _, err := s.Stat(denied, key); !errors.Is(err, blob.ErrDenied) {
@@ -188,19 +211,19 @@ func TestRefusalsAndFaults(t *testing.T) {
 	if !errors.Is(err, blob.ErrDenied) {
 		t.Fatalf("write in a refused scope = %v, want ErrDenied", err)
 	}
-	if _, err := b.store.Stat(t.Context(), blob.BlobKey(want.Digest)); !errors.Is(err, blob.ErrNotFound) {
+	if _, err := b.storage.Stat(t.Context(), blob.BlobKey(want.Digest)); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("refused write stored: %v", err)
 	}
 
-	before := b.authorizes.Load()
-	if _, err := s.Stat(t.Context(), key); !errors.Is(err, blob.ErrDenied) || b.authorizes.Load() != before {
-		t.Fatalf("Stat of a shared key without a scope = %v (%d RPCs), want ErrDenied without asking", err, b.authorizes.Load()-before)
+	before := b.Authorizes()
+	if _, err := s.Stat(t.Context(), key); !errors.Is(err, blob.ErrDenied) || b.Authorizes() != before {
+		t.Fatalf("Stat of a shared key without a scope = %v (%d RPCs), want ErrDenied without asking", err, b.Authorizes()-before)
 	}
 	if _, err := s.Stat(t.Context(), "tenants/team-a/health.probe"); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("Stat of a missing record without a scope = %v, want ErrNotFound", err)
 	}
 
-	b.down.Store(true)
+	b.SetDown(true)
 	for _, err := range []error{
 		func() error { _, err := s.Stat(allowed, "blobs/sha256/other"); return err }(),
 		s.Put(allowed, "tenants/team-a/x", []byte("{}"), ""),
@@ -211,8 +234,8 @@ func TestRefusalsAndFaults(t *testing.T) {
 			t.Fatalf("broker down: %v, want a plain error (a storage fault)", err)
 		}
 	}
-	if !slices.Contains(b.seenScopes(), "test/org/app") || slices.Contains(b.seenScopes(), "/") {
-		t.Fatalf("scopes seen by the broker: %v", b.seenScopes())
+	if !slices.Contains(b.Scopes(), "test/org/app") || slices.Contains(b.Scopes(), "/") {
+		t.Fatalf("scopes seen by the broker: %v", b.Scopes())
 	}
 }
 
@@ -265,7 +288,7 @@ func TestWriterVerifiesAndCopies(t *testing.T) {
 	if err := w.Commit(ctx); !errors.Is(err, blob.ErrVerify) {
 		t.Fatalf("Commit of wrong bytes = %v", err)
 	}
-	if _, err := b.store.Stat(t.Context(), blob.BlobKey(bad.Digest)); !errors.Is(err, blob.ErrNotFound) {
+	if _, err := b.storage.Stat(t.Context(), blob.BlobKey(bad.Digest)); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("wrong bytes stored: %v", err)
 	}
 }
@@ -279,9 +302,9 @@ func TestURLNeverInErrors(t *testing.T) {
 	if _, err := s.Stat(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	b.http.Close()
+	b.storage.Close()
 	_, err := s.Open(ctx, key, 0, -1)
-	if err == nil || strings.Contains(err.Error(), "sig=") || strings.Contains(err.Error(), b.http.URL) || !strings.Contains(err.Error(), key) {
+	if err == nil || strings.Contains(err.Error(), "sig=") || strings.Contains(err.Error(), b.storage.URL()) || !strings.Contains(err.Error(), key) {
 		t.Fatalf("Open with the storage gone: %v", err)
 	}
 }

@@ -106,7 +106,7 @@ func New(target, namespace string, applier Applier, stats StatsSource, inv TagIn
 	return c, nil
 }
 
-func (c *Client) dial() (*grpc.ClientConn, error) {
+func (c *Client) dial(extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(c.o.creds),
 		// The control plane publishes no gRPC service config; without this
@@ -123,7 +123,7 @@ func (c *Client) dial() (*grpc.ClientConn, error) {
 			MinConnectTimeout: 10 * time.Second,
 		}),
 	}, c.o.dialOpts...)
-	conn, err := grpc.NewClient(c.target, opts...)
+	conn, err := grpc.NewClient(c.target, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("control: target %q: %w", c.target, err)
 	}

@@ -67,8 +67,9 @@ type conn struct {
 }
 
 // Start serves the fake on lis (a bufconn listener or a loopback TCP one)
-// until the test ends.
-func Start(t testing.TB, lis net.Listener) *Server {
+// until the test ends. register adds further services to its gRPC server
+// before it serves (the storage broker's fake, brokertest).
+func Start(t testing.TB, lis net.Listener, register ...func(*grpc.Server)) *Server {
 	t.Helper()
 	s := &Server{
 		Hellos: make(chan Hello, 256), Acks: make(chan *selfhostv1.Ack, 256), Stats: make(chan *selfhostv1.EdgeStats, 1024),
@@ -76,6 +77,9 @@ func Start(t testing.TB, lis net.Listener) *Server {
 		grpc:          grpc.NewServer(), lis: lis, streams: map[*conn]bool{},
 	}
 	selfhostv1.RegisterConfigDiscoveryServiceServer(s.grpc, s)
+	for _, r := range register {
+		r(s.grpc)
+	}
 	go func() { _ = s.grpc.Serve(lis) }()
 	t.Cleanup(s.Stop)
 	return s

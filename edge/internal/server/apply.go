@@ -31,7 +31,8 @@ type configApplier struct {
 	log     *slog.Logger
 	opts    []upstream.Option
 	// storage is set with --storage=control-plane: every configuration
-	// must then carry storage.s3, and the first one opens the store.
+	// must then carry storage.brokered (never storage.s3), and the first
+	// one opens the storage.
 	storage *cpStorage
 	// allowInternal names the upstream prefixes whose redirects may go to
 	// more internal addresses (--allow-internal-redirects).

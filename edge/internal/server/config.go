@@ -24,7 +24,7 @@ import (
 type Config struct {
 	Listen          string
 	MetricsListen   string
-	Storage         string // a directory, s3://BUCKET[/PREFIX], or StorageControlPlane
+	Storage         string // a directory, s3://BUCKET[/PREFIX], or StorageControlPlane (brokered)
 	S3Endpoint      string
 	S3Region        string
 	S3PathStyle     bool
@@ -169,10 +169,10 @@ func (cfg Config) ProxyNodes() ([]*proxydial.Node, error) {
 }
 
 // OpenStore opens the configured storage. With StorageControlPlane there
-// is nothing to open yet: Run waits for the control plane instead.
+// is nothing to open: Run reaches the storage through the control plane.
 func (cfg Config) OpenStore(ctx context.Context) (blob.Store, string, error) {
 	if cfg.Storage == StorageControlPlane {
-		return nil, "", errors.New("--storage=control-plane: the storage comes from the control plane's configuration, not from flags")
+		return nil, "", errors.New("--storage=control-plane: the storage is brokered by the control plane, not opened from flags")
 	}
 	if rest, ok := strings.CutPrefix(cfg.Storage, "s3://"); ok {
 		bucket, prefix, _ := strings.Cut(rest, "/")

@@ -3,118 +3,96 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
-	"sync"
+	"net/http"
 	"sync/atomic"
+	"time"
 
-	"google.golang.org/protobuf/proto"
+	"google.golang.org/grpc"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
-	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
-// StorageControlPlane is the --storage value that takes the storage from
-// the control plane's configuration (storage.s3) instead of the flags.
+// StorageControlPlane is the --storage value that reaches the shared
+// storage through the control plane's storage broker: the edge holds no
+// storage credentials (docs/control-protocol.md, "Storage").
 const StorageControlPlane = "control-plane"
 
-// errStorageChanged ends Run when the control plane sends storage other
-// than the one the edge opened: the pod restarts and opens the new one.
-var errStorageChanged = errors.New("the control plane changed the shared storage; exiting so the edge restarts with it")
+// storageKindBrokered is how /readyz and the logs name brokered storage.
+const storageKindBrokered = "brokered"
 
 // errNoStorage is what every storage operation returns until the control
-// plane has sent storage.s3.
-var errNoStorage = errors.New("storage not configured yet: waiting for storage.s3 from the control plane")
+// plane has sent storage.brokered.
+var errNoStorage = errors.New("storage not configured yet: waiting for storage.brokered from the control plane")
+
+// errS3Refused is the NACK of a configuration that carries storage keys.
+var errS3Refused = errors.New("storage.s3: this edge no longer accepts storage credentials; the control plane must broker storage")
 
 // cpStorage is the storage of an edge started with --storage=control-plane:
-// a blob.Store that stays empty until the first configuration carrying
-// storage.s3 opens the S3 store, once. Its credentials live only here, in
-// memory.
+// the storage broker of the control plane, over a connection of its own
+// with the edge's token. It stays closed until a configuration carrying
+// storage.brokered is applied; one carrying storage.s3 is refused, since
+// keys in a tenant's edge are keys in the tenant's hands.
 type cpStorage struct {
-	store   atomic.Pointer[s3store.Store]
-	log     *slog.Logger
-	mu      sync.Mutex
-	opened  *selfhostv1.S3Storage // what store was opened with
-	changed chan struct{}         // closed when a different storage arrives
-	once    sync.Once
-	// open builds the store; a test may replace it.
-	open func(ctx context.Context, s *selfhostv1.S3Storage) (*s3store.Store, error)
+	store atomic.Pointer[brokerstore.Store] // set by attach, before serving
+	open  atomic.Bool                       // storage.brokered applied
+	conn  *grpc.ClientConn
+	log   *slog.Logger
 }
 
-func newCPStorage(log *slog.Logger) *cpStorage {
-	return &cpStorage{log: log, changed: make(chan struct{}), open: openS3}
+func newCPStorage(log *slog.Logger) *cpStorage { return &cpStorage{log: log} }
+
+// attach makes conn, a connection to the control plane, the way to the
+// storage. The cpStorage closes it in close.
+func (c *cpStorage) attach(conn *grpc.ClientConn) {
+	c.conn = conn
+	c.store.Store(brokerstore.New(selfhostv1.NewStorageBrokerServiceClient(conn), presignedClient(),
+		brokerstore.WithLogger(c.log.With("component", "storage"))))
 }
 
-// openS3 builds the S3 store exactly as --storage=s3:// does, with the
-// message's static credentials when it carries them (else the edge's own
-// AWS chain).
-func openS3(ctx context.Context, s *selfhostv1.S3Storage) (*s3store.Store, error) {
-	client, err := s3store.NewClient(ctx, s3store.Options{Endpoint: s.GetEndpoint(), Region: s.GetRegion(), PathStyle: s.GetPathStyle(),
-		AccessKeyID: s.GetAccessKeyId(), SecretAccessKey: s.GetSecretAccessKey()})
-	if err != nil {
-		return nil, err
+// close closes the connection to the broker.
+func (c *cpStorage) close() {
+	if c.conn != nil {
+		_ = c.conn.Close()
 	}
-	return s3store.New(client, s.GetBucket(), s.GetPrefix())
+}
+
+// presignedClient reads presigned URLs. It follows no redirects: a
+// presigned GET answers itself, and anything else is an error to report.
+func presignedClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.ResponseHeaderTimeout = 30 * time.Second
+	return &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
 // prepare checks the storage of a configuration before it is applied. The
-// returned commit installs it (a no-op when unchanged); call it only once
+// returned commit opens the storage (a no-op once open); call it only once
 // the rest of the configuration was accepted. An error names the field and
 // makes the configuration a NACK.
 func (c *cpStorage) prepare(cfg *selfhostv1.StorageConfig) (commit func(), err error) {
-	s := cfg.GetS3()
-	if s == nil {
-		return nil, errors.New("storage: missing: this edge runs with --storage=control-plane and needs storage.s3 from the control plane")
+	switch {
+	case cfg.GetS3() != nil:
+		return nil, errS3Refused
+	case cfg.GetBrokered() == nil:
+		return nil, errors.New("storage: missing: this edge runs with --storage=control-plane and needs storage.brokered from the control plane")
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.opened != nil {
-		if proto.Equal(c.opened, s) {
-			return func() {}, nil
-		}
-		c.log.Error("shared storage changed; exiting so the edge restarts with the new storage",
-			"old", describeS3(c.opened), "new", describeS3(s))
-		c.once.Do(func() { close(c.changed) })
-		return nil, errors.New("storage: changed; the edge restarts to open the new storage")
-	}
-	st, err := c.open(context.Background(), s)
-	if err != nil {
-		return nil, fmt.Errorf("storage.s3: %w", err)
-	}
-	kept := proto.CloneOf(s)
 	return func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.opened == nil {
-			c.opened = kept
-			c.store.Store(st)
-			c.log.Info("shared storage from the control plane opened", "storage", describeS3(kept))
+		if !c.open.Swap(true) {
+			c.log.Info("shared storage brokered by the control plane: reads by presigned URL, writes through the control plane")
 		}
 	}, nil
 }
 
-// ready reports whether the store is open.
-func (c *cpStorage) ready() bool { return c.store.Load() != nil }
+// ready reports whether the storage is open.
+func (c *cpStorage) ready() bool { return c.open.Load() && c.store.Load() != nil }
 
-// describeS3 is s without its credentials, for logs.
-func describeS3(s *selfhostv1.S3Storage) string {
-	creds := "edge's own AWS chain"
-	if s.GetAccessKeyId() != "" {
-		creds = "from the control plane"
-	}
-	return fmt.Sprintf("s3://%s/%s endpoint=%q region=%q pathStyle=%v credentials=%s",
-		s.GetBucket(), s.GetPrefix(), s.GetEndpoint(), s.GetRegion(), s.GetPathStyle(), creds)
-}
+var _ blob.Store = (*cpStorage)(nil)
 
-var (
-	_ blob.Store      = (*cpStorage)(nil)
-	_ blob.FilePutter = (*cpStorage)(nil)
-)
-
-func (c *cpStorage) current() (*s3store.Store, error) {
-	if s := c.store.Load(); s != nil {
+func (c *cpStorage) current() (*brokerstore.Store, error) {
+	if s := c.store.Load(); s != nil && c.open.Load() {
 		return s, nil
 	}
 	return nil, errNoStorage
@@ -172,13 +150,4 @@ func (c *cpStorage) List(ctx context.Context, prefix string, fn func(key string,
 		return err
 	}
 	return s.List(ctx, prefix, fn)
-}
-
-// PutFile implements blob.FilePutter, as the S3 store does.
-func (c *cpStorage) PutFile(ctx context.Context, key string, src io.ReaderAt, want blob.Expect) error {
-	s, err := c.current()
-	if err != nil {
-		return err
-	}
-	return s.PutFile(ctx, key, src, want)
 }

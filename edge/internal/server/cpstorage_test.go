@@ -1,75 +1,92 @@
 package server
 
 import (
-	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore/brokertest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
 	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3/s3test"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
+// attachedCPStorage is a cpStorage with a connection that is never used.
+func attachedCPStorage(t *testing.T) *cpStorage {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///unused", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCPStorage(slog.New(slog.DiscardHandler))
+	c.attach(conn)
+	t.Cleanup(c.close)
+	return c
+}
+
 func TestCPStoragePrepare(t *testing.T) {
 	t.Parallel()
-	opens := 0
-	c := newCPStorage(slog.New(slog.NewTextHandler(io.Discard, nil)))
-	c.open = func(context.Context, *selfhostv1.S3Storage) (*s3store.Store, error) {
-		opens++
-		return &s3store.Store{}, nil
+	s3 := &selfhostv1.S3Storage{Bucket: "edge-cache", AccessKeyId: "AKID", SecretAccessKey: "s3cr3t"}
+	tests := []struct {
+		name    string
+		cfg     *selfhostv1.StorageConfig
+		wantErr string // prefix; "" accepts
+	}{
+		{"none", nil, "storage: missing"},
+		{"empty", &selfhostv1.StorageConfig{}, "storage: missing"},
+		{"keys", &selfhostv1.StorageConfig{S3: s3}, "storage.s3: this edge no longer accepts storage credentials"},
+		{"keys and brokered", &selfhostv1.StorageConfig{S3: s3, Brokered: &selfhostv1.BrokeredStorage{}}, "storage.s3:"},
+		{"brokered", &selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}}, ""},
 	}
-	if _, err := c.prepare(nil); err == nil || !strings.HasPrefix(err.Error(), "storage: missing") {
-		t.Fatalf("no storage: err = %v", err)
-	}
-	if _, err := c.Stat(t.Context(), "k"); !errors.Is(err, errNoStorage) {
-		t.Fatalf("Stat before storage: %v", err)
-	}
-	s3 := &selfhostv1.S3Storage{Bucket: "edge-cache", AccessKeyId: "AKID", SecretAccessKey: "s1"}
-	commit, err := c.prepare(&selfhostv1.StorageConfig{S3: s3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.ready() {
-		t.Fatal("ready before commit")
-	}
-	commit()
-	if !c.ready() || opens != 1 {
-		t.Fatalf("after commit: ready %v, opens %d", c.ready(), opens)
-	}
-	// The same storage again (a new version for other reasons): nothing.
-	commit, err = c.prepare(&selfhostv1.StorageConfig{S3: &selfhostv1.S3Storage{Bucket: "edge-cache", AccessKeyId: "AKID", SecretAccessKey: "s1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	commit()
-	if opens != 1 {
-		t.Fatalf("same storage opened again (%d)", opens)
-	}
-	select {
-	case <-c.changed:
-		t.Fatal("changed closed for the same storage")
-	default:
-	}
-	// A rotated secret is a change: the edge restarts.
-	_, err = c.prepare(&selfhostv1.StorageConfig{S3: &selfhostv1.S3Storage{Bucket: "edge-cache", AccessKeyId: "AKID", SecretAccessKey: "s2"}})
-	if err == nil || !strings.Contains(err.Error(), "storage: changed") || strings.Contains(err.Error(), "s2") {
-		t.Fatalf("changed storage: err = %v", err)
-	}
-	select {
-	case <-c.changed:
-	default:
-		t.Fatal("changed not closed")
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := attachedCPStorage(t)
+			commit, err := c.prepare(tc.cfg)
+			if tc.wantErr != "" {
+				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "s3cr3t") {
+					t.Fatalf("err = %v, want %q…", err, tc.wantErr)
+				}
+				if c.ready() {
+					t.Fatal("ready after a refused configuration")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.ready() {
+				t.Fatal("ready before commit")
+			}
+			if _, err := c.Stat(t.Context(), "tenants/team-a/x"); !errors.Is(err, errNoStorage) {
+				t.Fatalf("Stat before commit: %v", err)
+			}
+			commit()
+			commit() // a later configuration: nothing changes
+			if !c.ready() {
+				t.Fatal("not ready after commit")
+			}
+		})
 	}
 }
 
@@ -85,32 +102,37 @@ func TestStorageControlPlaneNeedsControlPlane(t *testing.T) {
 	}
 }
 
-// TestStorageFromControlPlane runs an edge with --storage=control-plane
-// against a fake control plane and versitygw: not ready and 503 until a
-// configuration brings storage.s3, a NACK for one without, pulls cached in
-// the bucket, no credential in the state file, and an exit when the
-// storage changes.
-func TestStorageFromControlPlane(t *testing.T) {
+// TestBrokeredStorage runs an edge with --storage=control-plane against a
+// fake control plane whose storage broker stores in versitygw and hands out
+// real presigned GETs: not ready and 503 until a configuration brings
+// storage.brokered, a NACK naming storage.s3 for one carrying keys, a cold
+// pull stored in the bucket through the broker, a warm one read back by
+// presigned URL, the edge's token on every broker call, and a refusal by
+// the broker served from the upstream without degrading the storage.
+func TestBrokeredStorage(t *testing.T) {
 	t.Parallel()
 	endpoint, bucket, access, secret := s3test.Start(t)
+	s3c := s3test.Client(endpoint, access, secret)
+	shared, err := s3store.New(s3c, bucket, "shared")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broker := brokertest.New(shared)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := controltest.Start(t, lis)
-	stateDir := filepath.Join(t.TempDir(), "state")
-	cfg := Config{
-		Listen: "127.0.0.1:0", Storage: StorageControlPlane, Namespace: "team-a", TagTTL: time.Minute,
-		ControlPlane: lis.Addr().String(), StateDir: stateDir, SpoolDir: t.TempDir(),
-		StatsInterval: time.Hour, Version: "test",
+	cp := controltest.Start(t, lis, broker.Register)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte("edge-token-b7\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	started, done := make(chan string, 1), make(chan error, 1)
-	go func() {
-		done <- Run(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), func(a string) { started <- a })
-	}()
-	addr := controltest.Next(t, started, wait)
+	addr, stop := startEdge(t, Config{
+		Listen: "127.0.0.1:0", Storage: StorageControlPlane, Namespace: "team-a", TagTTL: time.Minute,
+		ControlPlane: lis.Addr().String(), ControlPlaneTokenFile: tokenFile, StateDir: t.TempDir(), SpoolDir: t.TempDir(),
+		StatsInterval: time.Hour, Version: "test",
+	})
+	defer stop()
 	base := "http://" + addr + "/v2/test/org/app"
 	controltest.Next(t, cp.Hellos, wait)
 
@@ -121,49 +143,113 @@ func TestStorageFromControlPlane(t *testing.T) {
 		t.Fatalf("pull before storage: %d %s", code, body)
 	}
 
-	up := newUpstream(t, "v1")
-	cp.SetConfig(snapshot("v1", up, nil))
+	reg := upstreamtest.NewRegistry()
+	layer := blobtest.Content(600<<10, 7)
+	ld := reg.PutBlob("org/app", layer)
+	md := reg.PutManifest("org/app", "v1", oci.MediaTypeOCIManifest, []byte(`{"schemaVersion":2,"layers":[{"digest":"`+ld.String()+`"}]}`))
+	up := httptest.NewServer(reg)
+	t.Cleanup(up.Close)
+
+	cp.SetConfig(snapshot("v1", up.URL, nil))
 	if ack := controltest.Next(t, cp.Acks, wait); ack.GetAccepted() || !strings.Contains(ack.GetErrorDetail(), "storage: missing") {
 		t.Fatalf("config without storage: ack %v", ack)
 	}
+	withKeys := snapshot("v2", up.URL, nil)
+	withKeys.Storage = &selfhostv1.StorageConfig{S3: &selfhostv1.S3Storage{Bucket: bucket, Endpoint: endpoint, PathStyle: true,
+		AccessKeyId: access, SecretAccessKey: secret}}
+	cp.SetConfig(withKeys)
+	if ack := controltest.Next(t, cp.Acks, wait); ack.GetAccepted() || !strings.Contains(ack.GetErrorDetail(), "storage.s3: this edge no longer accepts storage credentials") {
+		t.Fatalf("config with storage keys: ack %v", ack)
+	}
+	if st := ready(t, addr); st.Ready {
+		t.Fatalf("ready after a NACKed configuration: %+v", st)
+	}
 
-	withStorage := func(version, prefix string) *selfhostv1.EdgeConfig {
-		c := snapshot(version, up, nil)
-		c.Storage = &selfhostv1.StorageConfig{S3: &selfhostv1.S3Storage{Bucket: bucket, Prefix: prefix, Endpoint: endpoint,
-			PathStyle: true, AccessKeyId: access, SecretAccessKey: secret}}
-		return c
-	}
-	cp.SetConfig(withStorage("v2", "shared"))
+	brokered := snapshot("v3", up.URL, nil)
+	brokered.Storage = &selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}}
+	cp.SetConfig(brokered)
 	if ack := controltest.Next(t, cp.Acks, wait); !ack.GetAccepted() {
-		t.Fatalf("config with storage: NACK %s", ack.GetErrorDetail())
+		t.Fatalf("brokered config: NACK %s", ack.GetErrorDetail())
 	}
-	if code, body, _ := get(t, "http://"+addr+"/readyz", ""); code != 200 || !strings.Contains(body, `"mode":"caching"`) {
-		t.Fatalf("readyz with storage: %d %s", code, body)
+	if st := ready(t, addr); !st.Ready || st.Storage != "brokered" || st.StorageStatus != "ok" {
+		t.Fatalf("readyz with brokered storage: %+v", st)
 	}
+
+	// Cold: from the upstream, stored in the bucket through the broker.
 	if code, body, h := get(t, base+"/manifests/v1", ""); code != 200 || h.Get("X-Cache") != "MISS" {
-		t.Fatalf("pull: %d %s", code, body)
+		t.Fatalf("cold manifest: %d %s", code, body)
 	}
-	eventually(t, "objects under the prefix in the bucket", func() bool {
-		out, err := s3test.Client(endpoint, access, secret).ListObjectsV2(t.Context(),
-			&awss3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String("shared/")})
-		return err == nil && len(out.Contents) > 0
-	})
-	data, err := os.ReadFile(filepath.Join(stateDir, "edge-config.json"))
+	if code, body, h := get(t, base+"/blobs/"+ld.String(), ""); code != 200 || body != string(layer) || h.Get("X-Cache") != "MISS" {
+		t.Fatalf("cold blob: %d, %d bytes", code, len(body))
+	}
+	for _, key := range []string{blob.ManifestKey(md), blob.BlobKey(ld)} {
+		eventually(t, key+" in the bucket", func() bool {
+			_, err := s3c.HeadObject(t.Context(), &awss3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("shared/" + key)})
+			return err == nil
+		})
+	}
+	// Warm: read back by presigned URL, ranges included.
+	gets := reg.Hits(http.MethodGet, "/v2/org/app/blobs/"+ld.String())
+	if code, body, h := get(t, base+"/blobs/"+ld.String(), ""); code != 200 || body != string(layer) || h.Get("X-Cache") != "HIT" {
+		t.Fatalf("warm blob: %d, %d bytes, %s", code, len(body), h.Get("X-Cache"))
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/blobs/"+ld.String(), nil)
+	req.Header.Set("Range", "bytes=1000-1999")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(data), bucket) || strings.Contains(string(data), secret) || strings.Contains(string(data), access) {
-		t.Fatalf("state file: want the bucket, not the credentials:\n%s", data)
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(part) != string(layer[1000:2000]) {
+		t.Fatalf("warm range: %d, %d bytes", resp.StatusCode, len(part))
+	}
+	if n := reg.Hits(http.MethodGet, "/v2/org/app/blobs/"+ld.String()); n != gets {
+		t.Fatalf("warm reads went upstream (%d GETs, was %d)", n, gets)
+	}
+	for _, tok := range broker.Tokens() {
+		if tok != "Bearer edge-token-b7" {
+			t.Fatalf("a broker call carried authorization %q", tok)
+		}
+	}
+	for _, s := range broker.Scopes() {
+		if s != "" && s != "test/org/app" {
+			t.Fatalf("a broker call in scope %q", s)
+		}
+	}
+	if !slices.Contains(broker.Scopes(), "test/org/app") {
+		t.Fatalf("scopes seen by the broker: %q", broker.Scopes())
 	}
 
-	// Another prefix: the edge exits so its pod restarts on the new storage.
-	cp.SetConfig(withStorage("v3", "other"))
-	select {
-	case err := <-done:
-		if !errors.Is(err, errStorageChanged) {
-			t.Fatalf("Run after a storage change: %v", err)
+	// Refused: the same stored blob wanted in a repository the namespace
+	// has proven nothing for. The pull still works, from the upstream, and
+	// the storage is not degraded.
+	broker.Deny("test", "org/other")
+	reg.PutBlob("org/other", layer)
+	other := "http://" + addr + "/v2/test/org/other/blobs/" + ld.String()
+	for i := range 2 {
+		if code, body, h := get(t, other, ""); code != 200 || body != string(layer) || h.Get("X-Cache") != "MISS" {
+			t.Fatalf("refused blob, pull %d: %d, %d bytes, %s", i, code, len(body), h.Get("X-Cache"))
 		}
-	case <-time.After(wait):
-		t.Fatal("edge kept running after the storage changed")
 	}
+	if n := reg.Hits(http.MethodGet, "/v2/org/other/blobs/"+ld.String()); n != 2 {
+		t.Fatalf("refused blob: %d upstream GETs, want 2", n)
+	}
+	if st := ready(t, addr); !st.Ready || st.StorageStatus != "ok" {
+		t.Fatalf("readyz after refusals: %+v", st)
+	}
+	_, metrics, _ := get(t, "http://"+addr+"/metrics", "")
+	if !strings.Contains(metrics, `edge_storage_denied_total{op="stat"}`) || !strings.Contains(metrics, "edge_storage_degraded 0") {
+		t.Fatalf("metrics after refusals:\n%s", storageMetricLines(metrics, "edge_storage"))
+	}
+}
+
+func storageMetricLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return fmt.Sprint(out)
 }

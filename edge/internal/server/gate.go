@@ -94,7 +94,8 @@ func (p *storageProbe) result(ctx context.Context) error {
 type readyStatus struct {
 	// Ready repeats the status code: true with 200.
 	Ready bool `json:"ready"`
-	// Storage is the kind of storage: filesystem or s3.
+	// Storage is the kind of storage: filesystem, s3 or brokered (through
+	// the control plane, --storage=control-plane).
 	Storage string `json:"storage"`
 	// StorageStatus is ok, degraded (the probe failed: pulls stream from
 	// upstream without caching) or waiting (not configured yet).

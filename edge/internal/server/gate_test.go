@@ -18,7 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
-	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
+	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
 type fakeStatus struct{ version atomic.Pointer[string] }
@@ -36,8 +36,12 @@ func (f *fakeStatus) set(v string) { f.version.Store(&v) }
 func TestGate(t *testing.T) {
 	t.Parallel()
 	openStorage := func() *cpStorage {
-		c := newCPStorage(slog.New(slog.DiscardHandler))
-		c.store.Store(&s3store.Store{})
+		c := attachedCPStorage(t)
+		commit, err := c.prepare(&selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		commit()
 		return c
 	}
 	applied := &fakeStatus{}

@@ -37,10 +37,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	var kind string
 	if cfg.Storage == StorageControlPlane {
 		if cfg.ControlPlane == "" {
-			return errors.New("--storage=control-plane needs --control-plane: the storage comes from the control plane's configuration")
+			return errors.New("--storage=control-plane needs --control-plane: the storage is brokered by the control plane")
 		}
 		cps = newCPStorage(log)
-		store, kind = cps, "s3"
+		defer cps.close()
+		store, kind = cps, storageKindBrokered
 	} else if store, kind, err = cfg.OpenStore(ctx); err != nil {
 		return err
 	}
@@ -113,16 +114,6 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if cp != nil {
 		eg.Go(func() error { return cp.Run(gctx) })
 	}
-	if cps != nil {
-		eg.Go(func() error {
-			select {
-			case <-cps.changed:
-				return errStorageChanged
-			case <-gctx.Done():
-				return nil
-			}
-		})
-	}
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -180,9 +171,15 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	}
 	px.obs.setReporter(cp)
 	if cps != nil {
-		// The persisted configuration has no storage credentials: the edge
-		// waits, not ready, for the control plane to send them again.
-		log.Info("storage comes from the control plane: the persisted configuration is not restored; not ready until the control plane sends storage.s3")
+		conn, err := cp.DialServices()
+		if err != nil {
+			return nil, err
+		}
+		cps.attach(conn)
+		// Every object is reached through the control plane: without it
+		// there is no storage to serve from, so the persisted
+		// configuration is not restored and the edge waits, not ready.
+		log.Info("storage brokered by the control plane: the persisted configuration is not restored; not ready until the control plane sends this namespace's configuration")
 		return cp, nil
 	}
 	// Fail closed either way: without a restored configuration the edge
@@ -201,7 +198,7 @@ func (cfg Config) spoolDir(kind string) string {
 	switch {
 	case cfg.SpoolDir != "":
 		return cfg.SpoolDir
-	case kind == "s3":
+	case kind == "s3", kind == storageKindBrokered:
 		return filepath.Join(os.TempDir(), "edge-spool")
 	}
 	return filepath.Join(cfg.Storage, "_spool")
@@ -218,7 +215,7 @@ func (cfg Config) stateDir(kind string) (string, error) {
 	if !filepath.IsLocal(cfg.Namespace) || strings.ContainsAny(cfg.Namespace, `/\`) || cfg.Namespace == "." {
 		return "", fmt.Errorf("--namespace %q cannot name a state directory; set --state-dir", cfg.Namespace)
 	}
-	if kind == "s3" {
+	if kind == "s3" || kind == storageKindBrokered {
 		return filepath.Join("edge-state", cfg.Namespace), nil
 	}
 	return filepath.Join(cfg.Storage, "_state", cfg.Namespace), nil

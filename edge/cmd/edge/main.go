@@ -147,6 +147,21 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		return cfg, level, fmt.Errorf("EDGE_MAX_CONNECTIONS: %w", err)
 	}
 	fs.IntVar(&cfg.MaxConnections, "max-connections", maxConns, "most open connections on --listen; further ones wait in the accept queue (0: no cap)")
+	rps, err := strconv.Atoi(env("max-upstream-rps", strconv.Itoa(server.DefaultMaxUpstreamRPS)))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_MAX_UPSTREAM_RPS: %w", err)
+	}
+	fs.IntVar(&cfg.Limits.RPS, "max-upstream-rps", rps, "upstream requests per second of this edge's namespace (manifest GET/HEAD, blob fills and HEADs, tag lists, tag revalidations); beyond it and the burst, pulls that need the upstream get 429 TOOMANYREQUESTS with Retry-After, while cached content is always served. The control plane's policy (max_upstream_requests_per_second) overrides it. 0: unlimited")
+	burst, err := strconv.Atoi(env("upstream-burst", strconv.Itoa(server.DefaultUpstreamBurst)))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_UPSTREAM_BURST: %w", err)
+	}
+	fs.IntVar(&cfg.Limits.Burst, "upstream-burst", burst, "upstream requests that may start at once above --max-upstream-rps (the policy's upstream_burst overrides it)")
+	fillWait, err := time.ParseDuration(env("fill-queue-wait", server.DefaultFillQueueWait.String()))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_FILL_QUEUE_WAIT: %w", err)
+	}
+	fs.DurationVar(&cfg.FillQueueWait, "fill-queue-wait", fillWait, "when all of the namespace's concurrent fills (the policy's max_concurrent_fills) are busy, how long a cold blob waits for one before its clients get 429 with Retry-After; 0: wait as long as the fill timeout")
 	fs.Var(&internalRedirects, "allow-internal-redirects", "let upstream `PREFIX` redirect (or send its token realm) to addresses more internal than its own: loopback, link-local (169.254.0.0/16, fe80::/10) or private ranges; by default a redirect may not go to a more internal address class than the upstream itself (repeatable; EDGE_ALLOW_INTERNAL_REDIRECTS: comma-separated)")
 	logLevel := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +208,9 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	}
 	if cfg.MaxConnections < 0 {
 		return cfg, level, fmt.Errorf("--max-connections must not be negative")
+	}
+	if cfg.Limits.RPS < 0 || cfg.Limits.Burst < 0 || cfg.FillQueueWait < 0 {
+		return cfg, level, fmt.Errorf("--max-upstream-rps, --upstream-burst and --fill-queue-wait must not be negative")
 	}
 	if cfg.StatsInterval <= 0 {
 		return cfg, level, fmt.Errorf("--stats-interval must be positive")

@@ -100,6 +100,9 @@ func (c *Cache) BlobSize(ctx context.Context, rt route.Route) (size int64, sourc
 	if err != nil {
 		return 0, "", err
 	}
+	if err := c.allowUpstream("blob"); err != nil {
+		return 0, "", err
+	}
 	size, err = f.BlobSize(ctx, rt.Repository, rt.Digest)
 	c.countUpstream(rt.Prefix, "blob", http.MethodHead, err)
 	if err != nil {
@@ -150,7 +153,11 @@ func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
 	defer cancel()
 	defer c.fills.remove(f)
 	defer f.release()
-	if err := c.limiter.acquire(ctx); err != nil {
+	if err := c.allowUpstream("blob"); err != nil {
+		f.finish(err)
+		return
+	}
+	if err := c.acquireFillSlot(ctx); err != nil {
 		c.log.Warn("blob fill gave up waiting for a fill slot", "prefix", rt.Prefix, "digest", rt.Digest.String(), "err", err)
 		f.finish(fmt.Errorf("wait for a fill slot: %w", err))
 		return

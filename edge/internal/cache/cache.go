@@ -47,7 +47,10 @@ type Cache struct {
 	fills   fillSet
 	running fillWaiter
 	limiter fillLimiter
-	flights singleflight.Group
+	// fillWait bounds a fill's wait for a slot (0: until fillTTL).
+	fillWait time.Duration
+	bucket   tokenBucket
+	flights  singleflight.Group
 }
 
 // Option configures a Cache.
@@ -62,6 +65,12 @@ func WithFillTimeout(d time.Duration) Option { return func(c *Cache) { c.fillTTL
 
 // WithSpoolDir sets where in-flight fills are spooled (default os.TempDir).
 func WithSpoolDir(dir string) Option { return func(c *Cache) { c.spoolDir = dir } }
+
+// WithFillQueueWait bounds how long a cold blob's fill waits for a slot
+// when the namespace's concurrent fills are all busy; then its requests
+// get 429 with Retry-After instead of holding connections (0: wait as
+// long as the fill timeout).
+func WithFillQueueWait(d time.Duration) Option { return func(c *Cache) { c.fillWait = d } }
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(c *Cache) { c.log = l } }

@@ -73,6 +73,23 @@ func (l *fillLimiter) grantLocked() {
 	}
 }
 
+// acquireFillSlot takes a fill slot, waiting at most the fill queue wait:
+// after it the fill fails with a *ThrottledError, so its requests get 429
+// and come back later instead of queuing for as long as the fill timeout.
+func (c *Cache) acquireFillSlot(ctx context.Context) error {
+	if c.fillWait <= 0 {
+		return c.limiter.acquire(ctx)
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.fillWait)
+	defer cancel()
+	err := c.limiter.acquire(wctx)
+	if err != nil && ctx.Err() == nil {
+		c.m.UpstreamThrottled.WithLabelValues(ThrottleFills).Inc()
+		return &ThrottledError{Reason: ThrottleFills, RetryAfter: c.fillWait}
+	}
+	return err
+}
+
 // SetMaxFills bounds the concurrent upstream blob fills of this cache;
 // zero means unlimited. Requests for a blob whose fill waits for a slot
 // wait with it, each until its own context ends; the waiting fill itself

@@ -92,6 +92,9 @@ func (c *Cache) manifestByTag(ctx context.Context, f upstream.Fetcher, rt route.
 // the cached digest. HEAD does not count against Docker Hub's pull limit.
 func (c *Cache) revalidate(ctx context.Context, f upstream.Fetcher, rt route.Route, key string, rec tagRecord, d oci.Digest) (*Manifest, error) {
 	v, err, _ := c.do(ctx, "revalidate:"+key, func(ctx context.Context) (any, error) {
+		if err := c.allowUpstream("manifest"); err != nil {
+			return nil, err
+		}
 		head, err := f.Manifest(ctx, rt.Repository, rt.Tag, true)
 		c.countUpstream(rt.Prefix, "manifest", http.MethodHead, err)
 		if err != nil {
@@ -100,11 +103,13 @@ func (c *Cache) revalidate(ctx context.Context, f upstream.Fetcher, rt route.Rou
 		return head, nil
 	})
 	if err != nil {
-		if upstream.IsUnavailable(err) {
+		// A cached manifest is never refused for the rate limit: the
+		// namespace gets its stale tag, as when the upstream is down.
+		if upstream.IsUnavailable(err) || errors.Is(err, ErrThrottled) {
 			if m, lerr := c.loadManifest(ctx, d); lerr == nil {
 				c.m.StaleServes.Inc()
 				c.m.Hits.WithLabelValues("manifest").Inc()
-				c.log.Warn("upstream unreachable, serving stale tag", "prefix", rt.Prefix, "repository", rt.Repository,
+				c.log.Warn("upstream unreachable or rate-limited, serving stale tag", "prefix", rt.Prefix, "repository", rt.Repository,
 					"tag", rt.Tag, "digest", d.String(), "age", c.now().Sub(rec.LastChecked).Round(time.Second), "err", err)
 				m.Stale = true
 				return m, nil
@@ -129,6 +134,9 @@ func (c *Cache) revalidate(ctx context.Context, f upstream.Fetcher, rt route.Rou
 // concurrent callers), stores it and, for a tag, the namespace's record.
 func (c *Cache) fetchManifest(ctx context.Context, f upstream.Fetcher, rt route.Route, ref string) (*Manifest, error) {
 	v, err, _ := c.do(ctx, "manifest:"+c.namespace+"/"+rt.Prefix+"/"+rt.Repository+":"+ref, func(ctx context.Context) (any, error) {
+		if err := c.allowUpstream("manifest"); err != nil {
+			return nil, err
+		}
 		um, err := f.Manifest(ctx, rt.Repository, ref, false)
 		c.countUpstream(rt.Prefix, "manifest", http.MethodGet, err)
 		if err != nil {

@@ -17,6 +17,9 @@ func (c *Cache) Tags(ctx context.Context, rt route.Route, query url.Values) (*up
 	if err != nil {
 		return nil, err
 	}
+	if err := c.allowUpstream("tags"); err != nil {
+		return nil, err
+	}
 	tl, err := f.Tags(ctx, rt.Repository, query)
 	c.countUpstream(rt.Prefix, "tags", http.MethodGet, err)
 	if err != nil {

@@ -27,14 +27,17 @@ type Metrics struct {
 	UpstreamRequests *prometheus.CounterVec // upstream, kind, method
 	UpstreamErrors   *prometheus.CounterVec // upstream, code
 	FillsInFlight    prometheus.Gauge
-	StaleServes      prometheus.Counter
-	StorageDegraded  prometheus.Gauge
-	StorageErrors    *prometheus.CounterVec // op
-	StorageDenied    *prometheus.CounterVec // op
-	Requests         *prometheus.CounterVec // method, kind, code
-	RequestDuration  *prometheus.HistogramVec
-	ProxyDials       *prometheus.CounterVec // node, result
-	ProxyFailovers   prometheus.Counter
+	// UpstreamThrottled counts requests refused with 429 because the
+	// namespace's upstream share was used up, by reason (rate, fills).
+	UpstreamThrottled *prometheus.CounterVec
+	StaleServes       prometheus.Counter
+	StorageDegraded   prometheus.Gauge
+	StorageErrors     *prometheus.CounterVec // op
+	StorageDenied     *prometheus.CounterVec // op
+	Requests          *prometheus.CounterVec // method, kind, code
+	RequestDuration   *prometheus.HistogramVec
+	ProxyDials        *prometheus.CounterVec // node, result
+	ProxyFailovers    prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry, with Go runtime and
@@ -60,6 +63,10 @@ func New() *Metrics {
 		FillsInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edge_fills_in_flight", Help: "Cold blob fills currently streaming from upstream.",
 		}),
+		UpstreamThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_upstream_throttled_total",
+			Help: "Requests that needed the upstream and got 429 instead, by reason: rate (the namespace's upstream requests per second and burst), fills (every concurrent fill slot stayed busy for the queue wait).",
+		}, []string{"reason"}),
 		StaleServes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_stale_serves_total", Help: "Tags served from a stale mapping because the upstream could not be reached.",
 		}),
@@ -88,7 +95,7 @@ func New() *Metrics {
 		}),
 	}
 	m.Registry.MustRegister(m.Hits, m.Misses, m.BytesServed, m.UpstreamRequests, m.UpstreamErrors,
-		m.FillsInFlight, m.StaleServes, m.StorageDegraded, m.StorageErrors, m.StorageDenied, m.Requests, m.RequestDuration,
+		m.FillsInFlight, m.UpstreamThrottled, m.StaleServes, m.StorageDegraded, m.StorageErrors, m.StorageDenied, m.Requests, m.RequestDuration,
 		m.ProxyDials, m.ProxyFailovers, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
@@ -229,7 +230,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rt route.Route, e
 			"reference", rt.Reference(), "status", e.Status, "err", err)
 	}
 	var se *upstream.StatusError
-	if errors.As(err, &se) && se.RetryAfter > 0 {
+	var te *cache.ThrottledError
+	switch {
+	case errors.As(err, &te):
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(te.RetryAfter)))
+	case errors.As(err, &se) && se.RetryAfter > 0:
 		w.Header().Set("Retry-After", strconv.Itoa(int(se.RetryAfter.Seconds()+0.5)))
 	}
 	oci.WriteError(w, r, e)
@@ -251,6 +256,9 @@ func (h *Handler) classify(rt route.Route, err error) *oci.Error {
 		}
 	}
 	switch {
+	case errors.Is(err, cache.ErrThrottled):
+		return oci.NewError(http.StatusTooManyRequests, oci.CodeTooManyRequests,
+			"this namespace's upstream request limit is reached; retry after Retry-After seconds: "+ref)
 	case errors.Is(err, cache.ErrUnknownUpstream):
 		return oci.NewError(http.StatusNotFound, oci.CodeNameUnknown, "no upstream for prefix "+rt.Prefix)
 	case errors.Is(err, upstream.ErrNotFound):
@@ -273,6 +281,12 @@ func (h *Handler) classify(rt route.Route, err error) *oci.Error {
 		return oci.NewError(http.StatusBadGateway, oci.CodeUnknown, "upstream unavailable for "+ref)
 	}
 	return oci.NewError(http.StatusBadGateway, oci.CodeUnknown, "fetching "+ref+" failed")
+}
+
+// retryAfterSeconds is a Retry-After value: whole seconds, rounded up so
+// a client that waits them finds a token, and at least 1.
+func retryAfterSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
 }
 
 // routeError maps a path that does not parse onto its OCI error.

@@ -16,9 +16,11 @@ import (
 )
 
 // fillLimiter is the part of the cache a configuration sets besides the
-// upstreams: the per-edge bound on upstream blob fills.
+// upstreams: the per-edge bounds on upstream blob fills and on the rate
+// of upstream requests.
 type fillLimiter interface {
 	SetMaxFills(n int)
+	SetUpstreamRate(rate, burst int)
 }
 
 // configApplier applies control-plane snapshots (control.Applier): it
@@ -37,7 +39,10 @@ type configApplier struct {
 	// allowInternal names the upstream prefixes whose redirects may go to
 	// more internal addresses (--allow-internal-redirects).
 	allowInternal map[string]bool
-	mu            sync.Mutex // one Apply at a time: each builds on the previous snapshot
+	// limits are --max-upstream-rps and --upstream-burst, for a policy
+	// that leaves them zero.
+	limits UpstreamLimits
+	mu     sync.Mutex // one Apply at a time: each builds on the previous snapshot
 }
 
 var _ control.Applier = (*configApplier)(nil)
@@ -60,6 +65,7 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 	}
 	a.set.cur.Store(next)
 	a.fills.SetMaxFills(int(cfg.GetPolicy().GetMaxConcurrentFills()))
+	a.fills.SetUpstreamRate(a.limits.resolve(cfg.GetPolicy()))
 	retire(old, next)
 	if openStorage != nil {
 		// After the upstreams: the first request the open store lets

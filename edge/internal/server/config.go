@@ -77,6 +77,14 @@ type Config struct {
 	// (loopback, link-local, private); by default they are refused.
 	InternalRedirects []string
 
+	// Limits are the namespace's upstream request rate and burst while
+	// the edge runs on its flags, and whenever a control-plane policy
+	// leaves them zero. Zero values: unlimited.
+	Limits UpstreamLimits
+	// FillQueueWait bounds how long a cold blob waits for a fill slot
+	// before its requests get 429 (0: as long as the fill may take).
+	FillQueueWait time.Duration
+
 	// ProxyFirstByteTimeout bounds the wait for the first byte of a new
 	// connection through a node (see proxydial.WithFirstByteTimeout);
 	// zero means proxydial.DefaultFirstByteTimeout.

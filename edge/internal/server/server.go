@@ -62,10 +62,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	ups := &upstreamSet{}
 	ups.cur.Store(snap)
 	c, err := cache.New(store, ups, cfg.Namespace, m,
-		cache.WithTagTTL(cfg.TagTTL), cache.WithSpoolDir(cfg.spoolDir(kind)), cache.WithLogger(log))
+		cache.WithTagTTL(cfg.TagTTL), cache.WithSpoolDir(cfg.spoolDir(kind)), cache.WithLogger(log),
+		cache.WithFillQueueWait(cfg.FillQueueWait))
 	if err != nil {
 		return err
 	}
+	// The flags' limits hold until a control-plane policy says otherwise.
+	c.SetUpstreamRate(cfg.Limits.RPS, cfg.Limits.Burst)
 
 	ln, err := cfg.listen()
 	if err != nil {
@@ -152,7 +155,7 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 	if err != nil {
 		return nil, err
 	}
-	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log, allowInternal: allowInternal}
+	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log, allowInternal: allowInternal, limits: cfg.Limits}
 	copts := []control.Option{
 		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
 		control.WithEdgeVersion(cfg.Version), control.WithStateDir(stateDir),

@@ -21,6 +21,15 @@ const (
 	DefaultShutdownTimeout = 60 * time.Second
 	// DefaultMaxConnections caps the registry listener's open connections.
 	DefaultMaxConnections = 1024
+	// DefaultMaxUpstreamRPS and DefaultUpstreamBurst bound one namespace's
+	// upstream requests: a cold pull of a large image is a few dozen, so
+	// a tenant pulling hard cannot use up the upstream's rate limits and
+	// the shared egress for every other namespace.
+	DefaultMaxUpstreamRPS = 50
+	DefaultUpstreamBurst  = 100
+	// DefaultFillQueueWait is how long a cold blob waits for one of the
+	// namespace's fill slots before its clients get 429.
+	DefaultFillQueueWait = 10 * time.Second
 )
 
 // shutdown is how a server stops when its context ends.

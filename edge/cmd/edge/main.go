@@ -101,7 +101,7 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	}
 	fs.StringVar(&cfg.Listen, "listen", env("listen", ":5000"), "address of the registry API (`ADDR`)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", env("metrics-listen", ""), "separate address for Prometheus /metrics (`ADDR`); empty: /metrics on --listen")
-	fs.StringVar(&cfg.Storage, "storage", env("storage", "./data"), "cache storage: a directory, s3://BUCKET[/PREFIX], or control-plane: the shared S3 storage (and its credentials, kept in memory only) from the control plane's configuration; needs --control-plane, and the edge is not ready until it arrives (`PATH|URL|control-plane`)")
+	fs.StringVar(&cfg.Storage, "storage", env("storage", "./data"), "cache storage: a directory, s3://BUCKET[/PREFIX], or control-plane: the shared storage brokered by the control plane (the edge holds no storage keys: it reads each object by a short-lived presigned URL after the control plane checked its namespace's access, and writes through the control plane, which verifies the digest); needs --control-plane, and the edge is not ready until a configuration with storage.brokered arrives (`PATH|URL|control-plane`)")
 	fs.StringVar(&cfg.S3Endpoint, "s3-endpoint", env("s3-endpoint", ""), "S3 endpoint for MinIO and other S3-compatible servers (`URL`); empty: AWS")
 	fs.StringVar(&cfg.S3Region, "s3-region", env("s3-region", ""), "S3 region (default from AWS_REGION, else us-east-1)")
 	pathStyle, _ := strconv.ParseBool(env("s3-path-style", "false"))
@@ -114,11 +114,11 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		return cfg, level, fmt.Errorf("EDGE_TAG_TTL: %w", err)
 	}
 	fs.DurationVar(&cfg.TagTTL, "tag-ttl", ttl, "how long a tag is trusted before it is revalidated upstream with HEAD")
-	fs.StringVar(&cfg.SpoolDir, "spool-dir", env("spool-dir", ""), "directory for in-flight upstream transfers (default: <storage>/_spool, or the temp dir for S3)")
+	fs.StringVar(&cfg.SpoolDir, "spool-dir", env("spool-dir", ""), "directory for in-flight upstream transfers (default: <storage>/_spool, or the temp dir for S3 and control-plane storage)")
 	fs.StringVar(&cfg.ControlPlane, "control-plane", env("control-plane", ""), "gRPC address of the control plane (`ADDR`, e.g. 127.0.0.1:9090). Its snapshots replace --upstream, --upstream-credentials and the policy. The edge fails closed: until this namespace's configuration is applied (from the control plane, or persisted in --state-dir by an earlier run) /readyz and every registry request answer 503. Empty: flags only")
 	fs.StringVar(&cfg.ControlPlaneTokenFile, "control-plane-token-file", env("control-plane-token-file", ""), "bearer token for the control plane, e.g. a projected ServiceAccount token (`FILE`); read again on every reconnect")
 	fs.StringVar(&cfg.ControlPlaneCAFile, "control-plane-ca-file", env("control-plane-ca-file", ""), "dial --control-plane over TLS, trusting the CA certificates in this PEM file and checking that the certificate names the host of --control-plane (`FILE`; read again on every reconnect, so a rotated CA is picked up). In a cluster the controller mounts the ConfigMap selfhost-controlplane-ca here. Empty: plaintext, for loopback")
-	fs.StringVar(&cfg.StateDir, "state-dir", env("state-dir", ""), "directory for the last good control-plane configuration (`DIR`); the file holds credentials and is written mode 0600 (default: <storage>/_state/<namespace>, or ./edge-state/<namespace> for S3, so edges of different namespaces on one storage never share it)")
+	fs.StringVar(&cfg.StateDir, "state-dir", env("state-dir", ""), "directory for the last good control-plane configuration (`DIR`); the file holds credentials and is written mode 0600 (default: <storage>/_state/<namespace>, or ./edge-state/<namespace> for S3 and control-plane storage, so edges of different namespaces on one storage never share it)")
 	fs.StringVar(&cfg.PodName, "pod-name", env("pod-name", ""), "pod name this edge reports to the control plane (`NAME`; default: the host name)")
 	fs.StringVar(&cfg.AdvertiseAddress, "advertise-address", env("advertise-address", ""), "address clients pull from, reported to the control plane (`ADDR`; default: the bound --listen address)")
 	statsEvery, err := time.ParseDuration(env("stats-interval", "10s"))

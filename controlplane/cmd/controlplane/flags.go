@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,14 @@ type flags struct {
 	tlsCert    string
 	tlsKey     string
 	httpListen string // "" after parsing: no HTTP port
+	// maxGRPCConns and maxGRPCStreams bound what clients, authenticated
+	// or not, can make the gRPC server hold.
+	maxGRPCConns   int
+	maxGRPCStreams int
+	// upstreamRPS and upstreamBurst are the namespaces' default upstream
+	// rate limits (0: the edges' own defaults).
+	upstreamRPS   int
+	upstreamBurst int
 	// shutdownDelay is how long the servers keep serving after SIGTERM
 	// while /readyz reports not ready.
 	shutdownDelay time.Duration
@@ -97,9 +106,10 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), out io.Wri
 The k8s-selfhost-repo control plane: holds the upstream registries and each
 namespace's policy, pushes them to the edges over gRPC
 (selfhost.v1.ConfigDiscoveryService) and serves the admin API
-(selfhost.v1.AdminService) with server reflection and grpc.health.v1 on, so
-grpcurl list/describe work without a token; every other call needs
-"authorization: Bearer <token>". See docs/control-protocol.md.
+(selfhost.v1.AdminService) with server reflection and grpc.health.v1 on.
+Only health works without a token; every other call, reflection (grpcurl
+list/describe) included, needs "authorization: Bearer <token>" of an admin
+or an edge. See docs/control-protocol.md.
 
 Without --standalone it runs in a Kubernetes cluster (docs/kubernetes.md):
 it creates an edge in every namespace labelled
@@ -157,6 +167,10 @@ Flags:
 	fs.StringVar(&f.stateDir, "state-dir", env("state-dir", ""), "standalone: directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
 	fs.DurationVar(&f.debounce, "debounce", envDuration("debounce", 50*time.Millisecond), "quiet period after a change before it is pushed to edges; 0 pushes at once")
 	fs.DurationVar(&f.proofTTL, "proof-ttl", envDuration("proof-ttl", 0), "how long a proof of upstream access (an upstream HEAD of a manifest, anonymous or with a namespace's credentials) lets the storage broker serve that namespace shared content before it asks again; a revoked credential stops serving after it (default 10m)")
+	fs.IntVar(&f.maxGRPCConns, "max-grpc-connections", envInt("max-grpc-connections", 0), "open gRPC connections (edges, admin clients, anyone reaching the port); more are closed as soon as they are accepted (default 1024)")
+	fs.IntVar(&f.maxGRPCStreams, "max-grpc-streams", envInt("max-grpc-streams", 0), "concurrent streams and calls per gRPC connection (an edge needs 1 config stream and a few calls); clients queue beyond it (default 64)")
+	fs.IntVar(&f.upstreamRPS, "namespace-max-upstream-rps", envInt("namespace-max-upstream-rps", 0), "default of every namespace's upstream requests per second through its edge (manifests, blob fills, tag lists, revalidations; beyond it pulls of uncached content get 429 with Retry-After, cached content is never limited); a namespace's maxUpstreamRequestsPerSecond (standalone YAML) wins; 0: the edge's --max-upstream-rps")
+	fs.IntVar(&f.upstreamBurst, "namespace-upstream-burst", envInt("namespace-upstream-burst", 0), "default of every namespace's upstream request burst above the rate; a namespace's upstreamBurst wins; 0: the edge's --upstream-burst")
 	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&f.tlsCert, "tls-cert", env("tls-cert", ""), "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
 	fs.StringVar(&f.tlsKey, "tls-key", env("tls-key", ""), "private key for --tls-cert (`FILE`, PEM)")
@@ -211,6 +225,14 @@ Flags:
 	}
 	if f.debounce < 0 {
 		return f, errors.New("--debounce must not be negative")
+	}
+	switch {
+	case f.maxGRPCConns < 0:
+		return f, errors.New("--max-grpc-connections must not be negative")
+	case f.maxGRPCStreams < 0 || f.maxGRPCStreams > math.MaxUint32:
+		return f, errors.New("--max-grpc-streams must not be negative")
+	case f.upstreamRPS < 0 || f.upstreamRPS > math.MaxUint32 || f.upstreamBurst < 0 || f.upstreamBurst > math.MaxUint32:
+		return f, errors.New("--namespace-max-upstream-rps and --namespace-upstream-burst must be 0 or positive")
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return f, errors.New("--tls-cert and --tls-key go together")

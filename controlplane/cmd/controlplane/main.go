@@ -43,6 +43,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 )
 
 func main() {
@@ -94,7 +95,9 @@ func mainCleanup(args []string) {
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	m := metrics.New()
-	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m, ProofTTL: f.proofTTL}
+	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m, ProofTTL: f.proofTTL,
+		MaxConnections: f.maxGRPCConns, MaxConcurrentStreams: uint32(f.maxGRPCStreams),
+		UpstreamLimits: snapshot.UpstreamLimits{RPS: uint32(f.upstreamRPS), Burst: uint32(f.upstreamBurst)}}
 	if f.tlsCert != "" {
 		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)
 		if err != nil {

@@ -136,6 +136,11 @@ type Namespace struct {
 	// MaxConcurrentFills bounds the namespace's parallel upstream
 	// transfers; zero means the edge's default.
 	MaxConcurrentFills uint32
+	// MaxUpstreamRPS and UpstreamBurst are the token bucket of the
+	// namespace's upstream requests; zero means the control plane's
+	// default (snapshot.Builder), and when that is zero too, the edge's.
+	MaxUpstreamRPS uint32
+	UpstreamBurst  uint32
 	// RegistryCredentials are the namespace's own credentials by registry
 	// host (RegistryHost form), from its tenant's Secret in-cluster. They
 	// replace the operator's credentials of the upstreams those hosts

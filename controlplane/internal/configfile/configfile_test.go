@@ -39,6 +39,8 @@ namespaces:
     allowedPrefixes: [test]
     edgeAddress: "127.0.0.1:5000"
     maxConcurrentFills: 4
+    maxUpstreamRequestsPerSecond: 20
+    upstreamBurst: 40
   team-b:
     edgeToken: ` + edgeTokB + `
 `
@@ -64,7 +66,8 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("admin tokens %v", st.AdminTokens)
 	}
 	a := st.Namespaces["team-a"]
-	if a.EdgeToken.Reveal() != edgeTokA || a.PullToken.Reveal() != "pull-token-a" || a.EdgeAddress != "127.0.0.1:5000" || a.MaxConcurrentFills != 4 {
+	if a.EdgeToken.Reveal() != edgeTokA || a.PullToken.Reveal() != "pull-token-a" || a.EdgeAddress != "127.0.0.1:5000" || a.MaxConcurrentFills != 4 ||
+		a.MaxUpstreamRPS != 20 || a.UpstreamBurst != 40 {
 		t.Errorf("team-a = %+v", a)
 	}
 	u := st.Upstreams[0]

@@ -41,6 +41,10 @@ type namespaceSpec struct {
 	AllowedPrefixes    []string `json:"allowedPrefixes"`
 	EdgeAddress        string   `json:"edgeAddress"`
 	MaxConcurrentFills uint32   `json:"maxConcurrentFills"`
+	// MaxUpstreamRequestsPerSecond and UpstreamBurst: 0 means
+	// --namespace-max-upstream-rps / --namespace-upstream-burst.
+	MaxUpstreamRequestsPerSecond uint32 `json:"maxUpstreamRequestsPerSecond"`
+	UpstreamBurst                uint32 `json:"upstreamBurst"`
 }
 
 // upstreamSpec is an upstream in the YAML file and in the state file.
@@ -130,6 +134,8 @@ func parse(data []byte, dir string, inCluster bool) (*config.State, error) {
 			AllowedPrefixes:    spec.AllowedPrefixes,
 			EdgeAddress:        spec.EdgeAddress,
 			MaxConcurrentFills: spec.MaxConcurrentFills,
+			MaxUpstreamRPS:     spec.MaxUpstreamRequestsPerSecond,
+			UpstreamBurst:      spec.UpstreamBurst,
 		}
 		edgeToken, err := inlineOrFile(spec.EdgeToken, spec.EdgeTokenFile, dir)
 		switch {

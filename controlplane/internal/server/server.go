@@ -100,6 +100,9 @@ type Options struct {
 	// connection; clients wait for a free one (default
 	// DefaultMaxConcurrentStreams).
 	MaxConcurrentStreams uint32
+	// UpstreamLimits are the upstream rate limits of namespaces whose
+	// configuration sets none (zero: the edges' own defaults).
+	UpstreamLimits snapshot.UpstreamLimits
 	// GRPCOptions are added to the gRPC server's, e.g. grpc.Creds for TLS.
 	GRPCOptions []grpc.ServerOption
 	// Clash, when set, adjusts the Clash manager's options before it is
@@ -152,7 +155,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	cfg, err := store.New(st, opts.Source, snapshot.Builder{}, log.With("component", "store"))
+	cfg, err := store.New(st, opts.Source, snapshot.Builder{Limits: opts.UpstreamLimits}, log.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}

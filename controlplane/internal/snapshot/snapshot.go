@@ -71,11 +71,22 @@ func (s *Set) NamespaceNames() []string {
 const MaxConfigBytes = 4 << 20
 
 // Builder builds Sets. The zero value is ready to use.
-type Builder struct{}
+type Builder struct {
+	// Limits are the upstream limits of namespaces that set none
+	// (--namespace-max-upstream-rps, --namespace-upstream-burst).
+	Limits UpstreamLimits
+}
+
+// UpstreamLimits are NamespacePolicy's max_upstream_requests_per_second
+// and upstream_burst; zero leaves the edge's default.
+type UpstreamLimits struct {
+	RPS   uint32
+	Burst uint32
+}
 
 // Build validates st and builds its Set. Errors wrap configspec.ErrInvalid
 // and name the namespace and the field.
-func (Builder) Build(st *config.State) (*Set, error) {
+func (bd Builder) Build(st *config.State) (*Set, error) {
 	ups := config.CloneUpstreams(st.Upstreams)
 	slices.SortFunc(ups, func(a, b *selfhostv1.Upstream) int { return cmp.Compare(a.GetPrefix(), b.GetPrefix()) })
 	// Validated once on their own, so a bad upstream is reported even when
@@ -120,9 +131,11 @@ func (Builder) Build(st *config.State) (*Set, error) {
 			Proxy:     proxy,
 			Storage:   storage,
 			Policy: &selfhostv1.NamespacePolicy{
-				AllowedPrefixes:    slices.Clone(ns.AllowedPrefixes),
-				PullToken:          ns.PullToken.Reveal(),
-				MaxConcurrentFills: ns.MaxConcurrentFills,
+				AllowedPrefixes:              slices.Clone(ns.AllowedPrefixes),
+				PullToken:                    ns.PullToken.Reveal(),
+				MaxConcurrentFills:           ns.MaxConcurrentFills,
+				MaxUpstreamRequestsPerSecond: cmp.Or(ns.MaxUpstreamRPS, bd.Limits.RPS),
+				UpstreamBurst:                cmp.Or(ns.UpstreamBurst, bd.Limits.Burst),
 			},
 		}
 		v, err := Version(c)

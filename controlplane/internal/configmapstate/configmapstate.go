@@ -1,8 +1,13 @@
 // Package configmapstate keeps the control plane's runtime state document
 // (the JSON of package configfile: upstreams, Clash mode and node) in one
-// key of a ConfigMap in the release namespace, shared by every replica.
-// Store is a configfile.StateWatcher: Write updates the ConfigMap with
-// optimistic concurrency, and Watch notices what the other replicas wrote.
+// key of a ConfigMap in the release namespace, shared by every replica,
+// and the upstreams' credentials from it in a Secret next to it (see
+// credentials.go): the ConfigMap holds no secret. Store is a
+// configfile.StateWatcher: Write updates the Secret, then the ConfigMap,
+// with optimistic concurrency, and Watch notices what the other replicas
+// wrote to either. A ConfigMap written before the Secret existed still
+// has credentials inline: they are read from there, and the first Write
+// moves them into the Secret.
 //
 // Concurrency: a write replaces the whole document. The admin API
 // serialises changes within a replica; between replicas the last writer
@@ -33,13 +38,16 @@ import (
 const (
 	DefaultName        = "selfhost-controlplane-state"
 	DefaultKey         = "state.json"
+	DefaultSecretName  = "selfhost-controlplane-credentials"
+	DefaultSecretKey   = "credentials.json"
 	DefaultMaxAttempts = 5
 	DefaultResync      = 5 * time.Minute
 )
 
-// Labels of a ConfigMap that Write creates.
+// Labels of the ConfigMap and Secret that Write creates.
 const (
-	ComponentValue = "controlplane-state"
+	ComponentValue       = "controlplane-state"
+	SecretComponentValue = "controlplane-credentials"
 )
 
 // ErrConflict: Write lost the race against other writers MaxAttempts
@@ -54,6 +62,9 @@ type Options struct {
 	Name string
 	// Key of the document in the ConfigMap's data; empty means DefaultKey.
 	Key string
+	// SecretName is the Secret holding the upstreams' credentials; empty
+	// means DefaultSecretName. Its key is DefaultSecretKey.
+	SecretName string
 	// MaxAttempts bounds Write's tries when other writers keep winning; 0
 	// means DefaultMaxAttempts.
 	MaxAttempts int
@@ -76,7 +87,10 @@ type Store struct {
 	// cm is the ConfigMap as last read or written (nil: unknown, or it
 	// does not exist); Write updates from its resourceVersion.
 	cm *corev1.ConfigMap
-	// data is the newest document known; has tells there is one.
+	// sec is the credentials Secret likewise.
+	sec *corev1.Secret
+	// data is the newest document known, credentials included; has tells
+	// there is one.
 	data string
 	has  bool
 }
@@ -93,6 +107,9 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 	if opts.Key == "" {
 		opts.Key = DefaultKey
 	}
+	if opts.SecretName == "" {
+		opts.SecretName = DefaultSecretName
+	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = DefaultMaxAttempts
 	}
@@ -103,7 +120,7 @@ func New(client kubernetes.Interface, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("configmap", opts.Namespace+"/"+opts.Name, "key", opts.Key)
+	log = log.With("configmap", opts.Namespace+"/"+opts.Name, "key", opts.Key, "secret", opts.Namespace+"/"+opts.SecretName)
 	return &Store{client: client, opts: opts, log: log}, nil
 }
 
@@ -125,9 +142,16 @@ func (s *Store) Read(ctx context.Context) ([]byte, error) {
 	case err != nil:
 		return nil, err
 	}
-	s.remember(cm)
+	sec, err := s.getSecret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.remember(cm, sec)
 	if !s.has {
 		return nil, fmt.Errorf("%s: %w", s, fs.ErrNotExist)
+	}
+	if inlineCredentials([]byte(cm.Data[s.opts.Key])) {
+		s.log.Info("the state ConfigMap still holds upstream credentials; the next change through the admin API moves them into the Secret")
 	}
 	return []byte(s.data), nil
 }
@@ -150,13 +174,36 @@ func (s *Store) Latest() ([]byte, error) {
 func (s *Store) Write(ctx context.Context, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	doc, creds, err := split(data)
+	if err != nil {
+		return err
+	}
+	// The Secret first: a replica reading between the two writes finds
+	// the new credentials, applied only to upstreams of the same URL.
+	sec, err := s.writeSecret(ctx, creds)
+	if err != nil {
+		return err
+	}
+	migrated := s.cm != nil && inlineCredentials([]byte(s.cm.Data[s.opts.Key]))
+	if err := s.writeConfigMap(ctx, string(doc), sec); err != nil {
+		return err
+	}
+	if migrated {
+		s.log.Info("upstream credentials moved from the state ConfigMap into the Secret")
+	}
+	return nil
+}
+
+// writeConfigMap is Write's ConfigMap half; sec is the Secret as written.
+// Called with s.mu held.
+func (s *Store) writeConfigMap(ctx context.Context, data string, sec *corev1.Secret) error {
 	var lastErr error
 	for attempt := 1; attempt <= s.opts.MaxAttempts; attempt++ {
 		if s.cm == nil {
 			cm, err := s.get(ctx)
 			switch {
 			case apierrors.IsNotFound(err):
-				created, err := s.create(ctx, string(data))
+				created, err := s.create(ctx, data)
 				if apierrors.IsAlreadyExists(err) {
 					lastErr = err // another replica created it first
 					continue
@@ -164,7 +211,7 @@ func (s *Store) Write(ctx context.Context, data []byte) error {
 				if err != nil {
 					return err
 				}
-				s.remember(created)
+				s.remember(created, sec)
 				return nil
 			case err != nil:
 				return err
@@ -175,11 +222,11 @@ func (s *Store) Write(ctx context.Context, data []byte) error {
 		if next.Data == nil {
 			next.Data = map[string]string{}
 		}
-		next.Data[s.opts.Key] = string(data)
+		next.Data[s.opts.Key] = data
 		updated, err := s.client.CoreV1().ConfigMaps(s.opts.Namespace).Update(ctx, next, metav1.UpdateOptions{})
 		switch {
 		case err == nil:
-			s.remember(updated)
+			s.remember(updated, sec)
 			return nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			// Changed or deleted since it was read: read it again.
@@ -220,11 +267,21 @@ func (s *Store) create(ctx context.Context, data string) (*corev1.ConfigMap, err
 	return created, nil
 }
 
-// remember makes cm the ConfigMap last seen and its document the newest
-// known; it tells whether the document changed. Called with s.mu held.
-func (s *Store) remember(cm *corev1.ConfigMap) bool {
-	data, has := cm.Data[s.opts.Key]
+// remember makes cm and sec (nil: no Secret) the objects last seen and
+// their combined document the newest known; it tells whether the document
+// changed. Called with s.mu held.
+func (s *Store) remember(cm *corev1.ConfigMap, sec *corev1.Secret) bool {
+	data, has := s.document(cm, sec)
 	changed := has != s.has || data != s.data
-	s.cm, s.data, s.has = cm, data, has
+	s.cm, s.sec, s.data, s.has = cm, sec, data, has
 	return changed
+}
+
+// document is the state document of cm with sec's credentials put back.
+func (s *Store) document(cm *corev1.ConfigMap, sec *corev1.Secret) (string, bool) {
+	doc, has := cm.Data[s.opts.Key]
+	if !has {
+		return "", false
+	}
+	return string(combine([]byte(doc), s.credentials(sec))), true
 }

@@ -346,8 +346,7 @@ func TestStaleEventIsConfirmed(t *testing.T) {
 	if err := s.Write(t.Context(), []byte("newer, mine")); err != nil { // … before this write
 		t.Fatal(err)
 	}
-	called := false
-	s.observe(t.Context(), stale, func(context.Context) { called = true })
+	called := s.observe(t.Context(), stale)
 	if data, _ := s.Latest(); called || string(data) != "newer, mine" {
 		t.Fatalf("stale event: called=%v, Latest %q", called, data)
 	}

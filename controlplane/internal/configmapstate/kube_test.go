@@ -15,6 +15,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
@@ -105,17 +106,15 @@ func TestReplicasShareTheConfigMap(t *testing.T) {
 }
 
 // grantStateRole is the Role the chart gives the control plane in its
-// release namespace for the state ConfigMap: everything on that one name
-// but create, which RBAC cannot restrict by name.
+// release namespace for the state ConfigMap and credentials Secret
+// (PolicyRules): everything on those names but create, which RBAC cannot
+// restrict by name.
 func grantStateRole(t *testing.T, ctx context.Context, k *harness.Kube) {
 	t.Helper()
 	rbac := k.Client.RbacV1()
 	role := &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "selfhost-controlplane-state", Namespace: ns},
-		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{DefaultName}, Verbs: []string{"get", "list", "watch", "update"}},
-			{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
-		},
+		Rules:      PolicyRules(),
 	}
 	if _, err := rbac.Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -132,5 +131,70 @@ func grantStateRole(t *testing.T, ctx context.Context, k *harness.Kube) {
 	user, groups := harness.ServiceAccountUser(ns, "controlplane")
 	for _, verb := range []string{"create", "update"} {
 		k.WaitAllowed(t, user, groups, &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Resource: "configmaps", Name: DefaultName})
+		k.WaitAllowed(t, user, groups, &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Resource: "secrets", Name: DefaultSecretName})
+	}
+}
+
+// TestCredentialsLiveInTheSecret: on a real apiserver, as the control
+// plane's ServiceAccount with PolicyRules only, upstream credentials put
+// through the store go into the Secret and never into the ConfigMap;
+// credentials a ConfigMap from before the move holds inline are used, and
+// moved by the first write; another replica sees them all.
+func TestCredentialsLiveInTheSecret(t *testing.T) {
+	t.Parallel()
+	k := harness.StartKube(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	token := k.ServiceAccountToken(t, ns, "controlplane", nil, 15*time.Minute)
+	grantStateRole(t, ctx, k)
+
+	// What an older control plane left: credentials inline.
+	old := `{"format": 1, "upstreams": [{"prefix": "quay", "url": "https://quay.io", "credentials": {"username": "quay-user", "password": "quay-old-password"}}]}`
+	if _, err := k.Client.CoreV1().ConfigMaps(ns).Create(ctx, stateCM(map[string]string{DefaultKey: old}), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t)
+	a := startReplica(t, ctx, k.ClientFor(t, token), cfg)
+	b := startReplica(t, ctx, k.ClientFor(t, token), cfg)
+	if got := a.username("quay"); got != "quay-user" {
+		t.Fatalf("inline credentials before the move: %q", got)
+	}
+
+	a.putUpstream(t, ctx, &selfhostv1.Upstream{Prefix: "ghcr", Url: "https://ghcr.io",
+		Credentials: &selfhostv1.Credentials{Username: "ghcr-user", Password: "ghcr-password"}})
+	// The state's upstreams replace the config file's.
+	b.waitFor(t, ctx, "ghcr", "quay")
+	for _, r := range []*replica{a, b} {
+		if r.username("quay") != "quay-user" || r.username("ghcr") != "ghcr-user" {
+			t.Fatalf("credentials after the write: quay %q, ghcr %q", r.username("quay"), r.username("ghcr"))
+		}
+	}
+	cm, err := k.Client.CoreV1().ConfigMaps(ns).Get(ctx, DefaultName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"quay-old-password", "ghcr-password", "credentials"} {
+		if strings.Contains(cm.Data[DefaultKey], s) {
+			t.Errorf("the ConfigMap still holds %q:\n%s", s, cm.Data[DefaultKey])
+		}
+	}
+	sec, err := k.Client.CoreV1().Secrets(ns).Get(ctx, DefaultSecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := string(sec.Data[DefaultSecretKey])
+	if !strings.Contains(body, "quay-old-password") || !strings.Contains(body, "ghcr-password") || sec.Labels["app.kubernetes.io/managed-by"] == "" {
+		t.Errorf("Secret %v holds %s", sec.Labels, body)
+	}
+
+	// Credentials changed and removed through b reach a; a restarted
+	// replica reads both objects.
+	b.putUpstream(t, ctx, &selfhostv1.Upstream{Prefix: "quay", Url: "https://quay.io"})
+	for a.username("quay") != "" {
+		a.waitReload(t)
+	}
+	c := startReplica(t, ctx, k.ClientFor(t, token), cfg)
+	if c.username("quay") != "" || c.username("ghcr") != "ghcr-user" {
+		t.Fatalf("restarted replica: quay %q, ghcr %q", c.username("quay"), c.username("ghcr"))
 	}
 }

@@ -90,6 +90,29 @@ func (r *replica) addUpstream(t *testing.T, ctx context.Context, prefix string) 
 	}
 }
 
+// putUpstream adds or replaces upstream u through the replica's store.
+func (r *replica) putUpstream(t *testing.T, ctx context.Context, u *selfhostv1.Upstream) {
+	t.Helper()
+	if _, err := r.store.Update(ctx, "put upstream", func(st *config.State) error {
+		st.Upstreams = slices.DeleteFunc(st.Upstreams, func(o *selfhostv1.Upstream) bool { return o.GetPrefix() == u.GetPrefix() })
+		st.Upstreams = append(st.Upstreams, u)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// username is the user name of upstream prefix's credentials in the
+// replica's configuration ("" when it has none).
+func (r *replica) username(prefix string) string {
+	for _, u := range r.store.Current().Upstreams {
+		if u.GetPrefix() == prefix {
+			return u.GetCredentials().GetUsername()
+		}
+	}
+	return ""
+}
+
 func (r *replica) waitReload(t *testing.T) {
 	t.Helper()
 	select {

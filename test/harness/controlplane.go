@@ -201,6 +201,9 @@ func (r GrpcurlResult) Output() string { return r.Stdout + r.Stderr }
 var (
 	grpcurlCode    = regexp.MustCompile(`(?m)^\s*Code: (\S+)\s*$`)
 	grpcurlMessage = regexp.MustCompile(`(?m)^\s*Message: (.*)$`)
+	// A call refused before it was sent (reflection needs a token too)
+	// prints the status on one line.
+	grpcurlInline = regexp.MustCompile(`rpc error: code = (\S+) desc = (.*)`)
 )
 
 // Grpcurl runs grpcurl with args; stdin is fed to it (for -d @) when not
@@ -226,6 +229,9 @@ func Grpcurl(t testing.TB, stdin []byte, args ...string) GrpcurlResult {
 		}
 		if m := grpcurlMessage.FindStringSubmatch(r.Stderr); m != nil {
 			r.Message = strings.TrimSpace(m[1])
+		}
+		if m := grpcurlInline.FindStringSubmatch(r.Stderr); m != nil && r.Code == "" {
+			r.Code, r.Message = m[1], strings.TrimSpace(m[2])
 		}
 	}
 	return r

@@ -287,8 +287,9 @@ func (c *Cache) readTag(ctx context.Context, key string) (tagRecord, error) {
 
 // clampFuture treats times after now in a tag record as now and reports
 // whether it changed anything: a record "checked in 2099" (a skewed clock,
-// or a hand-made record in shared storage) would never be revalidated. It warns once per Cache,
-// then at debug level, so a fleet of such records does not flood the log.
+// or a hand-made record in shared storage) would never be revalidated. It
+// warns once per Cache, then at debug level, so a fleet of such records
+// does not flood the log.
 func (c *Cache) clampFuture(key string, rec *tagRecord) bool {
 	now := c.now()
 	if !rec.LastChecked.After(now) && !rec.FetchedAt.After(now) {

@@ -280,6 +280,24 @@ func TestChartLintAndTemplate(t *testing.T) {
 		}
 	})
 
+	t.Run("upstream and gRPC limits", func(t *testing.T) {
+		// Unset (0), the flags are left out and the binaries' defaults hold.
+		defArgs := decodeDoc[appsv1.Deployment](t, h.template(t), "Deployment/"+chartName).Spec.Template.Spec.Containers[0].Args
+		limitFlags := []string{"--namespace-max-upstream-rps", "--namespace-upstream-burst", "--max-grpc-connections", "--max-grpc-streams"}
+		for _, f := range limitFlags {
+			if slices.ContainsFunc(defArgs, func(a string) bool { return strings.HasPrefix(a, f+"=") }) {
+				t.Errorf("default values pass %s: %q", f, defArgs)
+			}
+		}
+		docs := h.template(t, "edge.upstreamRateLimit.requestsPerSecond=200000,edge.upstreamRateLimit.burst=40,grpc.maxConnections=2048,grpc.maxStreamsPerConnection=32")
+		args := decodeDoc[appsv1.Deployment](t, docs, "Deployment/"+chartName).Spec.Template.Spec.Containers[0].Args
+		for i, v := range []string{"200000", "40", "2048", "32"} {
+			if want := limitFlags[i] + "=" + v; !slices.Contains(args, want) {
+				t.Errorf("args %q lack %q", args, want)
+			}
+		}
+	})
+
 	t.Run("existing secrets", func(t *testing.T) {
 		docs := h.template(t, "s3.bucket=edge-cache,s3Credentials.existingSecret=my-s3,clash.enabled=true,clash.existingSecret=my-clash")
 		for key := range docs {
@@ -346,6 +364,8 @@ func TestChartLintAndTemplate(t *testing.T) {
 			{"wrong type", "replicaCount=two", "replicaCount"},
 			{"wrong type bool", "webhook.enabled=yes", "enabled"},
 			{"typo in metrics", "metrics.serviceMonitor.enabeld=true", "enabeld"},
+			{"typo in grpc", "grpc.maxConnection=1", "maxConnection"},
+			{"negative rate", "edge.upstreamRateLimit.requestsPerSecond=-1", "requestsPerSecond"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				_, err := h.run("template", "selfhost", h.chart, "--kube-version", chartKubeVersion, "--set", tc.set)

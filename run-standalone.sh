@@ -118,8 +118,8 @@ Pull through the edge:
 
 The admin API, with grpcurl (test/all.sh builds it into bin/tools; or
   (cd tools && go build -o ../bin/tools/ github.com/fullstorydev/grpcurl/cmd/grpcurl)):
-  $GRPCURL -plaintext $CP_ADDR list
-  $GRPCURL -plaintext $CP_ADDR describe selfhost.v1.AdminService
+  $GRPCURL -plaintext -H "authorization: Bearer \$(cat $ADMIN_TOKEN)" $CP_ADDR list
+  $GRPCURL -plaintext -H "authorization: Bearer \$(cat $ADMIN_TOKEN)" $CP_ADDR describe selfhost.v1.AdminService
   $GRPCURL -plaintext -H "authorization: Bearer \$(cat $ADMIN_TOKEN)" $CP_ADDR selfhost.v1.AdminService/ListEdges
   $GRPCURL -plaintext -H "authorization: Bearer \$(cat $ADMIN_TOKEN)" -d '{"namespace":"default","image":"nginx"}' \\
       $CP_ADDR selfhost.v1.AdminService/Resolve

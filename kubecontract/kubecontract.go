@@ -37,6 +37,12 @@ const (
 	// PullSecretName is the kubernetes.io/dockerconfigjson Secret holding
 	// the namespace's pull token for the edge's node-local address.
 	PullSecretName = "selfhost-edge-pull"
+	// UpstreamCredentialsSecretName is the kubernetes.io/dockerconfigjson
+	// Secret a tenant may create in its namespace with its own
+	// credentials for upstream registries ({"auths":{"<host>":{...}}}):
+	// that namespace's edges then use them instead of the operator's.
+	// The tenant owns it; the control plane only reads it.
+	UpstreamCredentialsSecretName = "selfhost-upstream-credentials"
 
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "k8s-selfhost-repo-controlplane"

@@ -1,6 +1,7 @@
 // Package clusterview projects the cluster into the control plane's
 // configuration: every replica (leader or not) watches the opted-in
-// namespaces, their edge Service and pull Secret, and keeps
+// namespaces, their edge Service, pull Secret and the tenant's own
+// upstream-credentials Secret, and keeps
 // config.State.Namespaces equal to what it sees — a namespace is
 // configured (its edge receives a snapshot, the admin API lists it) once
 // its pull token and node port exist, and no sooner, so an edge is never
@@ -174,7 +175,8 @@ func (v *View) desired() (map[string]*config.Namespace, error) {
 	}
 	out := make(map[string]*config.Namespace, len(edges))
 	for _, e := range edges {
-		out[e.Namespace] = &config.Namespace{PullToken: config.Secret(e.PullToken), EdgeAddress: e.Address}
+		out[e.Namespace] = &config.Namespace{PullToken: config.Secret(e.PullToken), EdgeAddress: e.Address,
+			RegistryCredentials: e.RegistryCredentials}
 	}
 	return out, nil
 }
@@ -182,7 +184,8 @@ func (v *View) desired() (map[string]*config.Namespace, error) {
 func namespacesEqual(a, b map[string]*config.Namespace) bool {
 	return maps.EqualFunc(a, b, func(x, y *config.Namespace) bool {
 		return x.PullToken == y.PullToken && x.EdgeAddress == y.EdgeAddress && x.EdgeToken == y.EdgeToken &&
-			x.MaxConcurrentFills == y.MaxConcurrentFills && slices.Equal(x.AllowedPrefixes, y.AllowedPrefixes)
+			x.MaxConcurrentFills == y.MaxConcurrentFills && slices.Equal(x.AllowedPrefixes, y.AllowedPrefixes) &&
+			maps.Equal(x.RegistryCredentials, y.RegistryCredentials)
 	})
 }
 

@@ -27,7 +27,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	appslisters "k8s.io/client-go/listers/apps/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -64,7 +63,10 @@ type Controller struct {
 	services        corelisters.ServiceLister
 	deployments     appslisters.DeploymentLister
 	pdbs            policylisters.PodDisruptionBudgetLister
-	synced          []cache.InformerSynced
+	// credSecrets: the tenants' Secrets
+	// kubecontract.UpstreamCredentialsSecretName.
+	credSecrets corelisters.SecretLister
+	synced      []cache.InformerSynced
 	// ca and configMaps: the CA ConfigMaps (WithCABundle; nil without).
 	ca         *CABundle
 	configMaps corelisters.ConfigMapLister
@@ -83,6 +85,10 @@ type Controller struct {
 	// long the controller asks again before it takes another port.
 	portBusySince map[string]time.Time
 	nodePortGrace time.Duration
+	// badCredentials holds, per namespace, the UID and resourceVersion of
+	// the malformed upstream-credentials Secret already reported, so it
+	// is reported once per version.
+	badCredentials map[string]string
 }
 
 // Option configures a Controller.
@@ -100,21 +106,10 @@ func WithEventRecorder(r record.EventRecorder) Option {
 
 // WithOnEdgeChange calls fn with a namespace's name whenever something
 // that Edge(namespace) reads may have changed: the namespace, its pull
-// Secret or its Service. It runs on every replica, leader or not, from the
+// Secret, its Service or its upstream-credentials Secret. It runs on every replica, leader or not, from the
 // informers' goroutines: it must not block.
 func WithOnEdgeChange(fn func(namespace string)) Option {
 	return func(c *Controller) { c.onChange = fn }
-}
-
-// NewInformerFactories returns the two factories New reads from:
-// namespaces (all of them), and the objects ManagedSelector selects in
-// every namespace. The
-// caller starts both after New, on every replica.
-func NewInformerFactories(client kubernetes.Interface, resync time.Duration) (namespaces, managed informers.SharedInformerFactory) {
-	namespaces = informers.NewSharedInformerFactory(client, resync)
-	managed = informers.NewSharedInformerFactoryWithOptions(client, resync,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = ManagedSelector().String() }))
-	return namespaces, managed
 }
 
 // ManagedSelector selects the objects the controller owns:
@@ -134,13 +129,11 @@ func OptedIn(ns *corev1.Namespace) bool {
 	return ns.DeletionTimestamp == nil && ns.Labels[kubecontract.OptInLabel] == kubecontract.OptInValue
 }
 
-// New returns a controller reading from the namespace informer of
-// nsFactory and the ServiceAccount, Secret, Service and Deployment
-// and PodDisruptionBudget informers of managedFactory (see NewInformerFactories: that factory
-// must select ManagedSelector, or the controller will cache every object
-// of those kinds in the cluster). It registers the informers; the caller
-// starts the factories.
-func New(client kubernetes.Interface, nsFactory, managedFactory informers.SharedInformerFactory, tmpl EdgeTemplate, log *slog.Logger, opts ...Option) (*Controller, error) {
+// New returns a controller reading from inf (see NewInformers: each
+// factory must select its objects by name, or the controller will cache
+// every object of those kinds in the cluster). It registers the
+// informers; the caller starts the factories.
+func New(client kubernetes.Interface, inf *Informers, tmpl EdgeTemplate, log *slog.Logger, opts ...Option) (*Controller, error) {
 	t, err := tmpl.withDefaults()
 	if err != nil {
 		return nil, err
@@ -148,6 +141,7 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 	c := &Controller{
 		client: client, tmpl: t, log: log, workers: DefaultWorkers,
 		wrongValue: map[string]string{}, portBusySince: map[string]time.Time{}, nodePortGrace: DefaultNodePortGrace,
+		badCredentials: map[string]string{},
 	}
 	for _, o := range opts {
 		o(c)
@@ -160,14 +154,16 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 	}
 	c.log = c.log.With("component", "namespace-controller")
 
-	nsInf := nsFactory.Core().V1().Namespaces()
-	saInf := managedFactory.Core().V1().ServiceAccounts()
-	secInf := managedFactory.Core().V1().Secrets()
-	svcInf := managedFactory.Core().V1().Services()
-	depInf := managedFactory.Apps().V1().Deployments()
-	pdbInf := managedFactory.Policy().V1().PodDisruptionBudgets()
+	nsInf := inf.Namespaces.Core().V1().Namespaces()
+	saInf := inf.Edge.Core().V1().ServiceAccounts()
+	secInf := inf.PullSecrets.Core().V1().Secrets()
+	svcInf := inf.Edge.Core().V1().Services()
+	depInf := inf.Edge.Apps().V1().Deployments()
+	pdbInf := inf.Edge.Policy().V1().PodDisruptionBudgets()
+	credInf := inf.UpstreamCredentials.Core().V1().Secrets()
 	c.namespaces, c.serviceAccounts, c.secrets = nsInf.Lister(), saInf.Lister(), secInf.Lister()
 	c.services, c.deployments, c.pdbs = svcInf.Lister(), depInf.Lister(), pdbInf.Lister()
+	c.credSecrets = credInf.Lister()
 
 	regs := []struct {
 		inf     cache.SharedIndexInformer
@@ -183,6 +179,9 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 		{svcInf.Informer(), c.objectHandler(kubecontract.EdgeName, true)},
 		{depInf.Informer(), c.objectHandler(kubecontract.EdgeName, false)},
 		{pdbInf.Informer(), c.objectHandler(kubecontract.EdgeName, false)},
+		// The tenant's own Secret: checked by sync (warning events), read
+		// by Edge.
+		{credInf.Informer(), c.objectHandler(kubecontract.UpstreamCredentialsSecretName, true)},
 	}
 	for _, r := range regs {
 		reg, err := r.inf.AddEventHandler(r.handler)
@@ -191,7 +190,7 @@ func New(client kubernetes.Interface, nsFactory, managedFactory informers.Shared
 		}
 		c.synced = append(c.synced, reg.HasSynced)
 	}
-	if err := c.registerCAConfigMaps(managedFactory); err != nil {
+	if err := c.registerCAConfigMaps(inf.CAConfigMaps); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -358,6 +357,7 @@ func (c *Controller) namespaceDeleted(obj any) {
 	c.mu.Lock()
 	delete(c.wrongValue, ns.Name)
 	delete(c.portBusySince, ns.Name)
+	delete(c.badCredentials, ns.Name)
 	c.mu.Unlock()
 	c.changed(ns.Name)
 }

@@ -15,7 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
@@ -112,8 +111,7 @@ type env struct {
 	t      *testing.T
 	ctx    context.Context
 	client *fake.Clientset
-	nsF    informers.SharedInformerFactory
-	mF     informers.SharedInformerFactory
+	inf    *Informers
 	c      *Controller
 	logs   *testkit.LogBuffer
 }
@@ -122,18 +120,20 @@ func newEnv(t *testing.T, tmpl EdgeTemplate, objs ...runtime.Object) *env {
 	t.Helper()
 	client := fake.NewClientset(objs...)
 	installNodePorts(client)
-	nsF, mF := NewInformerFactories(client, 0)
+	inf := NewInformers(client, 0)
 	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	c, err := New(client, nsF, mF, tmpl, log)
+	c, err := New(client, inf, tmpl, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, ctx: t.Context(), client: client, nsF: nsF, mF: mF, c: c, logs: logs}
+	return &env{t: t, ctx: t.Context(), client: client, inf: inf, c: c, logs: logs}
 }
 
 // refresh replaces every informer cache with the clientset's objects (the
-// managed ones filtered by the managed-by label, as the real informers).
+// managed ones filtered by the managed-by label, and all by name, as the
+// real informers' selectors do: the fake clientset ignores field
+// selectors).
 func (e *env) refresh() {
 	e.t.Helper()
 	ctx := e.ctx
@@ -149,17 +149,33 @@ func (e *env) refresh() {
 	}
 	core, apps := e.client.CoreV1(), e.client.AppsV1()
 	nss, err := core.Namespaces().List(ctx, metav1.ListOptions{})
-	replace(e.nsF.Core().V1().Namespaces().Informer(), items(nss.Items), err)
+	replace(e.inf.Namespaces.Core().V1().Namespaces().Informer(), items(nss.Items), err)
 	sas, err := core.ServiceAccounts("").List(ctx, sel)
-	replace(e.mF.Core().V1().ServiceAccounts().Informer(), items(sas.Items), err)
+	replace(e.inf.Edge.Core().V1().ServiceAccounts().Informer(), named(sas.Items, kubecontract.EdgeName), err)
 	secs, err := core.Secrets("").List(ctx, sel)
-	replace(e.mF.Core().V1().Secrets().Informer(), items(secs.Items), err)
+	replace(e.inf.PullSecrets.Core().V1().Secrets().Informer(), named(secs.Items, kubecontract.PullSecretName), err)
+	all, err := core.Secrets("").List(ctx, metav1.ListOptions{})
+	replace(e.inf.UpstreamCredentials.Core().V1().Secrets().Informer(), named(all.Items, kubecontract.UpstreamCredentialsSecretName), err)
 	svcs, err := core.Services("").List(ctx, sel)
-	replace(e.mF.Core().V1().Services().Informer(), items(svcs.Items), err)
+	replace(e.inf.Edge.Core().V1().Services().Informer(), named(svcs.Items, kubecontract.EdgeName), err)
 	deps, err := apps.Deployments("").List(ctx, sel)
-	replace(e.mF.Apps().V1().Deployments().Informer(), items(deps.Items), err)
+	replace(e.inf.Edge.Apps().V1().Deployments().Informer(), named(deps.Items, kubecontract.EdgeName), err)
 	pdbs, err := e.client.PolicyV1().PodDisruptionBudgets("").List(ctx, sel)
-	replace(e.mF.Policy().V1().PodDisruptionBudgets().Informer(), items(pdbs.Items), err)
+	replace(e.inf.Edge.Policy().V1().PodDisruptionBudgets().Informer(), named(pdbs.Items, kubecontract.EdgeName), err)
+}
+
+// named is items of the objects called name.
+func named[T any, PT interface {
+	*T
+	GetName() string
+}](list []T, name string) []any {
+	var out []any
+	for i := range list {
+		if PT(&list[i]).GetName() == name {
+			out = append(out, &list[i])
+		}
+	}
+	return out
 }
 
 func items[T any](list []T) []any {

@@ -10,6 +10,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -57,7 +58,8 @@ func controlPlaneClient(t *testing.T, k *harness.Kube, name string) kubernetes.I
 	client := k.ClientFor(t, token)
 	// RBAC reaches the authorizer through its informers: wait for it.
 	waitFor(t, "RBAC for "+name, func() bool {
-		_, err := client.AppsV1().Deployments("").List(ctx, metav1.ListOptions{Limit: 1})
+		_, err := client.AppsV1().Deployments("").List(ctx, metav1.ListOptions{Limit: 1,
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", kubecontract.EdgeName).String()})
 		return err == nil
 	})
 	return client
@@ -82,13 +84,12 @@ func startKubeController(t *testing.T, k *harness.Kube, client kubernetes.Interf
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
 	t.Cleanup(b.Shutdown)
 	rec := b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "selfhost-controlplane"})
-	nsF, mF := NewInformerFactories(client, 0)
-	c, err := New(client, nsF, mF, testTemplate(), log, append([]Option{WithEventRecorder(rec)}, opts...)...)
+	inf := NewInformers(client, 0)
+	c, err := New(client, inf, testTemplate(), log, append([]Option{WithEventRecorder(rec)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsF.Start(ctx.Done())
-	mF.Start(ctx.Done())
+	inf.Start(ctx.Done())
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			t.Logf("controller log:\n%s", logs)

@@ -28,18 +28,17 @@ func TestRun(t *testing.T) {
 	t.Parallel()
 	client := fake.NewClientset(optedIn("team-a"))
 	installNodePorts(client)
-	nsF, mF := NewInformerFactories(client, 0)
+	inf := NewInformers(client, 0)
 	var mu sync.Mutex
 	changed := map[string]int{}
 	logs := &testkit.LogBuffer{}
-	c, err := New(client, nsF, mF, testTemplate(), slog.New(slog.NewTextHandler(logs, nil)),
+	c, err := New(client, inf, testTemplate(), slog.New(slog.NewTextHandler(logs, nil)),
 		WithWorkers(3), WithOnEdgeChange(func(ns string) { mu.Lock(); changed[ns]++; mu.Unlock() }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := t.Context()
-	nsF.Start(ctx.Done())
-	mF.Start(ctx.Done())
+	inf.Start(ctx.Done())
 	e := &env{t: t, ctx: ctx, client: client, c: c, logs: logs}
 
 	run := func() (stop func()) {

@@ -39,6 +39,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 		return c.cleanup(ctx, name, reason)
 	}
 	c.forgetWrongValue(name)
+	c.checkUpstreamCredentials(name)
 	err = c.reconcile(ctx, name)
 	if isGone(err) {
 		c.log.Debug("namespace went away during sync", "namespace", name, "err", err)

@@ -7,6 +7,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -17,6 +18,11 @@ type Edge struct {
 	// Address is the registry host pods pull through:
 	// 127.0.0.1:<nodePort> of the edge's Service.
 	Address string
+	// RegistryCredentials are the namespace's own upstream credentials
+	// by registry host, from its Secret
+	// kubecontract.UpstreamCredentialsSecretName; nil when it has none or
+	// a malformed one.
+	RegistryCredentials map[string]config.Credentials
 	// PullToken is the password of the namespace's pull Secret, which
 	// the edge must demand (docs/security.md). Never log it.
 	PullToken string
@@ -53,7 +59,7 @@ func (c *Controller) Edge(ns string) (Edge, bool) {
 	if err != nil || host != EdgeHost(nodePortOf(svc)) {
 		return Edge{}, false
 	}
-	return Edge{Namespace: ns, Address: host, PullToken: token}, true
+	return Edge{Namespace: ns, Address: host, PullToken: token, RegistryCredentials: c.ownCredentials(ns)}, true
 }
 
 // Edges returns the edges of every opted-in namespace that has one in

@@ -90,8 +90,7 @@ type Options struct {
 type Runtime struct {
 	opts       Options
 	log        *slog.Logger
-	nsFactory  informers.SharedInformerFactory
-	managed    informers.SharedInformerFactory
+	informers  *controller.Informers
 	slices     informers.SharedInformerFactory
 	controller *controller.Controller
 	view       *clusterview.View
@@ -119,7 +118,7 @@ func New(opts Options) (*Runtime, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Runtime{opts: opts, log: log}
-	r.nsFactory, r.managed = controller.NewInformerFactories(opts.Client, opts.Resync)
+	r.informers = controller.NewInformers(opts.Client, opts.Resync)
 	// Only the edge Services' EndpointSlices: readiness for the injector.
 	r.slices = informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
@@ -145,7 +144,7 @@ func New(opts Options) (*Runtime, error) {
 	if opts.Metrics != nil {
 		ctlOpts = append(ctlOpts, controller.WithReconcileObserver(opts.Metrics.Reconciled))
 	}
-	ctl, err := controller.New(opts.Client, r.nsFactory, r.managed, opts.Edge, log, ctlOpts...)
+	ctl, err := controller.New(opts.Client, r.informers, opts.Edge, log, ctlOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("namespace controller: %w", err)
 	}
@@ -230,15 +229,15 @@ func (r *Runtime) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	r.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: r.opts.Client.CoreV1().Events("")})
 	defer r.events.Shutdown()
-	r.nsFactory.Start(ctx.Done())
-	r.managed.Start(ctx.Done())
+	r.informers.Start(ctx.Done())
 	r.slices.Start(ctx.Done())
 	g.Go(func() error {
-		for _, f := range []informers.SharedInformerFactory{r.nsFactory, r.managed, r.slices} {
-			for _, ok := range f.WaitForCacheSync(ctx.Done()) {
-				if !ok {
-					return nil // ctx ended first
-				}
+		if !r.informers.WaitForCacheSync(ctx.Done()) {
+			return nil // ctx ended first
+		}
+		for _, ok := range r.slices.WaitForCacheSync(ctx.Done()) {
+			if !ok {
+				return nil
 			}
 		}
 		r.synced.Store(true)
@@ -246,8 +245,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return nil
 	})
 	defer func() {
-		r.nsFactory.Shutdown()
-		r.managed.Shutdown()
+		r.informers.Shutdown()
 		r.slices.Shutdown()
 	}()
 	g.Go(func() error { return r.view.Run(ctx) })

@@ -6,8 +6,10 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -16,12 +18,23 @@ type object struct {
 	meta metav1.ObjectMeta
 }
 
-// kind lists the managed objects of one resource in every namespace and
-// deletes one of them.
+// kind lists the managed objects of one resource called objectName in
+// every namespace and deletes one of them. Listing by name (field
+// selector metadata.name) is what the control plane's RBAC allows: its
+// rules name the objects (resourceNames), not every object of a kind.
 type kind struct {
-	name   string
-	list   func(ctx context.Context, opts metav1.ListOptions) ([]object, error)
-	delete func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error
+	name       string
+	objectName string
+	list       func(ctx context.Context, opts metav1.ListOptions) ([]object, error)
+	delete     func(ctx context.Context, ns, name string, opts metav1.DeleteOptions) error
+}
+
+// listOptions select the managed objects of k.
+func (k kind) listOptions() metav1.ListOptions {
+	return metav1.ListOptions{
+		LabelSelector: ManagedSelector().String(),
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", k.objectName).String(),
+	}
 }
 
 // ManagedSelector selects every object the control plane labels as its
@@ -32,12 +45,14 @@ func ManagedSelector() labels.Selector {
 	return labels.SelectorFromSet(labels.Set{kubecontract.ManagedByLabel: kubecontract.ManagedByValue})
 }
 
-// kinds are the namespaced resources the control plane creates, the
-// Deployments first so that edge pods start stopping early.
+// kinds are the objects the control plane creates in the tenants'
+// namespaces, the Deployments first so that edge pods start stopping
+// early. Its own objects in the release namespace are deleted by name
+// (releaseObjects).
 func (r *run) kinds() []kind {
 	c := r.o.Client
 	return []kind{
-		{"deployment", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+		{"deployment", kubecontract.EdgeName, func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
 			l, err := c.AppsV1().Deployments("").List(ctx, o)
 			if err != nil {
 				return nil, err
@@ -46,7 +61,7 @@ func (r *run) kinds() []kind {
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.AppsV1().Deployments(ns).Delete(ctx, name, o)
 		}},
-		{"poddisruptionbudget", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+		{"poddisruptionbudget", kubecontract.EdgeName, func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
 			l, err := c.PolicyV1().PodDisruptionBudgets("").List(ctx, o)
 			if err != nil {
 				return nil, err
@@ -55,7 +70,7 @@ func (r *run) kinds() []kind {
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.PolicyV1().PodDisruptionBudgets(ns).Delete(ctx, name, o)
 		}},
-		{"service", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+		{"service", kubecontract.EdgeName, func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
 			l, err := c.CoreV1().Services("").List(ctx, o)
 			if err != nil {
 				return nil, err
@@ -64,7 +79,7 @@ func (r *run) kinds() []kind {
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().Services(ns).Delete(ctx, name, o)
 		}},
-		{"secret", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+		{"secret", kubecontract.PullSecretName, func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
 			l, err := c.CoreV1().Secrets("").List(ctx, o)
 			if err != nil {
 				return nil, err
@@ -73,7 +88,7 @@ func (r *run) kinds() []kind {
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().Secrets(ns).Delete(ctx, name, o)
 		}},
-		{"configmap", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+		{"configmap", controller.CAConfigMapName, func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
 			l, err := c.CoreV1().ConfigMaps("").List(ctx, o)
 			if err != nil {
 				return nil, err
@@ -82,7 +97,7 @@ func (r *run) kinds() []kind {
 		}, func(ctx context.Context, ns, name string, o metav1.DeleteOptions) error {
 			return c.CoreV1().ConfigMaps(ns).Delete(ctx, name, o)
 		}},
-		{"serviceaccount", func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
+		{"serviceaccount", kubecontract.EdgeName, func(ctx context.Context, o metav1.ListOptions) ([]object, error) {
 			l, err := c.CoreV1().ServiceAccounts("").List(ctx, o)
 			if err != nil {
 				return nil, err
@@ -103,18 +118,18 @@ func objects(n int, meta func(int) metav1.ObjectMeta) []object {
 	return out
 }
 
-// sweepManaged deletes every object ManagedSelector selects, in every
-// namespace, each by its UID. It passes again while a pass found
+// sweepManaged deletes every object of kinds that ManagedSelector
+// selects, in every namespace, each by its UID. It passes again while a pass found
 // something, up to maxSweeps: an object replaced between the list and the
 // delete (Conflict) is caught by the next pass.
 func (r *run) sweepManaged(ctx context.Context) error {
-	opts := metav1.ListOptions{LabelSelector: ManagedSelector().String()}
 	for pass := 1; ; pass++ {
 		found := 0
 		for _, k := range r.kinds() {
+			opts := k.listOptions()
 			objs, err := k.list(ctx, opts)
 			if err != nil {
-				return fmt.Errorf("list %ss labelled %s: %w", k.name, opts.LabelSelector, err)
+				return fmt.Errorf("list %ss %s labelled %s: %w", k.name, k.objectName, opts.LabelSelector, err)
 			}
 			for _, o := range objs {
 				found++

@@ -6,8 +6,10 @@
 // in an opted-in namespace; every object labelled
 // app.kubernetes.io/managed-by=k8s-selfhost-repo-controlplane in every
 // namespace (the tenants' edges, their pull Secrets, CA ConfigMaps and
-// PodDisruptionBudgets, the state ConfigMap, the webhook's TLS Secret);
-// and the leader Lease.
+// PodDisruptionBudgets; in the release namespace the state ConfigMap and
+// credentials Secret and the webhook's TLS Secret); and the leader Lease.
+// Every object is found by its name, which is what the control plane's
+// RBAC grants (deploy/rbac.yaml).
 //
 // Order matters. The control plane's replicas repair what is deleted
 // (the leader recreates edges, every replica recreates the webhook
@@ -33,6 +35,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configmapstate"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
@@ -61,6 +64,12 @@ type Options struct {
 	WebhookConfiguration string
 	WebhookSecret        string
 	Lease                string
+	// StateConfigMap and CredentialsSecret name the runtime state in the
+	// release namespace (defaults configmapstate.DefaultName and
+	// configmapstate.DefaultSecretName); deleted when they carry the
+	// control plane's managed-by label.
+	StateConfigMap    string
+	CredentialsSecret string
 	// PollInterval is how often Run looks whether the control plane's pods
 	// are gone (default DefaultPollInterval).
 	PollInterval time.Duration
@@ -83,6 +92,8 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	o.WebhookConfiguration = cmp.Or(o.WebhookConfiguration, DefaultWebhookConfiguration)
 	o.WebhookSecret = cmp.Or(o.WebhookSecret, DefaultWebhookSecret)
 	o.Lease = cmp.Or(o.Lease, kubecontract.LeaseName)
+	o.StateConfigMap = cmp.Or(o.StateConfigMap, configmapstate.DefaultName)
+	o.CredentialsSecret = cmp.Or(o.CredentialsSecret, configmapstate.DefaultSecretName)
 	o.PollInterval = cmp.Or(o.PollInterval, DefaultPollInterval)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -91,7 +102,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if err := r.stopControlPlane(ctx); err != nil {
 		return r.report, err
 	}
-	steps := []func(context.Context) error{r.deleteWebhookConfiguration, r.sweepManaged, r.deleteWebhookSecret, r.deleteLease}
+	steps := []func(context.Context) error{r.deleteWebhookConfiguration, r.sweepManaged, r.deleteState, r.deleteWebhookSecret, r.deleteLease}
 	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			return r.report, err
@@ -179,6 +190,31 @@ func (r *run) deleteWebhookConfiguration(ctx context.Context) error {
 		return fmt.Errorf("get mutatingwebhookconfiguration %s: %w", r.o.WebhookConfiguration, err)
 	}
 	return r.deleted("mutatingwebhookconfiguration", "", cur.Name, api.Delete(ctx, cur.Name, preconditions(cur.UID)))
+}
+
+// deleteState deletes the runtime state's ConfigMap and credentials
+// Secret in the release namespace, by name (the control plane's RBAC
+// names them), each only when it carries the managed-by label.
+func (r *run) deleteState(ctx context.Context) error {
+	cms := r.o.Client.CoreV1().ConfigMaps(r.o.Namespace)
+	cm, err := cms.Get(ctx, r.o.StateConfigMap, metav1.GetOptions{})
+	switch {
+	case err == nil && ManagedSelector().Matches(labels.Set(cm.Labels)):
+		if err := r.deleted("configmap", r.o.Namespace, cm.Name, cms.Delete(ctx, cm.Name, preconditions(cm.UID))); err != nil {
+			return err
+		}
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("get configmap %s: %w", r.ref(r.o.StateConfigMap), err)
+	}
+	secs := r.o.Client.CoreV1().Secrets(r.o.Namespace)
+	sec, err := secs.Get(ctx, r.o.CredentialsSecret, metav1.GetOptions{})
+	switch {
+	case err == nil && ManagedSelector().Matches(labels.Set(sec.Labels)):
+		return r.deleted("secret", r.o.Namespace, sec.Name, secs.Delete(ctx, sec.Name, preconditions(sec.UID)))
+	case err != nil && !apierrors.IsNotFound(err):
+		return fmt.Errorf("get secret %s: %w", r.ref(r.o.CredentialsSecret), err)
+	}
+	return nil
 }
 
 func (r *run) deleteWebhookSecret(ctx context.Context) error {

@@ -14,6 +14,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
@@ -176,12 +178,22 @@ func managed(t *testing.T, c kubernetes.Interface) []string {
 	r := &run{o: Options{Client: c}}
 	var out []string
 	for _, k := range r.kinds() {
-		objs, err := k.list(t.Context(), metav1.ListOptions{LabelSelector: ManagedSelector().String()})
+		objs, err := k.list(t.Context(), k.listOptions())
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, o := range objs {
 			out = append(out, k.name+" "+o.meta.Namespace+"/"+o.meta.Name)
+		}
+	}
+	// The release namespace's, by name.
+	managedBy := func(m metav1.Object) bool { return ManagedSelector().Matches(labels.Set(m.GetLabels())) }
+	if cm, err := c.CoreV1().ConfigMaps(releaseNS).Get(t.Context(), configmapstate.DefaultName, metav1.GetOptions{}); err == nil && managedBy(cm) {
+		out = append(out, "configmap "+releaseNS+"/"+cm.Name)
+	}
+	for _, name := range []string{configmapstate.DefaultSecretName, DefaultWebhookSecret} {
+		if s, err := c.CoreV1().Secrets(releaseNS).Get(t.Context(), name, metav1.GetOptions{}); err == nil && managedBy(s) {
+			out = append(out, "secret "+releaseNS+"/"+s.Name)
 		}
 	}
 	return out
@@ -205,11 +217,8 @@ func serviceAccountClient(t *testing.T, k *harness.Kube) kubernetes.Interface {
 	rbac := k.Client.RbacV1()
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: releaseNS, Name: saName}}
 	cluster := append(controller.PolicyRules(), ClusterPolicyRules(DefaultWebhookConfiguration)...)
-	ns := append(leader.PolicyRules(kubecontract.LeaseName), NamespacePolicyRules(kubecontract.LeaseName)...)
-	// The state ConfigMap's rules (configmapstate, in the Role).
-	ns = append(ns,
-		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{configmapstate.DefaultName}, Verbs: []string{"get", "list", "watch", "update"}},
-		rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}})
+	ns := append(leader.PolicyRules(kubecontract.LeaseName), NamespacePolicyRules(Options{})...)
+	ns = append(ns, configmapstate.PolicyRules()...)
 	mustCreate(t, func() error {
 		_, err := rbac.ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: saName}, Rules: cluster}, metav1.CreateOptions{})
 		return err
@@ -231,7 +240,8 @@ func serviceAccountClient(t *testing.T, k *harness.Kube) kubernetes.Interface {
 	client := k.ClientFor(t, token)
 	waitFor(t, "RBAC of the ServiceAccount", func() bool {
 		_, err1 := client.CoreV1().Pods(releaseNS).List(ctx, metav1.ListOptions{Limit: 1})
-		_, err2 := client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{Limit: 1})
+		_, err2 := client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{Limit: 1,
+			FieldSelector: fields.OneTermEqualSelector("metadata.name", controller.CAConfigMapName).String()})
 		return err1 == nil && err2 == nil
 	})
 	return client
@@ -258,15 +268,14 @@ func startControlPlane(t *testing.T, k *harness.Kube, client kubernetes.Interfac
 	if err := state.Write(ctx, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	nsF, mF := controller.NewInformerFactories(client, 0)
-	ctl, err := controller.New(client, nsF, mF, controller.EdgeTemplate{
+	inf := controller.NewInformers(client, 0)
+	ctl, err := controller.New(client, inf, controller.EdgeTemplate{
 		Image: "registry.example/edge:v1", ControlPlaneAddress: "selfhost-controlplane.selfhost-system.svc:9090", TokenAudience: "a",
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsF.Start(ctx.Done())
-	mF.Start(ctx.Done())
+	inf.Start(ctx.Done())
 	e, err := leader.New(client, releaseNS, kubecontract.LeaseName, nil, leader.WithPodName("selfhost-controlplane-0"),
 		leader.WithTimings(2*time.Second, time.Second, 200*time.Millisecond))
 	if err != nil {
@@ -282,8 +291,7 @@ func startControlPlane(t *testing.T, k *harness.Kube, client kubernetes.Interfac
 	stop = sync.OnceFunc(func() {
 		cancel()
 		<-done
-		nsF.Shutdown()
-		mF.Shutdown()
+		inf.Shutdown()
 	})
 	t.Cleanup(stop)
 	return stop

@@ -136,6 +136,11 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 	if err != nil {
 		return cfg, level, fmt.Errorf("EDGE_SHUTDOWN_DELAY: %w", err)
 	}
+	grantTTL, err := time.ParseDuration(env("storage-grant-ttl", "1m"))
+	if err != nil {
+		return cfg, level, fmt.Errorf("EDGE_STORAGE_GRANT_TTL: %w", err)
+	}
+	fs.DurationVar(&cfg.StorageGrantTTL, "storage-grant-ttl", grantTTL, "with --storage=control-plane: how long the control plane's grant of one object (its presigned URL) is reused before it is asked again; at most 1m. Access the control plane withdraws (a revoked credential after --proof-ttl) stops within this")
 	fs.DurationVar(&cfg.ShutdownDelay, "shutdown-delay", shutdownDelay, "after SIGTERM, /readyz answers 503 at once but requests are still served this long, while the endpoint's removal reaches kube-proxy and load balancers")
 	shutdownTimeout, err := time.ParseDuration(env("shutdown-timeout", server.DefaultShutdownTimeout.String()))
 	if err != nil {

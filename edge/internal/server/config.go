@@ -67,7 +67,11 @@ type Config struct {
 	// ShutdownDelay is how long the edge keeps serving after SIGTERM with
 	// /readyz already 503; ShutdownTimeout then bounds the wait for
 	// in-flight requests (see DefaultShutdownDelay).
-	ShutdownDelay   time.Duration
+	ShutdownDelay time.Duration
+	// StorageGrantTTL bounds how long the broker's answer for an object
+	// (and its presigned URL) is reused with --storage=control-plane; at
+	// most a minute, 0 means a minute.
+	StorageGrantTTL time.Duration
 	ShutdownTimeout time.Duration
 	// MaxConnections caps the registry listener's open connections; zero
 	// or negative: no cap.

@@ -41,6 +41,9 @@ type cpStorage struct {
 	open  atomic.Bool                       // storage.brokered applied
 	conn  *grpc.ClientConn
 	log   *slog.Logger
+	// grantTTL bounds how long a grant is reused (0: brokerstore's
+	// default, a minute).
+	grantTTL time.Duration
 }
 
 func newCPStorage(log *slog.Logger) *cpStorage { return &cpStorage{log: log} }
@@ -49,8 +52,11 @@ func newCPStorage(log *slog.Logger) *cpStorage { return &cpStorage{log: log} }
 // storage. The cpStorage closes it in close.
 func (c *cpStorage) attach(conn *grpc.ClientConn) {
 	c.conn = conn
-	c.store.Store(brokerstore.New(selfhostv1.NewStorageBrokerServiceClient(conn), presignedClient(),
-		brokerstore.WithLogger(c.log.With("component", "storage"))))
+	opts := []brokerstore.Option{brokerstore.WithLogger(c.log.With("component", "storage"))}
+	if c.grantTTL > 0 {
+		opts = append(opts, brokerstore.WithGrantTTL(c.grantTTL))
+	}
+	c.store.Store(brokerstore.New(selfhostv1.NewStorageBrokerServiceClient(conn), presignedClient(), opts...))
 }
 
 // close closes the connection to the broker.

@@ -40,6 +40,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 			return errors.New("--storage=control-plane needs --control-plane: the storage is brokered by the control plane")
 		}
 		cps = newCPStorage(log)
+		cps.grantTTL = cfg.StorageGrantTTL
 		defer cps.close()
 		store, kind = cps, storageKindBrokered
 	} else if store, kind, err = cfg.OpenStore(ctx); err != nil {

@@ -33,8 +33,9 @@ type flags struct {
 	httpListen string // "" after parsing: no HTTP port
 	// maxGRPCConns and maxGRPCStreams bound what clients, authenticated
 	// or not, can make the gRPC server hold.
-	maxGRPCConns   int
-	maxGRPCStreams int
+	maxGRPCConns     int
+	maxGRPCStreams   int
+	maxCallerStreams int
 	// upstreamRPS and upstreamBurst are the namespaces' default upstream
 	// rate limits (0: the edges' own defaults).
 	upstreamRPS   int
@@ -169,6 +170,7 @@ Flags:
 	fs.DurationVar(&f.proofTTL, "proof-ttl", envDuration("proof-ttl", 0), "how long a proof of upstream access (an upstream HEAD of a manifest, anonymous or with a namespace's credentials) lets the storage broker serve that namespace shared content before it asks again; a revoked credential stops serving after it (default 10m)")
 	fs.IntVar(&f.maxGRPCConns, "max-grpc-connections", envInt("max-grpc-connections", 0), "open gRPC connections (edges, admin clients, anyone reaching the port); more are closed as soon as they are accepted (default 1024)")
 	fs.IntVar(&f.maxGRPCStreams, "max-grpc-streams", envInt("max-grpc-streams", 0), "concurrent streams and calls per gRPC connection (an edge needs 1 config stream and a few calls); clients queue beyond it (default 64)")
+	fs.IntVar(&f.maxCallerStreams, "max-grpc-streams-per-caller", envInt("max-grpc-streams-per-caller", 0), "open gRPC streams of one caller across its connections: one namespace's edges, one admin, or all callers without a token together (health); more are refused with ResourceExhausted (default 256)")
 	fs.IntVar(&f.upstreamRPS, "namespace-max-upstream-rps", envInt("namespace-max-upstream-rps", 0), "default of every namespace's upstream requests per second through its edge (manifests, blob fills, tag lists, revalidations; beyond it pulls of uncached content get 429 with Retry-After, cached content is never limited); a namespace's maxUpstreamRequestsPerSecond (standalone YAML) wins; 0: the edge's --max-upstream-rps")
 	fs.IntVar(&f.upstreamBurst, "namespace-upstream-burst", envInt("namespace-upstream-burst", 0), "default of every namespace's upstream request burst above the rate; a namespace's upstreamBurst wins; 0: the edge's --upstream-burst")
 	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
@@ -231,6 +233,8 @@ Flags:
 		return f, errors.New("--max-grpc-connections must not be negative")
 	case f.maxGRPCStreams < 0 || f.maxGRPCStreams > math.MaxUint32:
 		return f, errors.New("--max-grpc-streams must not be negative")
+	case f.maxCallerStreams < 0:
+		return f, errors.New("--max-grpc-streams-per-caller must not be negative")
 	case f.upstreamRPS < 0 || f.upstreamRPS > math.MaxUint32 || f.upstreamBurst < 0 || f.upstreamBurst > math.MaxUint32:
 		return f, errors.New("--namespace-max-upstream-rps and --namespace-upstream-burst must be 0 or positive")
 	}

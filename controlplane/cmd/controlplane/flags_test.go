@@ -91,10 +91,10 @@ func TestParseFlags(t *testing.T) {
 		{"bad level", []string{"--standalone", "--config", "c", "--log-level", "loud"}, nil, flags{}, "--log-level"},
 		{"half TLS", []string{"--standalone", "--config", "c", "--tls-cert", "c.pem"}, nil, flags{}, "--tls-cert and --tls-key"},
 		{"stray argument", []string{"--standalone", "--config", "c", "extra"}, nil, flags{}, "unexpected arguments"},
-		{"gRPC and upstream limits", []string{"--standalone", "--config", "c", "--max-grpc-connections", "10", "--max-grpc-streams", "8",
+		{"gRPC and upstream limits", []string{"--standalone", "--config", "c", "--max-grpc-connections", "10", "--max-grpc-streams", "8", "--max-grpc-streams-per-caller", "100",
 			"--namespace-max-upstream-rps", "20", "--namespace-upstream-burst", "40"}, nil,
 			flags{standalone: true, config: "c", grpcListen: ":9090", debounce: 50 * time.Millisecond, cluster: clusterDefaults(nil),
-				maxGRPCConns: 10, maxGRPCStreams: 8, upstreamRPS: 20, upstreamBurst: 40}, ""},
+				maxGRPCConns: 10, maxGRPCStreams: 8, maxCallerStreams: 100, upstreamRPS: 20, upstreamBurst: 40}, ""},
 		{"negative connections", []string{"--standalone", "--config", "c", "--max-grpc-connections", "-1"}, nil, flags{}, "--max-grpc-connections"},
 		{"negative rate", []string{"--standalone", "--config", "c", "--namespace-max-upstream-rps", "-1"}, nil, flags{}, "--namespace-max-upstream-rps"},
 	}
@@ -128,7 +128,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	}
 	for _, f := range []string{"-standalone", "-config", "-grpc-listen", "-state-dir", "-debounce", "-log-level", "-tls-cert", "-tls-key", "CONTROLPLANE_",
 		"-kubeconfig", "-namespace", "-admin-groups", "-edge-image", "-edge-replicas", "-edge-control-plane", "-webhook-service", "-webhook-url", "k8s-selfhost-repo.io/cache=enabled",
-		"-max-grpc-connections", "-max-grpc-streams", "-namespace-max-upstream-rps", "-namespace-upstream-burst"} {
+		"-max-grpc-connections", "-max-grpc-streams", "-max-grpc-streams-per-caller", "-namespace-max-upstream-rps", "-namespace-upstream-burst"} {
 		if !strings.Contains(out.String(), f) {
 			t.Errorf("--help does not mention %s", f)
 		}

@@ -96,7 +96,7 @@ func mainCleanup(args []string) {
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	m := metrics.New()
 	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m, ProofTTL: f.proofTTL,
-		MaxConnections: f.maxGRPCConns, MaxConcurrentStreams: uint32(f.maxGRPCStreams),
+		MaxConnections: f.maxGRPCConns, MaxConcurrentStreams: uint32(f.maxGRPCStreams), MaxStreamsPerCaller: f.maxCallerStreams,
 		UpstreamLimits: snapshot.UpstreamLimits{RPS: uint32(f.upstreamRPS), Burst: uint32(f.upstreamBurst)}}
 	if f.tlsCert != "" {
 		creds, err := credentials.NewServerTLSFromFile(f.tlsCert, f.tlsKey)

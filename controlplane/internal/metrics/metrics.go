@@ -41,15 +41,16 @@ const (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	EdgesConnected    *prometheus.GaugeVec   // namespace
-	ConfigPushes      *prometheus.CounterVec // namespace
-	ConfigAcks        *prometheus.CounterVec // namespace, result, reason
-	Reconciles        *prometheus.CounterVec // result
-	ReconcileDuration prometheus.Histogram
-	Admissions        *prometheus.CounterVec // outcome
-	GRPCConnections   prometheus.Gauge
-	GRPCConnsTotal    prometheus.Counter
-	GRPCConnsRefused  prometheus.Counter
+	EdgesConnected     *prometheus.GaugeVec   // namespace
+	ConfigPushes       *prometheus.CounterVec // namespace
+	ConfigAcks         *prometheus.CounterVec // namespace, result, reason
+	Reconciles         *prometheus.CounterVec // result
+	ReconcileDuration  prometheus.Histogram
+	Admissions         *prometheus.CounterVec // outcome
+	GRPCConnections    prometheus.Gauge
+	GRPCConnsTotal     prometheus.Counter
+	GRPCConnsRefused   prometheus.Counter
+	GRPCStreamsRefused prometheus.Counter
 }
 
 // New returns Metrics registered on a fresh registry, with Go runtime and
@@ -86,9 +87,12 @@ func New() *Metrics {
 		GRPCConnsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "controlplane_grpc_connections_refused_total", Help: "gRPC connections closed at once because --max-grpc-connections were open.",
 		}),
+		GRPCStreamsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "controlplane_grpc_streams_refused_total", Help: "gRPC streams refused with ResourceExhausted because their caller (a namespace's edges, an admin, or all anonymous callers) held --max-grpc-streams-per-caller.",
+		}),
 	}
 	m.Registry.MustRegister(m.EdgesConnected, m.ConfigPushes, m.ConfigAcks, m.Reconciles, m.ReconcileDuration,
-		m.Admissions, m.GRPCConnections, m.GRPCConnsTotal, m.GRPCConnsRefused,
+		m.Admissions, m.GRPCConnections, m.GRPCConnsTotal, m.GRPCConnsRefused, m.GRPCStreamsRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -153,6 +157,9 @@ func (m *Metrics) Admitted(outcome string) { m.Admissions.WithLabelValues(outcom
 
 // ConnRefused records a gRPC connection closed over the connection cap.
 func (m *Metrics) ConnRefused() { m.GRPCConnsRefused.Inc() }
+
+// StreamRefused records a gRPC stream refused over its caller's limit.
+func (m *Metrics) StreamRefused() { m.GRPCStreamsRefused.Inc() }
 
 // StatsHandler counts the gRPC server's connections (grpc.StatsHandler).
 func (m *Metrics) StatsHandler() stats.Handler { return connStats{m} }

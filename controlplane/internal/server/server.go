@@ -10,6 +10,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/admin"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/calllimit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/connlimit"
@@ -51,6 +53,11 @@ const (
 	// gRPC default (unlimited) let 20 anonymous connections open 40 000
 	// health streams and push the server past its memory limit.
 	DefaultMaxConcurrentStreams = 64
+	// DefaultMaxStreamsPerCaller bounds the streams one caller (an edge
+	// namespace, an admin, or all anonymous callers together) holds open
+	// across its connections: the two limits above alone would still let
+	// 1024 connections hold 65 536 streams, ~12 KiB each.
+	DefaultMaxStreamsPerCaller = 256
 )
 
 // Per-connection bounds that need no option: metadata beyond 64 KiB
@@ -100,6 +107,10 @@ type Options struct {
 	// connection; clients wait for a free one (default
 	// DefaultMaxConcurrentStreams).
 	MaxConcurrentStreams uint32
+	// MaxStreamsPerCaller bounds the open streams of one caller across
+	// its connections; more are refused with ResourceExhausted (default
+	// DefaultMaxStreamsPerCaller).
+	MaxStreamsPerCaller int
 	// UpstreamLimits are the upstream rate limits of namespaces whose
 	// configuration sets none (zero: the edges' own defaults).
 	UpstreamLimits snapshot.UpstreamLimits
@@ -200,6 +211,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	if streams == 0 {
 		streams = DefaultMaxConcurrentStreams
 	}
+	var streamRefused func()
+	if opts.Metrics != nil {
+		streamRefused = opts.Metrics.StreamRefused
+	}
+	perCaller := calllimit.New(cmp.Or(opts.MaxStreamsPerCaller, DefaultMaxStreamsPerCaller), streamRefused)
 	policy := auth.Policy{
 		selfhostv1.AdminService_ServiceDesc.ServiceName:           auth.RequireAdmin,
 		selfhostv1.ConfigDiscoveryService_ServiceDesc.ServiceName: auth.RequireEdge,
@@ -218,7 +234,8 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		grpc.KeepaliveParams(keepaliveParams),
 		grpc.KeepaliveEnforcementPolicy(keepalivePolicy),
 		grpc.ChainUnaryInterceptor(logCalls(log), auth.UnaryInterceptor(authn, policy)),
-		grpc.ChainStreamInterceptor(auth.StreamInterceptor(authn, policy)),
+		// After authentication: the limiter counts streams per identity.
+		grpc.ChainStreamInterceptor(auth.StreamInterceptor(authn, policy), perCaller.StreamInterceptor()),
 	}, append(metricOpts, opts.GRPCOptions...)...)...)
 	selfhostv1.RegisterConfigDiscoveryServiceServer(gs, ps)
 	if brk != nil {

@@ -283,15 +283,15 @@ func TestChartLintAndTemplate(t *testing.T) {
 	t.Run("upstream and gRPC limits", func(t *testing.T) {
 		// Unset (0), the flags are left out and the binaries' defaults hold.
 		defArgs := decodeDoc[appsv1.Deployment](t, h.template(t), "Deployment/"+chartName).Spec.Template.Spec.Containers[0].Args
-		limitFlags := []string{"--namespace-max-upstream-rps", "--namespace-upstream-burst", "--max-grpc-connections", "--max-grpc-streams"}
+		limitFlags := []string{"--namespace-max-upstream-rps", "--namespace-upstream-burst", "--max-grpc-connections", "--max-grpc-streams", "--max-grpc-streams-per-caller"}
 		for _, f := range limitFlags {
 			if slices.ContainsFunc(defArgs, func(a string) bool { return strings.HasPrefix(a, f+"=") }) {
 				t.Errorf("default values pass %s: %q", f, defArgs)
 			}
 		}
-		docs := h.template(t, "edge.upstreamRateLimit.requestsPerSecond=200000,edge.upstreamRateLimit.burst=40,grpc.maxConnections=2048,grpc.maxStreamsPerConnection=32")
+		docs := h.template(t, "edge.upstreamRateLimit.requestsPerSecond=200000,edge.upstreamRateLimit.burst=40,grpc.maxConnections=2048,grpc.maxStreamsPerConnection=32,grpc.maxStreamsPerCaller=512")
 		args := decodeDoc[appsv1.Deployment](t, docs, "Deployment/"+chartName).Spec.Template.Spec.Containers[0].Args
-		for i, v := range []string{"200000", "40", "2048", "32"} {
+		for i, v := range []string{"200000", "40", "2048", "32", "512"} {
 			if want := limitFlags[i] + "=" + v; !slices.Contains(args, want) {
 				t.Errorf("args %q lack %q", args, want)
 			}

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,12 +18,21 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
+// The release namespace's state objects (controlplane/internal/configmapstate).
+const (
+	stateConfigMap    = "selfhost-controlplane-state"
+	credentialsSecret = "selfhost-controlplane-credentials"
+)
+
 // TestKubernetesRBAC applies deploy/rbac.yaml to a real kube-apiserver
 // and asks it what the control plane's ServiceAccount may do with the
 // Secrets of a tenant namespace: only the objects it names, the tenant's
 // upstream credentials read-only, and nothing of any other Secret — by
 // SubjectAccessReview and by requests made with the ServiceAccount's token
-// (a list or watch by metadata.name is what the informers send).
+// (a list or watch by metadata.name is what the informers send). Then
+// `controlplane cleanup` (the chart's uninstall hook) runs under the same
+// rules: it finds what it deletes by name, and leaves the tenant's own
+// Secrets.
 func TestKubernetesRBAC(t *testing.T) {
 	t.Parallel()
 	k := harness.StartKube(t)
@@ -117,5 +128,37 @@ func TestKubernetesRBAC(t *testing.T) {
 	cred.StringData = map[string]string{"k": "changed"}
 	if _, err := secrets.Update(ctx, cred, metav1.UpdateOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("update the tenant's upstream credentials: %v, want Forbidden", err)
+	}
+
+	// `controlplane cleanup` finds and deletes what it must under this
+	// RBAC (every list by name), and leaves the tenant's Secrets.
+	managed := map[string]string{kubecontract.ManagedByLabel: kubecontract.ManagedByValue}
+	if _, err := k.Client.CoreV1().ConfigMaps(releaseNS).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+		Name: stateConfigMap, Labels: managed}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Client.CoreV1().Secrets(releaseNS).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Name: credentialsSecret, Labels: managed}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	edgeLabels := map[string]string{kubecontract.ManagedByLabel: kubecontract.ManagedByValue, kubecontract.ComponentLabel: kubecontract.EdgeComponent}
+	if _, err := k.Client.CoreV1().Secrets(tenant).Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Name: kubecontract.PullSecretName, Labels: edgeLabels}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	token := k.ServiceAccountToken(t, releaseNS, "selfhost-controlplane", nil, time.Hour)
+	cmd := exec.Command(harness.ControlPlaneBinary(t), "cleanup", "--namespace", releaseNS, "--timeout", "60s",
+		"--kubeconfig", k.KubeconfigFor(t, "controlplane", token))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("controlplane cleanup under deploy/rbac.yaml: %v\n%s", err, out)
+	}
+	for _, want := range []string{releaseNS + "/" + stateConfigMap, releaseNS + "/" + credentialsSecret, tenant + "/" + kubecontract.PullSecretName} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("cleanup did not delete %s:\n%s", want, out)
+		}
+	}
+	if l, err := k.Client.CoreV1().Secrets(tenant).List(ctx, metav1.ListOptions{}); err != nil || len(l.Items) != 2 {
+		t.Errorf("the tenant's own Secrets after cleanup: %v, %v", l, err)
 	}
 }

@@ -22,9 +22,9 @@ func TestUpstreamLimitsResolve(t *testing.T) {
 	t.Parallel()
 	flags := UpstreamLimits{RPS: 50, Burst: 100}
 	tests := []struct {
-		name                 string
-		flags                UpstreamLimits
-		policy               *selfhostv1.NamespacePolicy
+		name                string
+		flags               UpstreamLimits
+		policy              *selfhostv1.NamespacePolicy
 		wantRate, wantBurst int
 	}{
 		{"no policy: the flags", flags, nil, 50, 100},

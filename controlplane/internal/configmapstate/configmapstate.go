@@ -52,7 +52,7 @@ const (
 
 // ErrConflict: Write lost the race against other writers MaxAttempts
 // times in a row.
-var ErrConflict = errors.New("the ConfigMap kept changing under the write")
+var ErrConflict = errors.New("the state ConfigMap or credentials Secret kept changing under the write")
 
 // Options configure a Store.
 type Options struct {

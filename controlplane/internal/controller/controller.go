@@ -6,7 +6,14 @@
 // Service whose node port is kept stable, a Deployment of the edge that
 // dials the control plane with a projected ServiceAccount token and
 // advertises the node-local address, and a PodDisruptionBudget. When the
-// label goes (or the namespace terminates), it deletes what it made.
+// label goes (or the namespace terminates), it deletes what it made. It
+// also reads, never writes, the tenant's own Secret
+// kubecontract.UpstreamCredentialsSecretName: Edge returns its
+// credentials, and a malformed one gets a Warning event.
+//
+// Every informer but the namespaces' lists and watches one object name
+// (NewInformers), so that RBAC can name the objects the control plane may
+// touch (PolicyRules, deploy/rbac.yaml).
 //
 // It has the shape of Kubernetes' sample-controller: informers and
 // listers for reads, the clientset for writes, a rate-limited workqueue of

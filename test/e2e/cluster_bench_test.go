@@ -171,28 +171,11 @@ func TestClusterBenchTable(t *testing.T) {
 // pulls again.
 func (e *clusterEnv) timePodStart(t *testing.T, ns, name, image, layer string) time.Duration {
 	t.Helper()
-	ctx := context.Background()
 	t0 := time.Now()
 	e.edgePod(t, ns, name, image)
 	e.runningPods(t, ns, name, 1)
 	d := time.Since(t0)
-	zero := int64(0)
-	if err := e.c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, "pod "+ns+"/"+name+" gone", clusterTimeout, func() bool {
-		_, err := e.c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		return err != nil
-	}, nil)
-	// The container is removed a moment after the pod object is gone.
-	waitUntil(t, "image "+image+" removed from the node", clusterTimeout, func() bool {
-		_, err := e.c.Containerd.Crictl(t, "rmi", image)
-		return err == nil
-	}, nil)
-	waitUntil(t, "layer "+layer+" gone from the node's content store", clusterTimeout, func() bool {
-		out, err := e.c.Containerd.Ctr(t, "--namespace", "k8s.io", "content", "ls", "-q")
-		return err == nil && !strings.Contains(string(out), layer)
-	}, nil)
+	e.removeFromNode(t, ns, name, image, layer)
 	return d
 }
 

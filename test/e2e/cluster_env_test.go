@@ -7,6 +7,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,11 +35,17 @@ import (
 // second here, a loaded CI machine needs far more.
 const clusterTimeout = 3 * time.Minute
 
+// clusterUpstreamUser is the user of the test upstream's private
+// repository lab/secret.
+const clusterUpstreamUser = "tester"
+
 type clusterEnv struct {
-	c        *harness.Cluster
-	h        *helmCLI
-	upstream *harness.NodeUpstream
-	s3       *harness.S3
+	// upstreamPass is the password of clusterUpstreamUser.
+	upstreamPass string
+	c            *harness.Cluster
+	h            *helmCLI
+	upstream     *harness.NodeUpstream
+	s3           *harness.S3
 	// images are the product's images built in this run.
 	images *imagebuild.Result
 	// imageRepo is where pods pull the product's images from
@@ -51,7 +58,9 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	t.Helper()
 	c := harness.StartCluster(t, harness.ClusterOptions{})
 	e := &clusterEnv{c: c, h: newHelm(t)}
-	e.upstream = c.StartUpstream(t)
+	// lab/secret is private: only a namespace's own credentials open it.
+	e.upstreamPass = "lab-" + cpSecret(t)
+	e.upstream = c.StartUpstream(t, "-user", clusterUpstreamUser+":"+e.upstreamPass, "-private", "lab/secret")
 	e.s3 = c.StartS3(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -334,4 +343,47 @@ func (e *clusterEnv) failedPulls(t *testing.T, ns, prefix string) []string {
 		}
 	}
 	return out
+}
+
+// tenantCredentials creates ns's own upstream credentials: the
+// kubernetes.io/dockerconfigjson Secret a tenant adds for its private
+// upstream repositories.
+func (e *clusterEnv) tenantCredentials(t *testing.T, ns, user, pass string) {
+	t.Helper()
+	cfg, err := json.Marshal(map[string]any{"auths": map[string]any{e.upstream.Host: map[string]string{"username": user, "password": pass}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.Client.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: kubecontract.UpstreamCredentialsSecretName},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: cfg},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// removeFromNode deletes pod ns/name and removes its image and one of its
+// layers from the node, so that the next pull of that layer goes through
+// an edge again.
+func (e *clusterEnv) removeFromNode(t *testing.T, ns, name, image, layer string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.c.Client.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "pod "+ns+"/"+name+" gone", clusterTimeout, func() bool {
+		_, err := e.c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		return err != nil
+	}, nil)
+	// The container is removed a moment after the pod object is gone.
+	waitUntil(t, "image "+image+" removed from the node", clusterTimeout, func() bool {
+		_, err := e.c.Containerd.Crictl(t, "rmi", image)
+		return err == nil
+	}, nil)
+	waitUntil(t, "layer "+layer+" gone from the node's content store", clusterTimeout, func() bool {
+		out, err := e.c.Containerd.Ctr(t, "--namespace", "k8s.io", "content", "ls", "-q")
+		return err == nil && !strings.Contains(string(out), layer)
+	}, nil)
 }

@@ -85,9 +85,44 @@ func TestCluster(t *testing.T) {
 		t.Errorf("team-b's pull made %d new upstream blob GETs, want 0 (shared S3)", n-blobGETs)
 	}
 
+	// 4b. A private image: team-a, with its own credentials (its
+	// dockerconfigjson Secret), runs it; team-b without credentials is
+	// refused by its edge (the shared copy needs a proof team-b cannot
+	// make); once team-b adds its own credentials it runs, with no new
+	// upstream blob GET.
+	secretImg := e.variant(t, 7)
+	e.upstream.Push(t, "lab/secret", "v1", secretImg)
+	secretLayers, err := secretImg.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretLayer, err := secretLayers[len(secretLayers)-1].Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tenantCredentials(t, "team-a", clusterUpstreamUser, e.upstreamPass)
+	secretImage := func(ns string) string { return fmt.Sprintf("127.0.0.1:%d/lab/lab/secret:v1", edgeNodePort(ns)) }
+	// The Secret reaches team-a's edge with a configuration push; a pull
+	// that comes first fails and kubelet retries it.
+	e.edgePod(t, "team-a", "secret", secretImage("team-a"))
+	e.runningPods(t, "team-a", "secret", 1)
+	secretGETs := e.upstream.BlobGETs(t, "lab/secret")
+	// The node forgets the layer, so team-b's pull has to fetch it.
+	e.removeFromNode(t, "team-a", "secret", secretImage("team-a"), secretLayer.String())
+	e.edgePod(t, "team-b", "secret", secretImage("team-b"))
+	if msg := e.pullFailure(t, "team-b", "secret"); msg == "" {
+		t.Errorf("team-b's pull of lab/secret without credentials failed with no message")
+	}
+	e.tenantCredentials(t, "team-b", clusterUpstreamUser, e.upstreamPass)
+	// kubelet retries the pull within its back-off (at most ~80 s here).
+	e.runningPods(t, "team-b", "secret", 1)
+	if n := e.upstream.BlobGETs(t, "lab/secret"); n != secretGETs {
+		t.Errorf("team-b's pull of lab/secret made %d new upstream blob GETs, want 0 (shared S3 after its own proof)", n-secretGETs)
+	}
+
 	// 5. A team-b pod naming team-a's edge directly (webhook opted out),
 	// with team-b's pull secret: the edge refuses it with 401.
-	_, err := client.CoreV1().Pods("team-b").Create(ctx, &corev1.Pod{
+	_, err = client.CoreV1().Pods("team-b").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "intruder", Annotations: map[string]string{kubecontract.OptOutAnnotation: "false"}},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: ptr(int64(0)),

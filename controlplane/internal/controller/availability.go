@@ -88,9 +88,10 @@ func (t EdgeTemplate) terminationGracePeriod() int64 {
 
 // startupProbe holds the readiness and liveness probes back until the edge
 // listens. Kubelet records a Warning event for every failed probe, startup
-// probes included, so the first check comes three seconds after the start:
+// probes included, so the first check comes five seconds after the start:
 // on a real node with four edges starting at once under load, a one-second
-// delay still raced the listener. The edge is Ready about as soon (the
+// delay still raced the listener, and so did three seconds with the node's
+// two cores busy with other tests. The edge is Ready about as soon (the
 // readiness probe waits for the configuration anyway); slow storage gets
 // up to a minute.
 func (t EdgeTemplate) startupProbe() *corev1.Probe {
@@ -98,7 +99,7 @@ func (t EdgeTemplate) startupProbe() *corev1.Probe {
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
 			Path: "/healthz", Port: intstr.FromInt32(t.ContainerPort), Scheme: corev1.URISchemeHTTP,
 		}},
-		InitialDelaySeconds: 3,
+		InitialDelaySeconds: 5,
 		TimeoutSeconds:      1,
 		PeriodSeconds:       1,
 		SuccessThreshold:    1,

@@ -128,3 +128,13 @@ const (
 	WriterCommitted
 	WriterClosed // aborted, or a failed Commit
 )
+
+// PresigningStore is a Store that can let anyone holding a URL read one
+// object without credentials of their own, for a while (S3 presigned GETs).
+// The control plane hands such URLs to edges, one checked object at a time.
+type PresigningStore interface {
+	Store
+	// Presign returns a URL for GET (Range allowed) of key and when it
+	// stops working. The URL is a secret while valid: never log it.
+	Presign(ctx context.Context, key string, ttl time.Duration) (string, time.Time, error)
+}

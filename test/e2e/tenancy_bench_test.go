@@ -17,7 +17,6 @@ package e2e
 // It is a report: nothing fails on time.
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -135,19 +134,7 @@ func TestTenancyBenchTable(t *testing.T) {
 
 // manifestHEADs counts the upstream registry's manifest HEADs for repo.
 func (e *tenancyEnv) manifestHEADs(t *testing.T, repo string) int {
-	t.Helper()
-	b, err := os.ReadFile(e.reg.Proc.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for line := range bytes.Lines(b) {
-		if bytes.Contains(line, []byte(`http.request.uri="/v2/`+repo+`/manifests/`)) &&
-			bytes.Contains(line, []byte(`http.request.method=HEAD`)) && bytes.Contains(line, []byte("response completed")) {
-			n++
-		}
-	}
-	return n
+	return e.registryRequests(t, "HEAD", "/v2/"+repo+"/manifests/")
 }
 
 // timedGET reads path from an edge to the end and returns how long it took.

@@ -122,6 +122,12 @@ func (e *tenancyEnv) get(t *testing.T, method, ns, edgeNS, path string) (int, st
 
 // blobGETs counts the upstream registry's blob GETs for repo so far.
 func (e *tenancyEnv) blobGETs(t *testing.T, repo string) int {
+	return e.registryRequests(t, "GET", "/v2/"+repo+"/blobs/")
+}
+
+// registryRequests counts the upstream registry's completed requests of
+// method whose path starts with pathPrefix, from its log.
+func (e *tenancyEnv) registryRequests(t *testing.T, method, pathPrefix string) int {
 	t.Helper()
 	b, err := os.ReadFile(e.reg.Proc.LogPath)
 	if err != nil {
@@ -129,8 +135,8 @@ func (e *tenancyEnv) blobGETs(t *testing.T, repo string) int {
 	}
 	n := 0
 	for line := range bytes.Lines(b) {
-		if bytes.Contains(line, []byte(`http.request.uri="/v2/`+repo+`/blobs/`)) &&
-			bytes.Contains(line, []byte(`http.request.method=GET`)) && bytes.Contains(line, []byte("response completed")) {
+		if bytes.Contains(line, []byte(`http.request.uri="`+pathPrefix)) &&
+			bytes.Contains(line, []byte(`http.request.method=`+method)) && bytes.Contains(line, []byte("response completed")) {
 			n++
 		}
 	}

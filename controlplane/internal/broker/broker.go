@@ -32,12 +32,6 @@ import (
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
-// Storage is the shared store with the power to presign reads.
-type Storage interface {
-	blob.Store
-	Presign(ctx context.Context, key string, ttl time.Duration) (string, time.Time, error)
-}
-
 // Prover decides access to shared content (package proof).
 type Prover interface {
 	Manifest(ctx context.Context, namespace, prefix, repository string, d oci.Digest) (proof.Access, error)
@@ -68,7 +62,7 @@ const (
 // Server implements selfhostv1.StorageBrokerServiceServer.
 type Server struct {
 	selfhostv1.UnimplementedStorageBrokerServiceServer
-	store  Storage
+	store  blob.PresigningStore
 	prover Prover
 	log    *slog.Logger
 	urlTTL time.Duration
@@ -76,7 +70,7 @@ type Server struct {
 }
 
 // New returns a broker over store.
-func New(store Storage, prover Prover, log *slog.Logger) *Server {
+func New(store blob.PresigningStore, prover Prover, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

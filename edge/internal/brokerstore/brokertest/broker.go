@@ -28,19 +28,13 @@ import (
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
-// Storage is a store that can hand out presigned GETs.
-type Storage interface {
-	blob.Store
-	Presign(ctx context.Context, key string, ttl time.Duration) (string, time.Time, error)
-}
-
 // ListPage is the fake's page size: small, so listings span pages.
 const ListPage = 2
 
 // Broker is the fake service.
 type Broker struct {
 	selfhostv1.UnimplementedStorageBrokerServiceServer
-	store Storage
+	store blob.PresigningStore
 	ttl   time.Duration
 
 	mu     sync.Mutex
@@ -53,7 +47,7 @@ type Broker struct {
 }
 
 // New returns a Broker over store.
-func New(store Storage) *Broker {
+func New(store blob.PresigningStore) *Broker {
 	return &Broker{store: store, ttl: 15 * time.Minute, denied: map[string]bool{}}
 }
 

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore/brokertest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -31,7 +32,7 @@ func startBroker(t *testing.T, opts ...Option) (*fixture, *Store) {
 
 // serveBroker serves a broker over storage on loopback gRPC and returns a
 // Store that reads presigned URLs with httpClient.
-func serveBroker(t *testing.T, storage brokertest.Storage, httpClient *http.Client, opts ...Option) (*brokertest.Broker, *Store) {
+func serveBroker(t *testing.T, storage blob.PresigningStore, httpClient *http.Client, opts ...Option) (*brokertest.Broker, *Store) {
 	t.Helper()
 	b := brokertest.New(storage)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

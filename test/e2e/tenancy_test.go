@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -202,6 +203,12 @@ func TestTenantIsolation(t *testing.T) {
 		t.Errorf("team-b's configuration names upstream priv, outside its allowed set:\n%s", b)
 	}
 
+	// Everything team-b's edge holds is team-b's: with the edge's own
+	// token (what a pod running as the edge's ServiceAccount mounts), the
+	// storage broker grants none of team-a's content and takes no write of
+	// team-a's records, whatever the caller claims.
+	e.brokerRefusals(t)
+
 	// A public image pulled by team-a is served to team-b with no second
 	// blob download.
 	if out, err := e.crane(t, "team-a", "team-a", "pull", "--format=oci", e.app.Ref(e.edges["team-a"].Addr, "pub"), t.TempDir()); err != nil {
@@ -254,6 +261,64 @@ func TestRevokedCredentialStopsServing(t *testing.T) {
 	for _, d := range e.secret.Blobs() {
 		if code, _ := e.get(t, "GET", "team-a", "team-a", "/v2/priv/team/secret/blobs/"+d); code < 400 {
 			t.Errorf("blob %s still served after the revocation: %d", d, code)
+		}
+	}
+}
+
+// brokerRefusals calls the control plane's storage broker with team-b's
+// edge token, as grpcurl would from a pod holding it.
+func (e *tenancyEnv) brokerRefusals(t *testing.T) {
+	t.Helper()
+	tok := e.edgeTokens["team-b"]
+	hexOf := func(d string) string { return strings.TrimPrefix(d, "sha256:") }
+	tag := "tenants/team-a/priv/team/secret/_tags/v1"
+	call := func(method string, stdin []byte, body string) harness.GrpcurlResult {
+		// -format-error prints the status with its details (the reason).
+		args := []string{"-plaintext", "-format-error", "-H", "authorization: Bearer " + tok}
+		if body != "" {
+			args = append(args, "-d", body)
+		} else {
+			args = append(args, "-d", "@")
+		}
+		return harness.Grpcurl(t, stdin, append(args, e.cp.Addr, "selfhost.v1.StorageBrokerService/"+method)...)
+	}
+	for _, tc := range []struct {
+		name, method, body, reason string
+		stdin                      []byte
+	}{
+		{"read team-a's private manifest", "Authorize", fmt.Sprintf(`{"key":"manifests/sha256/%s","scope":{"prefix":"pub","repository":"team/secret"}}`, hexOf(e.secret.Digest)), "NO_PROOF", nil},
+		{"read team-a's private layer via a public repository", "Authorize", fmt.Sprintf(`{"key":"blobs/sha256/%s","scope":{"prefix":"pub","repository":"pub/app"}}`, hexOf(e.secret.Layers[0])), "NO_PROOF", nil},
+		{"read through priv, not allowed", "Authorize", fmt.Sprintf(`{"key":"manifests/sha256/%s","scope":{"prefix":"priv","repository":"team/secret"}}`, hexOf(e.secret.Digest)), "UNKNOWN_UPSTREAM", nil},
+		{"read team-a's tag record", "Authorize", fmt.Sprintf(`{"key":%q}`, tag), "OTHER_NAMESPACE", nil},
+		{"delete team-a's tag record", "DeleteObject", fmt.Sprintf(`{"key":%q}`, tag), "OTHER_NAMESPACE", nil},
+		{"list team-a's records", "ListObjects", `{"prefix":"tenants/team-a/"}`, "OTHER_NAMESPACE", nil},
+		{"overwrite team-a's tag record", "PutObject", "", "OTHER_NAMESPACE",
+			[]byte(fmt.Sprintf(`{"header":{"key":%q}} {"data":"e30="}`, tag))},
+		{"write a shared layer of bytes that are not it", "PutObject", "", "NO_PROOF",
+			[]byte(fmt.Sprintf(`{"header":{"key":"blobs/sha256/%s","digest":%q,"size":4,"scope":{"prefix":"pub","repository":"team/secret"}}} {"data":"cG9pcw=="}`, hexOf(e.secret.Layers[0]), e.secret.Layers[0]))},
+		{"write a proof", "PutObject", "", "INVALID_KEY",
+			[]byte(fmt.Sprintf(`{"header":{"key":"proofs/public/priv/team/secret/_m/sha256/%s"}} {"data":"eA=="}`, hexOf(e.secret.Digest)))},
+	} {
+		r := call(tc.method, tc.stdin, tc.body)
+		// -format-error prints the status as JSON: code 7 is PermissionDenied.
+		var st struct {
+			Code    int
+			Details []struct{ Reason string }
+		}
+		_ = json.Unmarshal([]byte(r.Stderr), &st)
+		if r.Err == nil || st.Code != 7 || len(st.Details) != 1 || st.Details[0].Reason != tc.reason {
+			t.Errorf("team-b's edge token: %s: got %+v, want PermissionDenied %s\n%s", tc.name, st, tc.reason, r.Output())
+		}
+		e.noSecretIn(t, "broker answer to team-b", r.Output())
+	}
+}
+
+// noSecretIn fails when text holds a secret of the environment.
+func (e *tenancyEnv) noSecretIn(t *testing.T, what, text string) {
+	t.Helper()
+	for name, s := range map[string]string{"S3 access key": e.s3.Access, "S3 secret": e.s3.Secret, "priv's password": e.upPass} {
+		if strings.Contains(text, s) {
+			t.Errorf("%s holds the %s", what, name)
 		}
 	}
 }

@@ -29,6 +29,17 @@ func TestParseFlags(t *testing.T) {
 				t.Errorf("push: %+v", f.opts)
 			}
 		}},
+		{name: "chart push alone builds no image", args: []string{"--chart-push", "oci://127.0.0.1:5000/charts"}, check: func(t *testing.T, f flags) {
+			if f.chartPush != "oci://127.0.0.1:5000/charts" || !f.chartOnly() {
+				t.Errorf("chart push: %+v", f)
+			}
+		}},
+		{name: "chart push with images", args: []string{"--chart-push", "oci://127.0.0.1:5000/charts", "--push", "127.0.0.1:5000/selfhost"}, check: func(t *testing.T, f flags) {
+			if f.chartOnly() {
+				t.Errorf("chartOnly with --push: %+v", f)
+			}
+		}},
+		{name: "chart push without registry host", args: []string{"--chart-push", "oci://charts"}, wantErr: "not a registry host"},
 		{name: "SOURCE_DATE_EPOCH", env: map[string]string{"SOURCE_DATE_EPOCH": "1700000000"}, check: func(t *testing.T, f flags) {
 			if !f.opts.Created.Equal(time.Unix(1700000000, 0)) {
 				t.Errorf("created %v", f.opts.Created)

@@ -45,7 +45,9 @@ type clusterEnv struct {
 	c            *harness.Cluster
 	h            *helmCLI
 	upstream     *harness.NodeUpstream
-	s3           *harness.S3
+	// hub stands in for Docker Hub (prefix dockerhub, host docker.io).
+	hub *harness.NodeUpstream
+	s3  *harness.S3
 	// images are the product's images built in this run.
 	images *imagebuild.Result
 	// imageRepo is where pods pull the product's images from
@@ -61,6 +63,9 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	// lab/secret is private: only a namespace's own credentials open it.
 	e.upstreamPass = "lab-" + cpSecret(t)
 	e.upstream = c.StartUpstream(t, "-user", clusterUpstreamUser+":"+e.upstreamPass, "-private", "lab/secret")
+	// hub stands in for Docker Hub (prefix dockerhub, host docker.io) for
+	// the mirror's clients.
+	e.hub = c.StartUpstream(t)
 	e.s3 = c.StartS3(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -82,18 +87,24 @@ func newClusterEnv(t *testing.T) *clusterEnv {
 	return e
 }
 
-// install runs helm install with the seed's values (s3.*, s3Credentials.*,
-// webhook.enabled) plus the image registry override and the test upstream.
+// install runs helm install from oci:// (the chart pushed to the cluster's
+// registry) with the seed's values (s3.*, s3Credentials.*, webhook.enabled)
+// plus the image registry override, the test upstreams and the mirror.
 func (e *clusterEnv) install(t *testing.T, extra ...string) {
 	t.Helper()
-	args := []string{"install", "selfhost", e.h.chart, "--kubeconfig", e.c.Kubeconfig,
+	// From oci://, as the seed's users install it: the chart of this
+	// checkout, pushed to the cluster's registry by the documented command.
+	ref, version := harness.PushChart(t, e.c.RegistryAddr, true)
+	args := []string{"install", "selfhost", ref, "--version", version, "--plain-http", "--kubeconfig", e.c.Kubeconfig,
 		"--namespace", releaseNS, "--create-namespace",
 		"--set", "image.repository=" + e.imageRepo + "/controlplane",
 		"--set", "edge.image.repository=" + e.imageRepo + "/edge",
 		"--set", "webhook.enabled=true",
 		"--set", "s3.bucket=" + e.s3.Bucket + ",s3.region=" + e.s3.Region + ",s3.regionEndpoint=" + e.s3.Endpoint + ",s3.pathStyle=true",
 		"--set", "s3Credentials.accessKeyId=" + e.s3.Access + ",s3Credentials.secretAccessKey=" + e.s3.Secret,
-		"--set-json", fmt.Sprintf(`upstreams=[{"prefix":"lab","url":%q,"hosts":[%q]}]`, e.upstream.URL, e.upstream.Host),
+		"--set-json", fmt.Sprintf(`upstreams=[{"prefix":"lab","url":%q,"hosts":[%q]},{"prefix":"dockerhub","url":%q,"hosts":["docker.io"]}]`,
+			e.upstream.URL, e.upstream.Host, e.hub.URL),
+		"--set", "mirror.enabled=true",
 	}
 	args = append(args, extra...)
 	if _, err := e.h.run(args...); err != nil {

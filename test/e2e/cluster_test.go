@@ -29,6 +29,7 @@ func TestCluster(t *testing.T) {
 	ctx := context.Background()
 	client := e.c.Client
 	app := e.upstream.Push(t, "lab/app", "v1", harness.BusyboxImage(t))
+	e.hub.Push(t, "library/app", "v1", e.variant(t, 9))
 	appRef := e.upstream.Host + "/lab/app:v1"
 
 	// 1. helm install; both control-plane pods Ready.
@@ -139,6 +140,9 @@ func TestCluster(t *testing.T) {
 	if msg := e.pullFailure(t, "team-b", "intruder"); !strings.Contains(msg, "401") {
 		t.Errorf("team-b's pull from team-a's edge failed with %q, want a 401", msg)
 	}
+
+	// The cluster-wide mirror, from outside the cluster.
+	e.checkMirror(t, e.hub)
 
 	// No Warning event from the product's own pods: the probes wait for
 	// the servers (startup probes), nothing crash-loops.

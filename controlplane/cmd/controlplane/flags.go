@@ -76,6 +76,8 @@ type clusterFlags struct {
 	edgeReplicas     int
 	edgeArgs         []string
 	edgeControlPlane string
+	mirror           bool
+	mirrorAuth       bool
 	grpcTLS          bool
 	grpcService      string
 	clusterDomain    string
@@ -135,14 +137,15 @@ Flags:
 		}
 		return def
 	}
-	envBool := func(name string) bool {
-		v := env(name, "false")
+	envBoolDefault := func(name string, def bool) bool {
+		v := env(name, strconv.FormatBool(def))
 		b, err := strconv.ParseBool(v)
 		if err != nil {
 			envErrs = append(envErrs, fmt.Errorf("%s=%q: want true or false", envName(name), v))
 		}
 		return b
 	}
+	envBool := func(name string) bool { return envBoolDefault(name, false) }
 	envDuration := func(name string, def time.Duration) time.Duration {
 		v := env(name, def.String())
 		d, err := time.ParseDuration(v)
@@ -192,6 +195,8 @@ Flags:
 	fs.StringVar(&c.edgeImage, "edge-image", env("edge-image", ""), "in-cluster mode: image of every edge Deployment (`IMAGE`, required)")
 	fs.StringVar(&c.edgePullPolicy, "edge-image-pull-policy", env("edge-image-pull-policy", "IfNotPresent"), "in-cluster mode: Always, IfNotPresent or Never")
 	fs.StringVar(&c.edgeResources, "edge-resources", env("edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi"), "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
+	fs.BoolVar(&c.mirror, "mirror", envBool("mirror"), "in-cluster mode: give the release namespace an edge of its own without the opt-in label, a cluster-wide mirror for clients the webhook does not reach (Docker registry-mirrors, prefixed pulls, containerd hosts.toml) behind its NodePort; a tenant like any other, it never serves another namespace's private content (docs/kubernetes.md)")
+	fs.BoolVar(&c.mirrorAuth, "mirror-auth", envBoolDefault("mirror-auth", true), "in-cluster mode, with --mirror: clients need the mirror's pull token (Secret selfhost-edge-pull in the release namespace, user \"selfhost\"); false serves anyone who reaches the NodePort — only on a trusted network")
 	fs.IntVar(&c.edgeReplicas, "edge-replicas", envInt("edge-replicas", 2), "in-cluster mode: replicas of every edge Deployment (spread across nodes, one PodDisruptionBudget per namespace lets drains take one at a time)")
 	fs.Var(newListFlag(&c.edgeArgs), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
 	c.edgeArgs = envList("edge-args")
@@ -265,6 +270,9 @@ Flags:
 		c.grpcTLS = false
 		if f.config == "" {
 			return f, errors.New("--config FILE is required with --standalone")
+		}
+		if c.mirror {
+			return f, errors.New("--mirror is for in-cluster mode; standalone, run an edge of its own as the mirror")
 		}
 		return f, nil
 	}

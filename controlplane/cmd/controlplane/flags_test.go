@@ -20,7 +20,7 @@ import (
 func clusterDefaults(change func(*clusterFlags)) clusterFlags {
 	c := clusterFlags{
 		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
-		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2,
+		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2, mirrorAuth: true,
 		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
 		webhookListen: ":8443", clusterDomain: "cluster.local", tlsSyncInterval: time.Minute, caPropagation: DefaultCAPropagation,
 	}

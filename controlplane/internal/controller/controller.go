@@ -79,6 +79,10 @@ type Controller struct {
 	configMaps corelisters.ConfigMapLister
 	// reconciled observes each sync (WithReconcileObserver; may be nil).
 	reconciled func(err error, d time.Duration)
+	// mirrorNS gets an edge without the opt-in label (WithMirror);
+	// mirrorAuth false leaves its pull token out of its configuration.
+	mirrorNS   string
+	mirrorAuth bool
 
 	mu sync.Mutex
 	// queue is non-nil while Run runs; events outside Run are dropped
@@ -284,6 +288,9 @@ func (c *Controller) enqueueAll(q workqueue.TypedRateLimitingInterface[string]) 
 			q.Add(ns)
 		}
 	}
+	if c.mirrorNS != "" {
+		add(c.mirrorNS)
+	}
 	hasLabel, err := labels.NewRequirement(kubecontract.OptInLabel, "exists", nil)
 	if err == nil {
 		nss, _ := c.namespaces.List(labels.NewSelector().Add(*hasLabel))
@@ -342,13 +349,13 @@ func (c *Controller) namespaceChanged(oldObj, newObj any) {
 	if old, ok := oldObj.(*corev1.Namespace); ok {
 		_, had := old.Labels[kubecontract.OptInLabel]
 		has = has || had
-		if OptedIn(old) != OptedIn(ns) {
+		if c.optedIn(old) != c.optedIn(ns) {
 			c.changed(ns.Name)
 		}
-	} else if OptedIn(ns) {
+	} else if c.optedIn(ns) {
 		c.changed(ns.Name)
 	}
-	if has {
+	if has || c.IsMirror(ns.Name) {
 		c.enqueue(ns.Name)
 	}
 }

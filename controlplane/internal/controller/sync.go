@@ -31,7 +31,7 @@ func (c *Controller) sync(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("get namespace %s: %w", name, err)
 	}
-	if !OptedIn(ns) {
+	if !c.optedIn(ns) {
 		reason := "namespace terminating"
 		if ns.DeletionTimestamp == nil {
 			reason = c.notOptedIn(ns)

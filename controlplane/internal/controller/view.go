@@ -44,7 +44,7 @@ func (c *Controller) HasSynced() bool {
 // place and in agreement. It answers on every replica, leader or not.
 func (c *Controller) Edge(ns string) (Edge, bool) {
 	n, err := c.namespaces.Get(ns)
-	if err != nil || !OptedIn(n) {
+	if err != nil || !c.optedIn(n) {
 		return Edge{}, false
 	}
 	svc, err := c.services.Services(ns).Get(kubecontract.EdgeName)
@@ -59,6 +59,10 @@ func (c *Controller) Edge(ns string) (Edge, bool) {
 	if err != nil || host != EdgeHost(nodePortOf(svc)) {
 		return Edge{}, false
 	}
+	if c.IsMirror(ns) && !c.mirrorAuth {
+		// The operator declared the mirror's network trusted: no token.
+		token = ""
+	}
 	return Edge{Namespace: ns, Address: host, PullToken: token, RegistryCredentials: c.ownCredentials(ns)}, true
 }
 
@@ -70,9 +74,14 @@ func (c *Controller) Edges() ([]Edge, error) {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return nil, fmt.Errorf("list opted-in namespaces: %w", err)
 	}
-	out := make([]Edge, 0, len(nss))
+	out := make([]Edge, 0, len(nss)+1)
 	for _, n := range nss {
-		if e, ok := c.Edge(n.Name); ok {
+		if e, ok := c.Edge(n.Name); ok && !c.IsMirror(n.Name) {
+			out = append(out, e)
+		}
+	}
+	if c.mirrorNS != "" {
+		if e, ok := c.Edge(c.mirrorNS); ok {
 			out = append(out, e)
 		}
 	}

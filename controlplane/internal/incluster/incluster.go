@@ -59,6 +59,10 @@ type Options struct {
 	// Workers reconcile namespaces in parallel (default
 	// controller.DefaultWorkers).
 	Workers int
+	// Mirror gives the release namespace an edge of its own, the
+	// cluster-wide mirror (controller.WithMirror); MirrorAuth demands its
+	// pull token.
+	Mirror, MirrorAuth bool
 	// LeaseDuration, RenewDeadline, RetryPeriod tune leader election
 	// (defaults in package leader).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -137,6 +141,9 @@ func New(opts Options) (*Runtime, error) {
 	})}
 	if opts.Workers > 0 {
 		ctlOpts = append(ctlOpts, controller.WithWorkers(opts.Workers))
+	}
+	if opts.Mirror {
+		ctlOpts = append(ctlOpts, controller.WithMirror(opts.ReleaseNamespace, opts.MirrorAuth))
 	}
 	if opts.CABundle != nil {
 		ctlOpts = append(ctlOpts, controller.WithCABundle(opts.CABundle))

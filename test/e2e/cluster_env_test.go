@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/certs"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/imagebuild"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
@@ -47,7 +48,9 @@ type clusterEnv struct {
 	upstream     *harness.NodeUpstream
 	// hub stands in for Docker Hub (prefix dockerhub, host docker.io).
 	hub *harness.NodeUpstream
-	s3  *harness.S3
+	// mirrorCA is the PEM CA of the mirror's TLS certificate.
+	mirrorCA []byte
+	s3       *harness.S3
 	// images are the product's images built in this run.
 	images *imagebuild.Result
 	// imageRepo is where pods pull the product's images from
@@ -95,6 +98,7 @@ func (e *clusterEnv) install(t *testing.T, extra ...string) {
 	// From oci://, as the seed's users install it: the chart of this
 	// checkout, pushed to the cluster's registry by the documented command.
 	ref, version := harness.PushChart(t, e.c.RegistryAddr, true)
+	e.mirrorCA = e.mirrorCertificate(t)
 	args := []string{"install", "selfhost", ref, "--version", version, "--plain-http", "--kubeconfig", e.c.Kubeconfig,
 		"--namespace", releaseNS, "--create-namespace",
 		"--set", "image.repository=" + e.imageRepo + "/controlplane",
@@ -104,7 +108,7 @@ func (e *clusterEnv) install(t *testing.T, extra ...string) {
 		"--set", "s3Credentials.accessKeyId=" + e.s3.Access + ",s3Credentials.secretAccessKey=" + e.s3.Secret,
 		"--set-json", fmt.Sprintf(`upstreams=[{"prefix":"lab","url":%q,"hosts":[%q]},{"prefix":"dockerhub","url":%q,"hosts":["docker.io"]}]`,
 			e.upstream.URL, e.upstream.Host, e.hub.URL),
-		"--set", "mirror.enabled=true",
+		"--set", "mirror.enabled=true,mirror.tls.secretName=" + mirrorCertSecret,
 	}
 	args = append(args, extra...)
 	if _, err := e.h.run(args...); err != nil {
@@ -397,4 +401,35 @@ func (e *clusterEnv) removeFromNode(t *testing.T, ns, name, image, layer string)
 		out, err := e.c.Containerd.Ctr(t, "--namespace", "k8s.io", "content", "ls", "-q")
 		return err == nil && !strings.Contains(string(out), layer)
 	}, nil)
+}
+
+// mirrorCertSecret is the kubernetes.io/tls Secret the mirror serves with.
+const mirrorCertSecret = "mirror-cert"
+
+// mirrorCertificate creates the release namespace and, in it, a TLS Secret
+// for the node's address (what clients outside the cluster dial), before
+// helm install, so the mirror's pods never wait for it; it returns the CA.
+func (e *clusterEnv) mirrorCertificate(t *testing.T) []byte {
+	t.Helper()
+	ctx := context.Background()
+	b, err := certs.Generate(time.Now(), []string{e.c.NodeIP}, certs.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := certs.EncodeKey(b.Serving.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: releaseNS}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.c.Client.CoreV1().Secrets(releaseNS).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: mirrorCertSecret},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: certs.EncodeCertificates(b.Serving.Cert), corev1.TLSPrivateKeyKey: key},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs.EncodeCertificates(b.CA.Cert)
 }

@@ -17,7 +17,8 @@ import (
 )
 
 // checkMirror: the chart's cluster-wide mirror (mirror.enabled) is an
-// edge in the release namespace behind a NodePort. From outside the
+// edge in the release namespace behind a NodePort, here serving TLS with a
+// certificate from a Secret (mirror.tls.secretName). From outside the
 // cluster (the test's host, through the node's address): a containerd
 // client with a hosts.toml mirror for docker.io pulls a Docker Hub-named
 // image through it; skopeo pulls a prefixed name; without the mirror's
@@ -47,6 +48,13 @@ func (e *clusterEnv) checkMirror(t *testing.T, hub *harness.NodeUpstream) {
 		user, token = a.Username, a.Password
 	}
 
+	// The mirror serves TLS (mirror.tls.secretName): clients trust its CA.
+	caDir := t.TempDir()
+	caFile := filepath.Join(caDir, "ca.crt")
+	if err := os.WriteFile(caFile, e.mirrorCA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	// containerd as a client outside the cluster, with a hosts.toml mirror.
 	hosts := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(hosts, "docker.io"), 0o755); err != nil {
@@ -56,7 +64,7 @@ func (e *clusterEnv) checkMirror(t *testing.T, hub *harness.NodeUpstream) {
 	// Docker Hub (these machines reach no internet, and tests stay on
 	// their own addresses). The [host] entry is tried first, with
 	// containerd's ?ns=docker.io.
-	toml := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", mirror, mirror)
+	toml := fmt.Sprintf("server = \"https://%s\"\nca = %q\n\n[host.\"https://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n", mirror, caFile, mirror, caFile)
 	if err := os.WriteFile(filepath.Join(hosts, "docker.io", "hosts.toml"), []byte(toml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -72,11 +80,11 @@ func (e *clusterEnv) checkMirror(t *testing.T, hub *harness.NodeUpstream) {
 	}
 
 	// skopeo with a prefixed name, as a Docker client would pull.
-	creds := []string{"--tls-verify=false", "--creds", user + ":" + token}
+	creds := []string{"--cert-dir", caDir, "--creds", user + ":" + token}
 	if out, err := harness.Skopeo(t, append([]string{"inspect", "--raw"}, append(creds, "docker://"+mirror+"/lab/lab/app:v1")...)...); err != nil {
 		t.Errorf("skopeo inspect of a prefixed name through the mirror: %v\n%s", err, out)
 	}
-	if out, err := harness.Skopeo(t, "inspect", "--raw", "--tls-verify=false", "--no-creds", "docker://"+mirror+"/lab/lab/app:v1"); err == nil || !strings.Contains(fmt.Sprint(err)+string(out), "unauthorized") {
+	if out, err := harness.Skopeo(t, "inspect", "--raw", "--cert-dir", caDir, "--no-creds", "docker://"+mirror+"/lab/lab/app:v1"); err == nil || !strings.Contains(fmt.Sprint(err)+string(out), "unauthorized") {
 		t.Errorf("skopeo without the mirror's token: err %v, want 401\n%s", err, out)
 	}
 	// team-a's private image: the shared copy exists, the mirror has no

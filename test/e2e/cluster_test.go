@@ -211,6 +211,11 @@ func TestCluster(t *testing.T) {
 	if _, err := e.h.run("uninstall", "selfhost", "--kubeconfig", e.c.Kubeconfig, "--namespace", releaseNS, "--wait", "--timeout", "3m"); err != nil {
 		t.Fatal(err)
 	}
+	// The mirror's certificate Secret is the operator's (made before the
+	// install), not the release's: the operator removes it.
+	if err := client.CoreV1().Secrets(releaseNS).Delete(ctx, mirrorCertSecret, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	waitUntil(t, "nothing left of the release", clusterTimeout, func() bool { return len(e.leftovers(t)) == 0 },
 		func() string { return strings.Join(e.leftovers(t), "\n") })
 	for _, ns := range []string{"team-a", "team-b"} {

@@ -78,6 +78,7 @@ type clusterFlags struct {
 	edgeControlPlane string
 	mirror           bool
 	mirrorAuth       bool
+	mirrorTLSSecret  string
 	grpcTLS          bool
 	grpcService      string
 	clusterDomain    string
@@ -197,6 +198,7 @@ Flags:
 	fs.StringVar(&c.edgeResources, "edge-resources", env("edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi"), "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
 	fs.BoolVar(&c.mirror, "mirror", envBool("mirror"), "in-cluster mode: give the release namespace an edge of its own without the opt-in label, a cluster-wide mirror for clients the webhook does not reach (Docker registry-mirrors, prefixed pulls, containerd hosts.toml) behind its NodePort; a tenant like any other, it never serves another namespace's private content (docs/kubernetes.md)")
 	fs.BoolVar(&c.mirrorAuth, "mirror-auth", envBoolDefault("mirror-auth", true), "in-cluster mode, with --mirror: clients need the mirror's pull token (Secret selfhost-edge-pull in the release namespace, user \"selfhost\"); false serves anyone who reaches the NodePort — only on a trusted network")
+	fs.StringVar(&c.mirrorTLSSecret, "mirror-tls-secret", env("mirror-tls-secret", ""), "in-cluster mode, with --mirror: serve the mirror over TLS with this kubernetes.io/tls Secret of the release namespace (`NAME`; tls.crt, tls.key, re-read when renewed), so clients need no insecure-registries entry; default: plain HTTP")
 	fs.IntVar(&c.edgeReplicas, "edge-replicas", envInt("edge-replicas", 2), "in-cluster mode: replicas of every edge Deployment (spread across nodes, one PodDisruptionBudget per namespace lets drains take one at a time)")
 	fs.Var(newListFlag(&c.edgeArgs), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
 	c.edgeArgs = envList("edge-args")
@@ -271,8 +273,8 @@ Flags:
 		if f.config == "" {
 			return f, errors.New("--config FILE is required with --standalone")
 		}
-		if c.mirror {
-			return f, errors.New("--mirror is for in-cluster mode; standalone, run an edge of its own as the mirror")
+		if c.mirror || c.mirrorTLSSecret != "" {
+			return f, errors.New("--mirror and --mirror-tls-secret are for in-cluster mode; standalone, run an edge of its own (with --tls-cert) as the mirror")
 		}
 		return f, nil
 	}
@@ -289,6 +291,8 @@ Flags:
 		return f, errors.New("--tls-sync-interval must be positive")
 	case c.caPropagation <= 0:
 		return f, errors.New("--tls-ca-propagation must be positive")
+	case c.mirrorTLSSecret != "" && !c.mirror:
+		return f, errors.New("--mirror-tls-secret needs --mirror")
 	case c.edgeReplicas < 1 || c.edgeReplicas > 100:
 		return f, errors.New("--edge-replicas must be 1-100")
 	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:

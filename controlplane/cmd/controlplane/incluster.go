@@ -89,7 +89,7 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 	return serve(ctx, f, opts, p, func(ctx context.Context, srv *server.Server) []func() error {
 		rt, err := incluster.New(incluster.Options{
 			Client: client, ReleaseNamespace: c.namespace, PodName: c.podName, Store: srv.Store(),
-			Edge: tmpl, Workers: c.workers, Mirror: c.mirror, MirrorAuth: c.mirrorAuth,
+			Edge: tmpl, Workers: c.workers, Mirror: c.mirror, MirrorAuth: c.mirrorAuth, MirrorTLSSecret: c.mirrorTLSSecret,
 			LeaseDuration: c.leaseDuration, RenewDeadline: c.renewDeadline, RetryPeriod: c.retryPeriod,
 			WebhookDisabled: c.webhookDisabled, WebhookListen: c.webhookListen, Webhook: wo,
 			Keeper: keeper, CABundle: caBundle, Metrics: opts.Metrics,

@@ -81,8 +81,9 @@ type Controller struct {
 	reconciled func(err error, d time.Duration)
 	// mirrorNS gets an edge without the opt-in label (WithMirror);
 	// mirrorAuth false leaves its pull token out of its configuration.
-	mirrorNS   string
-	mirrorAuth bool
+	mirrorNS        string
+	mirrorAuth      bool
+	mirrorTLSSecret string
 
 	mu sync.Mutex
 	// queue is non-nil while Run runs; events outside Run are dropped

@@ -15,7 +15,7 @@ import (
 // ensureDeployment creates or repairs the edge's Deployment, whose
 // Service has nodePort.
 func (c *Controller) ensureDeployment(ctx context.Context, ns string, nodePort int32) error {
-	want := c.tmpl.desiredDeployment(ns, nodePort)
+	want := c.desiredDeployment(ns, nodePort)
 	api := c.client.AppsV1().Deployments(ns)
 	create := func(ctx context.Context, o *appsv1.Deployment) (*appsv1.Deployment, error) {
 		return api.Create(ctx, o, metav1.CreateOptions{})

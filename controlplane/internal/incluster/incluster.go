@@ -63,6 +63,9 @@ type Options struct {
 	// cluster-wide mirror (controller.WithMirror); MirrorAuth demands its
 	// pull token.
 	Mirror, MirrorAuth bool
+	// MirrorTLSSecret, when set, is the kubernetes.io/tls Secret the
+	// mirror serves TLS with (controller.WithMirrorTLS).
+	MirrorTLSSecret string
 	// LeaseDuration, RenewDeadline, RetryPeriod tune leader election
 	// (defaults in package leader).
 	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
@@ -144,6 +147,9 @@ func New(opts Options) (*Runtime, error) {
 	}
 	if opts.Mirror {
 		ctlOpts = append(ctlOpts, controller.WithMirror(opts.ReleaseNamespace, opts.MirrorAuth))
+		if opts.MirrorTLSSecret != "" {
+			ctlOpts = append(ctlOpts, controller.WithMirrorTLS(opts.MirrorTLSSecret))
+		}
 	}
 	if opts.CABundle != nil {
 		ctlOpts = append(ctlOpts, controller.WithCABundle(opts.CABundle))

@@ -100,6 +100,8 @@ func parseFlags(args []string) (server.Config, slog.Level, error) {
 		return def
 	}
 	fs.StringVar(&cfg.Listen, "listen", env("listen", ":5000"), "address of the registry API (`ADDR`)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", env("tls-cert", ""), "serve the registry API (and its probes) over TLS with this certificate (`FILE`, PEM; re-read when it changes); default: plain HTTP, which containerd accepts only on loopback")
+	fs.StringVar(&cfg.TLSKey, "tls-key", env("tls-key", ""), "private key of --tls-cert (`FILE`, PEM)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", env("metrics-listen", ""), "separate address for Prometheus /metrics (`ADDR`); empty: /metrics on --listen")
 	fs.StringVar(&cfg.Storage, "storage", env("storage", "./data"), "cache storage: a directory, s3://BUCKET[/PREFIX], or control-plane: the shared storage brokered by the control plane (the edge holds no storage keys: it reads each object by a short-lived presigned URL after the control plane checked its namespace's access, and writes through the control plane, which verifies the digest); needs --control-plane, and the edge is not ready until a configuration with storage.brokered arrives (`PATH|URL|control-plane`)")
 	fs.StringVar(&cfg.S3Endpoint, "s3-endpoint", env("s3-endpoint", ""), "S3 endpoint for MinIO and other S3-compatible servers (`URL`); empty: AWS")

@@ -76,6 +76,10 @@ type Config struct {
 	// MaxConnections caps the registry listener's open connections; zero
 	// or negative: no cap.
 	MaxConnections int
+	// TLSCert and TLSKey, when set, make the registry listener serve TLS
+	// with that pair (re-read when the files change): for a mirror that
+	// clients reach over the network rather than on the node's loopback.
+	TLSCert, TLSKey string
 	// InternalRedirects are upstream prefixes whose redirects and token
 	// realms may go to addresses more internal than the upstream's own
 	// (loopback, link-local, private); by default they are refused.

@@ -115,5 +115,10 @@ func (cfg Config) listen() (net.Listener, error) {
 	if cfg.MaxConnections > 0 {
 		ln = netutil.LimitListener(ln, cfg.MaxConnections)
 	}
-	return ln, nil
+	tln, err := cfg.tlsListener(ln)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	return tln, nil
 }

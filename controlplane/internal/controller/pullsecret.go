@@ -31,6 +31,24 @@ type dockerAuth struct {
 	Auth     string `json:"auth"`
 }
 
+// readDockerConfig decodes the document of a kubernetes.io/dockerconfigjson
+// Secret. problem is "" on success, else it names the field at fault and
+// never quotes the content.
+func readDockerConfig(s *corev1.Secret) (cfg dockerConfig, problem string) {
+	if s.Type != corev1.SecretTypeDockerConfigJson {
+		return cfg, fmt.Sprintf("type %q, want %q", s.Type, corev1.SecretTypeDockerConfigJson)
+	}
+	raw, ok := s.Data[corev1.DockerConfigJsonKey]
+	if !ok {
+		return cfg, fmt.Sprintf("data[%s] is missing", corev1.DockerConfigJsonKey)
+	}
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		// The JSON error may quote the content: leave it out.
+		return cfg, fmt.Sprintf("data[%s] is not a JSON docker config", corev1.DockerConfigJsonKey)
+	}
+	return cfg, ""
+}
+
 // NewPullToken returns a fresh pull token: 32 random bytes, base64url
 // without padding.
 func NewPullToken() (string, error) {
@@ -84,17 +102,9 @@ func ParsePullSecret(s *corev1.Secret) (host, token string, err error) {
 	fail := func(format string, args ...any) (string, string, error) {
 		return "", "", fmt.Errorf("%w %s/%s: %s", ErrPullSecret, s.Namespace, s.Name, fmt.Sprintf(format, args...))
 	}
-	if s.Type != corev1.SecretTypeDockerConfigJson {
-		return fail("type %q, want %q", s.Type, corev1.SecretTypeDockerConfigJson)
-	}
-	raw, ok := s.Data[corev1.DockerConfigJsonKey]
-	if !ok {
-		return fail("data[%s] is missing", corev1.DockerConfigJsonKey)
-	}
-	var cfg dockerConfig
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		// The JSON error may quote the content: leave it out.
-		return fail("data[%s] is not a JSON docker config", corev1.DockerConfigJsonKey)
+	cfg, problem := readDockerConfig(s)
+	if problem != "" {
+		return fail("%s", problem)
 	}
 	if len(cfg.Auths) != 1 {
 		return fail("data[%s].auths has %d entries, want 1", corev1.DockerConfigJsonKey, len(cfg.Auths))

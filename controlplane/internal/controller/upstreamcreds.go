@@ -2,7 +2,6 @@ package controller
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -38,17 +37,9 @@ func ParseUpstreamCredentials(s *corev1.Secret) (map[string]config.Credentials, 
 	fail := func(format string, args ...any) (map[string]config.Credentials, error) {
 		return nil, fmt.Errorf("%w %s/%s: %s", ErrUpstreamCredentials, s.Namespace, s.Name, fmt.Sprintf(format, args...))
 	}
-	if s.Type != corev1.SecretTypeDockerConfigJson {
-		return fail("type %q, want %q", s.Type, corev1.SecretTypeDockerConfigJson)
-	}
-	raw, ok := s.Data[corev1.DockerConfigJsonKey]
-	if !ok {
-		return fail("data[%s] is missing", corev1.DockerConfigJsonKey)
-	}
-	var cfg dockerConfig
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		// The JSON error may quote the content: leave it out.
-		return fail("data[%s] is not a JSON docker config", corev1.DockerConfigJsonKey)
+	cfg, problem := readDockerConfig(s)
+	if problem != "" {
+		return fail("%s", problem)
 	}
 	if len(cfg.Auths) > configspec.MaxUpstreams {
 		return fail("data[%s].auths has %d entries, at most %d", corev1.DockerConfigJsonKey, len(cfg.Auths), configspec.MaxUpstreams)

@@ -134,7 +134,7 @@ func TestTenancyBenchTable(t *testing.T) {
 
 // manifestHEADs counts the upstream registry's manifest HEADs for repo.
 func (e *tenancyEnv) manifestHEADs(t *testing.T, repo string) int {
-	return e.registryRequests(t, "HEAD", "/v2/"+repo+"/manifests/")
+	return harness.RegistryRequests(t, e.reg.Proc, "HEAD", "/v2/"+repo+"/manifests/")
 }
 
 // timedGET reads path from an edge to the end and returns how long it took.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -123,25 +122,7 @@ func (e *tenancyEnv) get(t *testing.T, method, ns, edgeNS, path string) (int, st
 
 // blobGETs counts the upstream registry's blob GETs for repo so far.
 func (e *tenancyEnv) blobGETs(t *testing.T, repo string) int {
-	return e.registryRequests(t, "GET", "/v2/"+repo+"/blobs/")
-}
-
-// registryRequests counts the upstream registry's completed requests of
-// method whose path starts with pathPrefix, from its log.
-func (e *tenancyEnv) registryRequests(t *testing.T, method, pathPrefix string) int {
-	t.Helper()
-	b, err := os.ReadFile(e.reg.Proc.LogPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for line := range bytes.Lines(b) {
-		if bytes.Contains(line, []byte(`http.request.uri="`+pathPrefix)) &&
-			bytes.Contains(line, []byte(`http.request.method=`+method)) && bytes.Contains(line, []byte("response completed")) {
-			n++
-		}
-	}
-	return n
+	return harness.RegistryRequests(t, e.reg.Proc, "GET", "/v2/"+repo+"/blobs/")
 }
 
 // refusals are every way team-b could ask for team-a's private image.

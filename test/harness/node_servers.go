@@ -5,7 +5,6 @@ package harness
 // behind its token proxy, and versitygw as the shared S3 store.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -83,19 +82,7 @@ func (u *NodeUpstream) Push(t testing.TB, repo, tag string, img v1.Image) Image 
 // registry has answered so far (from its request log).
 func (u *NodeUpstream) BlobGETs(t testing.TB, repo string) int {
 	t.Helper()
-	b, err := os.ReadFile(u.Registry.LogPath)
-	if err != nil {
-		t.Fatalf("upstream log: %v", err)
-	}
-	want := []byte(`http.request.uri="/v2/` + repo + `/blobs/`)
-	n := 0
-	for line := range bytes.Lines(b) {
-		if bytes.Contains(line, want) && bytes.Contains(line, []byte(`http.request.method=GET`)) &&
-			bytes.Contains(line, []byte("response completed")) {
-			n++
-		}
-	}
-	return n
+	return RegistryRequests(t, u.Registry, "GET", "/v2/"+repo+"/blobs/")
 }
 
 // StartS3 starts versitygw on the node (every node address) with a fresh

@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -120,4 +121,23 @@ func httpStatus(ctx context.Context, url string, want ...int) error {
 		}
 	}
 	return fmt.Errorf("GET %s: status %d, want %v", url, resp.StatusCode, want)
+}
+
+// RegistryRequests counts the requests of method whose path starts with
+// pathPrefix that the docker-registry running as p has answered so far,
+// from its request log.
+func RegistryRequests(t testing.TB, p *Process, method, pathPrefix string) int {
+	t.Helper()
+	b, err := os.ReadFile(p.LogPath)
+	if err != nil {
+		t.Fatalf("registry log: %v", err)
+	}
+	n := 0
+	for line := range bytes.Lines(b) {
+		if bytes.Contains(line, []byte(`http.request.uri="`+pathPrefix)) &&
+			bytes.Contains(line, []byte(`http.request.method=`+method)) && bytes.Contains(line, []byte("response completed")) {
+			n++
+		}
+	}
+	return n
 }

@@ -356,7 +356,7 @@ func (c *Controller) namespaceChanged(oldObj, newObj any) {
 	} else if c.optedIn(ns) {
 		c.changed(ns.Name)
 	}
-	if has || c.IsMirror(ns.Name) {
+	if has || c.isMirror(ns.Name) {
 		c.enqueue(ns.Name)
 	}
 }

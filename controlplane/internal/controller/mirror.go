@@ -33,7 +33,7 @@ const mirrorTLSDir = "/etc/selfhost/mirror-tls"
 // when ns is the mirror's namespace and WithMirrorTLS was given.
 func (c *Controller) desiredDeployment(ns string, nodePort int32) *appsv1.Deployment {
 	d := c.tmpl.desiredDeployment(ns, nodePort)
-	if !c.IsMirror(ns) || c.mirrorTLSSecret == "" {
+	if !c.isMirror(ns) || c.mirrorTLSSecret == "" {
 		return d
 	}
 	spec := &d.Spec.Template.Spec
@@ -62,5 +62,5 @@ func (c *Controller) optedIn(ns *corev1.Namespace) bool {
 	return OptedIn(ns)
 }
 
-// IsMirror reports whether ns is the mirror's namespace.
-func (c *Controller) IsMirror(ns string) bool { return c.mirrorNS != "" && ns == c.mirrorNS }
+// isMirror reports whether ns is the mirror's namespace.
+func (c *Controller) isMirror(ns string) bool { return c.mirrorNS != "" && ns == c.mirrorNS }

@@ -59,7 +59,7 @@ func (c *Controller) Edge(ns string) (Edge, bool) {
 	if err != nil || host != EdgeHost(nodePortOf(svc)) {
 		return Edge{}, false
 	}
-	if c.IsMirror(ns) && !c.mirrorAuth {
+	if c.isMirror(ns) && !c.mirrorAuth {
 		// The operator declared the mirror's network trusted: no token.
 		token = ""
 	}
@@ -76,7 +76,7 @@ func (c *Controller) Edges() ([]Edge, error) {
 	}
 	out := make([]Edge, 0, len(nss)+1)
 	for _, n := range nss {
-		if e, ok := c.Edge(n.Name); ok && !c.IsMirror(n.Name) {
+		if e, ok := c.Edge(n.Name); ok && !c.isMirror(n.Name) {
 			out = append(out, e)
 		}
 	}

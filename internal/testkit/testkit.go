@@ -1,20 +1,18 @@
 // Package testkit holds small helpers that the tests of several packages
 // share: a log sink goroutines may write to while the test reads it, a
-// golden-file comparison and a poll with a deadline. It is for tests
-// only; production code must not import it.
+// golden-file comparison, the one wait-for-a-condition helper, the one
+// free-port helper and the marker of integration tests (see wait.go,
+// port.go, integration.go). It is for tests and test/harness only;
+// production code must not import it.
 package testkit
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"testing"
-	"time"
-
-	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // LogBuffer is an io.Writer for a slog handler that is safe for
@@ -83,16 +81,4 @@ func DiffLines(want, got string) string {
 		}
 	}
 	return ""
-}
-
-// WaitFor polls cond every 20 ms, from at once, until it holds, and fails
-// the test naming what when it still does not after timeout or when the
-// test's context ends.
-func WaitFor(t testing.TB, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, timeout, true,
-		func(context.Context) (bool, error) { return cond(), nil })
-	if err != nil {
-		t.Fatalf("waiting for %s: %v", what, err)
-	}
 }

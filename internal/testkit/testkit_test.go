@@ -1,15 +1,20 @@
 package testkit
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -120,10 +125,104 @@ func TestWaitFor(t *testing.T) {
 	t.Parallel()
 	var n atomic.Int32
 	WaitFor(t, "the third poll", 10*time.Second, func() bool { return n.Add(1) == 3 })
+	var m atomic.Int32
+	WaitFor(t, "the third poll", 10*time.Second, func() error {
+		if m.Add(1) < 3 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 
-	r := &recorder{TB: t}
-	r.run(func() { WaitFor(r, "never", 50*time.Millisecond, func() bool { return false }) })
-	if !r.failed || !strings.Contains(r.messages[0], "waiting for never") {
-		t.Fatalf("timeout: %v", r.messages)
+	for _, tc := range []struct {
+		name string
+		wait func(testing.TB)
+		want string
+	}{
+		{"bool", func(tb testing.TB) {
+			WaitFor(tb, "never", 50*time.Millisecond, func() bool { return false })
+		}, "waiting for never: not done after 50ms: condition still false"},
+		{"error", func(tb testing.TB) {
+			WaitFor(tb, "never", 50*time.Millisecond, func() error { return errors.New("3 of 4 ready") })
+		}, "waiting for never: not done after 50ms: 3 of 4 ready"},
+	} {
+		r := &recorder{TB: t}
+		r.run(func() { tc.wait(r) })
+		if !r.failed || r.messages[0] != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, r.messages, tc.want)
+		}
+	}
+}
+
+// TestPollBackoff runs on the fake clock: the first call is at once, the
+// retries back off from 1 ms to at most 50 ms, and the last retry is at
+// the deadline, not after it.
+func TestPollBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		var at []time.Duration
+		err := Poll(t.Context(), 200*time.Millisecond, func() bool {
+			at = append(at, time.Since(start))
+			return false
+		})
+		want := []time.Duration{0, 1, 3, 7, 15, 31, 63, 113, 163, 200}
+		for i := range want {
+			want[i] *= time.Millisecond
+		}
+		if !slices.Equal(at, want) {
+			t.Errorf("calls at %v, want %v", at, want)
+		}
+		if err == nil || !errors.Is(err, errNotYet) {
+			t.Errorf("err = %v, want one wrapping %v", err, errNotYet)
+		}
+	})
+}
+
+func TestPollContext(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	last := errors.New("still 2 pods")
+	err := Poll(ctx, time.Hour, func() error { return last })
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, last) {
+		t.Fatalf("err = %v, want context.Canceled and the last error", err)
+	}
+	if err := Poll(ctx, time.Hour, func() bool { return true }); err != nil {
+		t.Fatalf("a condition that holds at once: %v", err)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	t.Parallel()
+	addr := FreeAddr(t)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen on the free address %s: %v", addr, err)
+	}
+	l.Close()
+	if p := FreePort(t); p <= 0 || p > 65535 {
+		t.Fatalf("FreePort = %d", p)
+	}
+}
+
+// skipRecorder records a skip instead of skipping the real test.
+type skipRecorder struct {
+	recorder
+	skipped string
+}
+
+func (r *skipRecorder) Skip(args ...any) {
+	r.skipped = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+func TestIntegration(t *testing.T) {
+	t.Parallel()
+	r := &skipRecorder{recorder: recorder{TB: t}}
+	r.run(func() { Integration(r) })
+	if testing.Short() != (r.skipped != "") {
+		t.Fatalf("short %v, skipped %q", testing.Short(), r.skipped)
+	}
+	if testing.Short() && !strings.Contains(r.skipped, "./test/all.sh") {
+		t.Fatalf("skip message %q does not say how to run it", r.skipped)
 	}
 }

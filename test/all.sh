@@ -14,7 +14,8 @@
 #      test package;
 #   3. gofmt check, go vet, go test -race of every package (unit and the
 #      end-to-end tests in test/e2e), then a short fuzz run of every Fuzz
-#      target found;
+#      target found; test/readme-sections.sh checks the READMEs and docs/
+#      (size, zh-CN sections in step, relative links);
 #   4. prints a one-line summary per step and exits non-zero if any failed.
 #
 # Idempotent; runs from any working directory. Go build cache: an existing
@@ -259,6 +260,7 @@ check_proto() {
 }
 
 step "gofmt" check_gofmt
+step "READMEs: size, zh-CN sections, relative links" test/readme-sections.sh
 step "buf lint, breaking, generated code" check_proto
 step "go vet ./..." go vet ./...
 step "go test -race ./..." run_tests

@@ -46,7 +46,7 @@ new_token "$EDGE_TOKEN"
 if [[ ! -s $CONFIG ]]; then
 	cat >"$CONFIG" <<'YAML'
 # Standalone control plane configuration, created by run-standalone.sh.
-# Format: docs/control-protocol.md §7. Token files are relative to this file.
+# Format: docs/control-protocol.md, "7. Standalone configuration and persistence". Token files are relative to this file.
 adminTokenFile: admin.token
 # No "upstreams:" list: the defaults dockerhub, ghcr, quay (alias quayio)
 # and k8s. Add or change upstreams at runtime with grpcurl (PutUpstream).

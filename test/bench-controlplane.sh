@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/bench-controlplane.sh — the benchmark of the control plane (issue 3).
+# test/bench-controlplane.sh — the benchmark of the control plane (CONTRIBUTING.md, "Benchmarks").
 # It prints a markdown table: for N = 100, 1 000 and 5 000 edges, the time
 # from an admin change (PutUpstream) until the last edge ACKed it (p50/p99
 # over repeated changes), the control plane's memory per connected edge and

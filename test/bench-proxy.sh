@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/bench-proxy.sh — the benchmark of pulls through Clash nodes (issue 4).
+# test/bench-proxy.sh — the benchmark of pulls through Clash nodes (CONTRIBUTING.md, "Benchmarks").
 # It prints a markdown table: one large blob (512 MiB) pulled cold through
 # the edge via each node type — ss aes-256-gcm, ss chacha20-ietf-poly1305,
 # SOCKS5 (microsocks), HTTP CONNECT (tinyproxy), trojan, vmess (v2ray) —

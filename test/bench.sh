@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/bench.sh — the benchmark of the edge (issue 2; README.md, "Benchmarks"). It prints a
+# test/bench.sh — the benchmark of the edge (CONTRIBUTING.md, "Benchmarks"). It prints a
 # markdown table at the end: the edge against nginx serving the same file,
 # a direct S3 GetObject, the upstream pulled directly, and Debian's
 # docker-registry in proxy mode; 100 concurrent cold clients; peak RSS under

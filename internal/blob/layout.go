@@ -7,7 +7,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
-// Storage layout (README.md, "Storage"). Blobs and manifests are content-addressed and
+// Storage layout (edge/README.md, "Storage"). Blobs and manifests are content-addressed and
 // shared by every namespace; tag records are per namespace so one tenant can
 // never move another's tag.
 

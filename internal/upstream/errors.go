@@ -147,7 +147,7 @@ func firstErrorCode(body []byte) (code, msg string) {
 	return doc.Errors[0].Code, msg
 }
 
-// parseRetryAfter accepts delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+// parseRetryAfter accepts delta-seconds or an HTTP date (RFC 9110, section 10.2.3).
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {

@@ -1,5 +1,5 @@
 // Package configspec is the shared meaning of the configuration messages in
-// proto/selfhost/v1: the default upstreams (README.md, "Path mapping") and
+// proto/selfhost/v1: the default upstreams (edge/README.md, "Path mapping") and
 // the validation both sides apply — the control plane refuses at its admin
 // API what an edge would NACK, and an edge NACKs what does not pass here.
 package configspec

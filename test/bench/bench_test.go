@@ -188,7 +188,7 @@ func regBlobURL(r *harness.Registry, b layoutBlob) string {
 	return r.URL + "/v2/" + b.Repo + "/blobs/" + b.Digest
 }
 
-// Where each store keeps a blob: the edge's layout (README.md, "Storage") and
+// Where each store keeps a blob: the edge's layout (edge/README.md, "Storage") and
 // docker-registry's.
 func hexOf(digest string) string { return strings.TrimPrefix(digest, "sha256:") }
 func edgeFSPath(ed *harness.Edge, b layoutBlob) string {

@@ -1,5 +1,5 @@
 // Package bench measures the edge against its peers on the same machine in
-// the same run and prints a table of ratios (README.md, "Benchmarks"; issue 2): warm blobs
+// the same run and prints a table of ratios (CONTRIBUTING.md, "Benchmarks"): warm blobs
 // from the filesystem store against nginx serving the same file, warm blobs
 // from the S3 store against a direct GetObject of the same object, cold
 // blobs against pulling the upstream directly, all three against Debian's

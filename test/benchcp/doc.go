@@ -1,5 +1,5 @@
 // Package benchcp measures how the control plane distributes a
-// configuration change (issue 3; docs/control-protocol.md): the real controlplane binary
+// configuration change (docs/control-protocol.md): the real controlplane binary
 // in standalone mode, and N edges implemented in the benchmark process as
 // real gRPC clients, each on its own grpc.ClientConn and so its own
 // loopback TCP connection. Every client says hello and ACKs each snapshot

@@ -1,4 +1,4 @@
-// Package benchproxy benchmarks pulls through Clash nodes (issue 4): a
+// Package benchproxy benchmarks pulls through Clash nodes (docs/edge-proxy.md): a
 // large blob pulled cold through the edge via each node type, against the
 // same proxy server used by its own client (ss-local, trojan's and v2ray's
 // client modes, or curl's SOCKS5 and HTTP CONNECT support). It prints a

@@ -14,7 +14,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
-// adminCalls are the AdminService calls of issue 3; each must be listed by
+// adminCalls are the AdminService calls (docs/control-protocol.md, "6. Admin API"); each must be listed by
 // describe and is run once by TestControlPlaneAdminCalls.
 var adminCalls = []string{
 	"ListEdges", "ListUpstreams", "PutUpstream", "DeleteUpstream",

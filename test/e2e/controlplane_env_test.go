@@ -1,6 +1,6 @@
 package e2e
 
-// The set-up of the control-plane tests (docs/control-protocol.md, issue 3): a real
+// The set-up of the control-plane tests (docs/control-protocol.md): a real
 // standalone control plane, real edges that take their configuration from
 // it, grpcurl as the operator, and Debian's docker-registry behind the
 // token proxy as the upstream `test`.

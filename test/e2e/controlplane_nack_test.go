@@ -28,7 +28,7 @@ const unparsableHost = "http://a%25b.example"
 // reason, and undoing the change clears it.
 //
 // The control plane is documented to refuse at the admin API anything an
-// edge would NACK (docs/control-protocol.md §5), so this URL getting through
+// edge would NACK (docs/control-protocol.md, "5. Pushes"), so this URL getting through
 // is a validation gap. Once the control plane refuses it, the test checks
 // that refusal instead; TestControlPlaneNACKScriptedEdge keeps covering the
 // NACK path either way.

@@ -64,7 +64,7 @@ func rawGet(t *testing.T, addr, path string) response {
 }
 
 // TestProtocolErrors checks the edge's answers to bad and unsupported
-// requests (README.md, "Registry API and errors").
+// requests (edge/README.md, "Registry API and errors").
 func TestProtocolErrors(t *testing.T) {
 	t.Parallel()
 	for _, store := range stores {

@@ -1,6 +1,6 @@
 package e2e
 
-// The set-up of the Kubernetes tests (issue 5; docs/kubernetes.md,
+// The set-up of the Kubernetes tests (docs/kubernetes.md,
 // injector/README.md, docs/security.md): a real kube-apiserver + etcd, the
 // control plane's RBAC from deploy/rbac.yaml, the control plane binary in
 // in-cluster mode running with its ServiceAccount's token (so a missing RBAC

@@ -19,7 +19,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
-// TestKubernetes is issue 5's proof on a real kube-apiserver: labelling a
+// TestKubernetes is the in-cluster mode's proof on a real kube-apiserver: labelling a
 // namespace creates its edge; pods there are rewritten to it; edges
 // authenticate with projected tokens and get only their namespace's
 // config; pulls need the namespace's token; two replicas elect one leader

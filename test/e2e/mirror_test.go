@@ -10,7 +10,7 @@ import (
 )
 
 // TestMirrorMode covers clients configured with the edge as a registry
-// mirror instead of rewritten images (README.md, "Path mapping"): a path without a known
+// mirror instead of rewritten images (edge/README.md, "Path mapping"): a path without a known
 // prefix plus containerd's ?ns=<registry host> selects the upstream by
 // host.
 func TestMirrorMode(t *testing.T) {

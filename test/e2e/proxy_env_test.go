@@ -11,7 +11,7 @@ import (
 // proxyWait bounds waits for control-plane messages in the Clash tests.
 const proxyWait = 30 * time.Second
 
-// proxyNet is the isolated set-up of the Clash tests (issue 4): the
+// proxyNet is the isolated set-up of the Clash tests (docs/edge-proxy.md): the
 // upstream docker-registry runs in one network namespace, the edge in
 // another, and the proxy servers in the root namespace between them,
 // bound to the edge namespace's veth peer. The edge's namespace has a

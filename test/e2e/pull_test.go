@@ -15,7 +15,7 @@ import (
 const bigSize = 256 << 20
 
 // tagTTL is short so that the upstream-down phase also exercises serving a
-// stale tag (README.md, "How a pull goes through the edge").
+// stale tag (edge/README.md, "How a pull goes through the edge").
 const tagTTL = 3 * time.Second
 
 // TestPull pulls every kind of image with every client through the edge,

@@ -17,8 +17,8 @@ import (
 // enough for an asynchronous commit to show up if the edge wrongly made one.
 const settle = 2 * time.Second
 
-// TestUpstreamFaults checks the pull path's rules (README.md, "How a pull
-// goes through the edge"): a short body or a wrong digest from the upstream
+// TestUpstreamFaults checks the pull path's rules (edge/README.md, "How a
+// pull goes through the edge"): a short body or a wrong digest from the upstream
 // never leaves anything visible in the cache, a later pull succeeds, and
 // concurrent cold requests share one upstream fetch.
 func TestUpstreamFaults(t *testing.T) {

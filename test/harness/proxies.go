@@ -1,7 +1,7 @@
 package harness
 
-// Real proxy servers from Debian for Clash node tests (docs/edge-proxy.md
-// §5): each runs on a free port of its host (127.0.0.1 unless
+// Real proxy servers from Debian for Clash node tests (docs/edge-proxy.md,
+// "5. Tests and numbers"): each runs on a free port of its host (127.0.0.1 unless
 // ProxyOptions.Host says otherwise) and comes with the Clash node map and the
 // share link that reach it.
 

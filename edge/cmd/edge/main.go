@@ -1,4 +1,4 @@
-// Command edge is the pull-through OCI registry of one namespace (README.md,
+// Command edge is the pull-through OCI registry of one namespace (edge/README.md,
 // "How a pull goes through the edge"). Standalone it needs no control plane
 // and no cluster:
 //

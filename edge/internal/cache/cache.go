@@ -1,5 +1,5 @@
-// Package cache is the edge's pull-through logic (README.md, "How a pull
-// goes through the edge" and "Storage"): it answers manifests and blobs
+// Package cache is the edge's pull-through logic (edge/README.md, "How a
+// pull goes through the edge" and "Storage"): it answers manifests and blobs
 // from the blob.Store, and on a miss fetches them from the upstream,
 // verifies them, streams them to the client and stores them for next time.
 //

@@ -31,7 +31,7 @@ type Manifest struct {
 }
 
 // tagRecord is what a namespace's tag points at, stored at blob.TagKey
-// (README.md, "Storage").
+// (edge/README.md, "Storage").
 type tagRecord struct {
 	Digest      string    `json:"digest"`
 	MediaType   string    `json:"mediaType"`

@@ -1,5 +1,5 @@
 // Package registry is the edge's HTTP boundary: the pull side of the OCI
-// Distribution Spec (README.md, "Registry API and errors") over a
+// Distribution Spec (edge/README.md, "Registry API and errors") over a
 // cache.Cache. It parses requests with route, answers byte-exact manifests
 // and ranged blobs, and is the one place where errors become OCI error JSON.
 package registry

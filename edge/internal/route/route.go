@@ -1,4 +1,4 @@
-// Package route maps registry request paths onto upstreams (README.md,
+// Package route maps registry request paths onto upstreams (edge/README.md,
 // "Path mapping"): /v2/<prefix>/<repository>/... selects the upstream
 // registered under <prefix>, a name without a known prefix is Docker Hub
 // (mirror mode), and containerd's ?ns=<host> query selects the upstream by

@@ -3,6 +3,7 @@ package clusterview
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -147,22 +148,19 @@ func TestKubeTenantCredentials(t *testing.T) {
 	}
 	waitFor(t, "team-a back on the operator's credentials", func(set *snapshot.Set) bool { return users(set, "team-a") == operators }, s)
 	var ev corev1.Event
-	deadline := time.Now().Add(time.Minute)
-	for ev.Reason == "" {
+	testkit.WaitFor(t, "a Warning event on the malformed Secret", time.Minute, func() error {
 		l, err := admin.CoreV1().Events("team-a").List(ctx, metav1.ListOptions{})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		for _, e := range l.Items {
 			if e.Reason == controller.EventBadUpstreamCredentials && e.InvolvedObject.Name == kubecontract.UpstreamCredentialsSecretName {
 				ev = e
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no Warning event on the malformed Secret")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("%d events, none %s on the Secret", len(l.Items), controller.EventBadUpstreamCredentials)
+	})
 	if ev.Type != corev1.EventTypeWarning || !strings.Contains(ev.Message, `auths["quay.io"].username, password: both needed`) {
 		t.Errorf("event %s: %s", ev.Type, ev.Message)
 	}

@@ -3,6 +3,7 @@ package clusterview
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -97,13 +99,12 @@ func readySlice(ns string, ready bool) *discoveryv1.EndpointSlice {
 // is shared.
 func waitFor(t *testing.T, what string, cond func(*snapshot.Set) bool, s *store.Store) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond(s.Current()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; namespaces %v", what, s.Current().NamespaceNames())
+	testkit.WaitFor(t, what, 30*time.Second, func() error {
+		if set := s.Current(); !cond(set) {
+			return fmt.Errorf("namespaces %v", set.NamespaceNames())
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestViewFollowsTheControllersEdges(t *testing.T) {
@@ -149,17 +150,13 @@ func TestViewEdgeReadiness(t *testing.T) {
 	if _, err := f.client.DiscoveryV1().EndpointSlices("a").Update(ctx, readySlice("a", true), metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.WaitFor(t, "edge ready", 30*time.Second, func() error {
 		e, _ = f.view.Namespace(ctx, "a")
-		if e.NotReady == "" {
-			break
+		if e.NotReady != "" {
+			return errors.New(e.NotReady)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edge never ready: %s", e.NotReady)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	if len(e.Rules.Upstreams) != 1 || e.Rules.Upstreams[0].Prefix != "dockerhub" {
 		t.Fatalf("rules upstreams = %+v", e.Rules.Upstreams)
 	}

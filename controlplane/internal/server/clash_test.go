@@ -16,6 +16,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server/servertest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -310,7 +311,7 @@ func TestClashAdminCalls(t *testing.T) {
 	ce.sub.Set(http.StatusOK, clashtest.ClashYAML(ce.servers["ss"].Node("ss"), ce.servers["socks"].Node("socks"), ce.servers["http"].Node("http")))
 	ce.Stop(t)
 	again := servertest.Start(t, servertest.Options{Dir: ce.Dir, Debounce: 20 * time.Millisecond})
-	waitFor(t, "the pool after the restart", func() bool { return len(listProxyNodes(t, again).GetNodes()) == 3 })
+	testkit.WaitFor(t, "the pool after the restart", 10*time.Second, func() bool { return len(listProxyNodes(t, again).GetNodes()) == 3 })
 	if m := listProxyNodes(t, again).GetMode(); m != selfhostv1.ProxyMode_PROXY_MODE_DIRECT {
 		t.Fatalf("mode after restart %v", m)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server/servertest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -61,7 +62,7 @@ func TestStreamHelloSnapshotAck(t *testing.T) {
 		t.Fatalf("before the ACK: %v", edges)
 	}
 	edge.Ack(t, cfg, true, "")
-	waitFor(t, "ACK recorded", func() bool {
+	testkit.WaitFor(t, "ACK recorded", 10*time.Second, func() bool {
 		e := listEdges(t, env, "team-a")
 		return len(e) == 1 && e[0].GetAckedVersion() == cfg.GetVersion() && e[0].GetPod() == "edge-0"
 	})
@@ -76,7 +77,7 @@ func TestStreamNackShownInListEdges(t *testing.T) {
 	putUpstream(t, env, &selfhostv1.Upstream{Prefix: "gcr", Url: "https://gcr.io"})
 	second := edge.NextConfig(t)
 	edge.Ack(t, second, false, "upstreams[2].url: edge refuses it")
-	waitFor(t, "NACK recorded", func() bool {
+	testkit.WaitFor(t, "NACK recorded", 10*time.Second, func() bool {
 		e := listEdges(t, env, "team-a")
 		return len(e) == 1 && e[0].GetNackReason() == "upstreams[2].url: edge refuses it" &&
 			e[0].GetAckedVersion() == first.GetVersion() && e[0].GetSentVersion() == second.GetVersion()
@@ -96,7 +97,7 @@ func TestStreamStaleAckIgnored(t *testing.T) {
 	edge.Ack(t, first, true, "")                                                                  // old nonce: stale
 	edge.Ack(t, &selfhostv1.EdgeConfig{Version: second.GetVersion(), Nonce: "bogus"}, false, "x") // unknown nonce
 	edge.Ack(t, second, true, "")
-	waitFor(t, "current ACK recorded", func() bool {
+	testkit.WaitFor(t, "current ACK recorded", 10*time.Second, func() bool {
 		e := listEdges(t, env, "team-a")
 		return len(e) == 1 && e[0].GetAckedVersion() == second.GetVersion()
 	})
@@ -252,7 +253,7 @@ func TestCacheStatsSummed(t *testing.T) {
 		}}})
 	}
 	want := &selfhostv1.GetCacheStatsResponse{Edges: 2, Total: &selfhostv1.EdgeStats{CacheHits: 30, CacheMisses: 2, BytesFromCache: 200, BytesFromUpstream: 10, StaleServes: 1}}
-	waitFor(t, "stats summed", func() bool {
+	testkit.WaitFor(t, "stats summed", 10*time.Second, func() bool {
 		got, err := env.Admin.GetCacheStats(adminCtx(t), &selfhostv1.GetCacheStatsRequest{})
 		return err == nil && proto.Equal(got, want)
 	})
@@ -300,15 +301,4 @@ func listEdges(t *testing.T, env *servertest.Env, ns string) []*selfhostv1.EdgeS
 		t.Fatal(err)
 	}
 	return resp.GetEdges()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -38,8 +38,13 @@ func (b *Blob) Close() {
 	}
 }
 
-// Blob returns the blob rt addresses.
-func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
+// Blob returns the blob rt addresses. A miss starts a fill from the
+// upstream of the request's snapshot ups; the fill keeps ups to its end,
+// even when it outlives the request.
+func (c *Cache) Blob(ctx context.Context, ups Upstreams, rt route.Route) (*Blob, error) {
+	if ups == nil {
+		return nil, ErrNoSnapshot
+	}
 	// The fill inherits the scope (it runs on a detached copy of ctx): the
 	// storage broker grants and accepts shared objects per repository.
 	ctx = blob.WithScope(ctx, rt.Prefix, rt.Repository)
@@ -62,7 +67,7 @@ func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
 		c.running.add()
 		go func() {
 			defer c.running.done()
-			c.runFill(context.WithoutCancel(ctx), f, rt)
+			c.runFill(context.WithoutCancel(ctx), ups, f, rt)
 		}()
 	}
 	size, err := f.wait(ctx)
@@ -88,15 +93,19 @@ func (c *Cache) Blob(ctx context.Context, rt route.Route) (*Blob, error) {
 
 // BlobSize answers a HEAD of the blob rt addresses: from storage when it
 // is cached, else from an upstream HEAD. It never starts a fill, so a
-// client probing for a blob does not make the edge download it.
-func (c *Cache) BlobSize(ctx context.Context, rt route.Route) (size int64, source string, err error) {
+// client probing for a blob does not make the edge download it. ups is
+// the request's configuration snapshot.
+func (c *Cache) BlobSize(ctx context.Context, ups Upstreams, rt route.Route) (size int64, source string, err error) {
+	if ups == nil {
+		return 0, "", ErrNoSnapshot
+	}
 	ctx = blob.WithScope(ctx, rt.Prefix, rt.Repository)
 	if b, ok := c.storedBlob(ctx, blob.BlobKey(rt.Digest)); ok {
 		c.m.Hits.WithLabelValues("blob").Inc()
 		return b.Size, b.Source, nil
 	}
 	c.m.Misses.WithLabelValues("blob").Inc()
-	f, err := c.fetcher(ctx, rt.Prefix)
+	f, err := fetcher(ups, rt.Prefix)
 	if err != nil {
 		return 0, "", err
 	}
@@ -148,7 +157,7 @@ var fillBufs = sync.Pool{New: func() any { b := make([]byte, fillBufSize); retur
 // runFill streams the blob from upstream into a spool (read by every
 // waiting request) and into the store, then verifies and commits it. The
 // fill is finished exactly once: by fillFrom on success, here on failure.
-func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
+func (c *Cache) runFill(ctx context.Context, ups Upstreams, f *fill, rt route.Route) {
 	ctx, cancel := context.WithTimeout(ctx, c.fillTTL)
 	defer cancel()
 	defer c.fills.remove(f)
@@ -166,18 +175,18 @@ func (c *Cache) runFill(ctx context.Context, f *fill, rt route.Route) {
 	c.m.FillsInFlight.Inc()
 	defer c.m.FillsInFlight.Dec()
 
-	if err := c.fillFrom(ctx, f, rt); err != nil {
+	if err := c.fillFrom(ctx, ups, f, rt); err != nil {
 		c.log.Warn("blob fill failed", "prefix", rt.Prefix, "repository", rt.Repository, "digest", rt.Digest.String(), "err", err)
 		f.finish(err)
 	}
 }
 
-func (c *Cache) fillFrom(ctx context.Context, f *fill, rt route.Route) error {
-	fetcher, err := c.fetcher(ctx, rt.Prefix)
+func (c *Cache) fillFrom(ctx context.Context, ups Upstreams, f *fill, rt route.Route) error {
+	up, err := fetcher(ups, rt.Prefix)
 	if err != nil {
 		return err
 	}
-	ub, err := fetcher.Blob(ctx, rt.Repository, rt.Digest)
+	ub, err := up.Blob(ctx, rt.Repository, rt.Digest)
 	c.countUpstream(rt.Prefix, "blob", http.MethodGet, err)
 	if err != nil {
 		return err

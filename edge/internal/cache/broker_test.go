@@ -98,13 +98,13 @@ func TestBrokerDenialIsAMiss(t *testing.T) {
 			body := []byte("layer bytes")
 			bd := e.addBlob(body)
 			for range 2 {
-				if m, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil || m.Digest != md {
+				if m, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); err != nil || m.Digest != md {
 					t.Fatalf("manifest: %v", err)
 				}
-				if got, err := readBlob(ctx, e.c, blobRoute(bd), 0, -1); err != nil || string(got) != string(body) {
+				if got, err := readBlob(ctx, e.c, e.ups, blobRoute(bd), 0, -1); err != nil || string(got) != string(body) {
 					t.Fatalf("blob: %q, %v", got, err)
 				}
-				if size, _, err := e.c.BlobSize(ctx, blobRoute(bd)); err != nil || size != int64(len(body)) {
+				if size, _, err := e.c.BlobSize(ctx, e.ups, blobRoute(bd)); err != nil || size != int64(len(body)) {
 					t.Fatalf("blob size: %d, %v", size, err)
 				}
 				waitFillsDone(t, e.c)
@@ -147,7 +147,7 @@ func TestTagRecordFromTheFuture(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	d := e.up.setTag("v1", manifestBody("x"))
-	if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); err != nil {
 		t.Fatal(err)
 	}
 	key, err := blob.TagKey("team-a", "test", "app", "v1")
@@ -159,7 +159,7 @@ func TestTagRecordFromTheFuture(t *testing.T) {
 	if err := e.mem.Put(ctx, key, rec, "application/json"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.up.manifestHeads.Load(); n != 0 {
@@ -170,7 +170,7 @@ func TestTagRecordFromTheFuture(t *testing.T) {
 		t.Fatalf("stored record = %+v, %v; want times clamped to %v", got, err, e.clock.now())
 	}
 	e.clock.add(time.Minute + time.Second)
-	if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.up.manifestHeads.Load(); n != 1 {

@@ -31,7 +31,6 @@ var ErrUnknownUpstream = errors.New("no upstream for prefix")
 // Cache is the pull-through cache of one namespace.
 type Cache struct {
 	store      blob.Store
-	upstreams  Upstreams
 	namespace  string
 	tagTTL     time.Duration
 	fillTTL    time.Duration
@@ -78,13 +77,15 @@ func WithLogger(l *slog.Logger) Option { return func(c *Cache) { c.log = l } }
 // WithClock replaces time.Now (tests of tag freshness).
 func WithClock(now func() time.Time) Option { return func(c *Cache) { c.now = now } }
 
-// New returns a Cache for namespace over store and upstreams.
-func New(store blob.Store, ups Upstreams, namespace string, m *metrics.Metrics, opts ...Option) (*Cache, error) {
+// New returns a Cache for namespace over store. It holds no upstreams:
+// every call that may reach one takes the request's configuration snapshot
+// (Upstreams) as an argument.
+func New(store blob.Store, namespace string, m *metrics.Metrics, opts ...Option) (*Cache, error) {
 	if namespace == "" {
 		return nil, errors.New("cache: namespace must not be empty")
 	}
 	c := &Cache{
-		store: store, upstreams: ups, namespace: namespace, m: m,
+		store: store, namespace: namespace, m: m,
 		tagTTL: 5 * time.Minute, fillTTL: time.Hour, requestTTL: 2 * time.Minute, spoolDir: os.TempDir(),
 		log: slog.Default(), now: time.Now,
 	}
@@ -159,14 +160,6 @@ func (c *Cache) CheckStorage(ctx context.Context) error {
 	}
 	c.storageOK()
 	return nil
-}
-
-func (c *Cache) fetcher(ctx context.Context, prefix string) (upstream.Fetcher, error) {
-	f, ok := c.upstreamsFor(ctx).Fetcher(prefix)
-	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownUpstream, prefix)
-	}
-	return f, nil
 }
 
 // countUpstream records an upstream request and, when it failed, its error.

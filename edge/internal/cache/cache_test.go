@@ -62,6 +62,9 @@ type env struct {
 	m     *metrics.Metrics
 	c     *Cache
 	clock *fakeClock
+	// ups is the configuration snapshot every call of the test passes:
+	// "test" → up.
+	ups Upstreams
 }
 
 type fakeClock struct {
@@ -76,7 +79,8 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{up: newFakeUpstream(), mem: blobtest.NewMemory(), m: metrics.New(), clock: &fakeClock{t: time.Unix(1_700_000_000, 0)}}
 	e.store = &switchStore{Store: e.mem}
-	c, err := New(e.store, upstreamSet{"test": e.up}, "team-a", e.m,
+	e.ups = upstreamSet{"test": e.up}
+	c, err := New(e.store, "team-a", e.m,
 		WithSpoolDir(t.TempDir()), WithTagTTL(time.Minute), WithClock(e.clock.now),
 		WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
@@ -102,8 +106,8 @@ func tagRoute(tag string) route.Route {
 	return route.Route{Kind: route.KindManifest, Prefix: "test", Repository: "app", Tag: tag}
 }
 
-func readBlob(ctx context.Context, c *Cache, rt route.Route, off, n int64) ([]byte, error) {
-	b, err := c.Blob(ctx, rt)
+func readBlob(ctx context.Context, c *Cache, ups Upstreams, rt route.Route, off, n int64) ([]byte, error) {
+	b, err := c.Blob(ctx, ups, rt)
 	if err != nil {
 		return nil, err
 	}
@@ -122,12 +126,12 @@ func TestBlobMissThenHit(t *testing.T) {
 	body := blobtest.Content(3<<20, 1)
 	d := e.addBlob(body)
 	ctx := context.Background()
-	got, err := readBlob(ctx, e.c, blobRoute(d), 0, -1)
+	got, err := readBlob(ctx, e.c, e.ups, blobRoute(d), 0, -1)
 	if err != nil || string(got) != string(body) {
 		t.Fatalf("cold read: %d bytes, err %v", len(got), err)
 	}
 	waitStored(t, e.mem, blob.BlobKey(d))
-	got, err = readBlob(ctx, e.c, blobRoute(d), 10, 100)
+	got, err = readBlob(ctx, e.c, e.ups, blobRoute(d), 10, 100)
 	if err != nil || string(got) != string(body[10:110]) {
 		t.Fatalf("warm range read: %v", err)
 	}
@@ -154,7 +158,7 @@ func TestConcurrentColdReadersShareOneFetch(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			off := int64(i * 1000)
-			got, err := readBlob(context.Background(), e.c, blobRoute(d), off, -1)
+			got, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), off, -1)
 			if err == nil && string(got) != string(body[off:]) {
 				err = errors.New("content differs")
 			}
@@ -183,7 +187,7 @@ func TestLastByteHeldUntilVerified(t *testing.T) {
 	d := e.addBlob(body)
 	gate := make(chan struct{})
 	e.up.gate = gate
-	b, err := e.c.Blob(context.Background(), blobRoute(d))
+	b, err := e.c.Blob(context.Background(), e.ups, blobRoute(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +237,7 @@ func TestBadUpstreamBodyNeverStored(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			d := tc.setup(e)
-			_, err := readBlob(context.Background(), e.c, blobRoute(d), 0, -1)
+			_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), 0, -1)
 			if err == nil {
 				t.Fatal("read of a bad upstream body succeeded")
 			}
@@ -253,7 +257,7 @@ func TestDisconnectDoesNotCancelFill(t *testing.T) {
 	gate := make(chan struct{})
 	e.up.gate = gate
 	ctx, cancel := context.WithCancel(context.Background())
-	b, err := e.c.Blob(ctx, blobRoute(d))
+	b, err := e.c.Blob(ctx, e.ups, blobRoute(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +273,7 @@ func TestDisconnectDoesNotCancelFill(t *testing.T) {
 func TestUpstreamNotFound(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	_, err := readBlob(context.Background(), e.c, blobRoute(oci.FromBytes([]byte("nope"))), 0, -1)
+	_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(oci.FromBytes([]byte("nope"))), 0, -1)
 	if err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("err = %v, want upstream 404", err)
 	}
@@ -315,7 +319,7 @@ func TestWaitFills(t *testing.T) {
 	d := e.addBlob(body)
 	gate := make(chan struct{})
 	e.up.gate = gate
-	b, err := e.c.Blob(context.Background(), blobRoute(d))
+	b, err := e.c.Blob(context.Background(), e.ups, blobRoute(d))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +346,7 @@ func TestBlobSizeNeverFills(t *testing.T) {
 	ctx := context.Background()
 	body := []byte("head me, do not fetch me")
 	d := e.addBlob(body)
-	size, source, err := e.c.BlobSize(ctx, blobRoute(d))
+	size, source, err := e.c.BlobSize(ctx, e.ups, blobRoute(d))
 	if err != nil || size != int64(len(body)) || source != "upstream" {
 		t.Fatalf("uncached: %d %s %v", size, source, err)
 	}
@@ -353,14 +357,14 @@ func TestBlobSizeNeverFills(t *testing.T) {
 	if _, err := e.mem.Stat(ctx, blob.BlobKey(d)); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("a HEAD stored the blob: %v", err)
 	}
-	if _, err := readBlob(ctx, e.c, blobRoute(d), 0, -1); err != nil {
+	if _, err := readBlob(ctx, e.c, e.ups, blobRoute(d), 0, -1); err != nil {
 		t.Fatal(err)
 	}
 	waitStored(t, e.mem, blob.BlobKey(d))
-	if size, source, err := e.c.BlobSize(ctx, blobRoute(d)); err != nil || size != int64(len(body)) || source != "cache" || e.up.blobHeads.Load() != 1 {
+	if size, source, err := e.c.BlobSize(ctx, e.ups, blobRoute(d)); err != nil || size != int64(len(body)) || source != "cache" || e.up.blobHeads.Load() != 1 {
 		t.Fatalf("cached: %d %s %v, %d upstream HEADs", size, source, err, e.up.blobHeads.Load())
 	}
-	if _, _, err := e.c.BlobSize(ctx, blobRoute(oci.FromBytes([]byte("absent")))); !errors.Is(err, upstream.ErrNotFound) {
+	if _, _, err := e.c.BlobSize(ctx, e.ups, blobRoute(oci.FromBytes([]byte("absent")))); !errors.Is(err, upstream.ErrNotFound) {
 		t.Fatalf("unknown blob: %v", err)
 	}
 }

@@ -46,7 +46,7 @@ func TestMaxFillsBoundsUpstreamTransfers(t *testing.T) {
 	errs := make(chan error, len(digests))
 	for _, d := range digests {
 		go func() {
-			_, err := readBlob(context.Background(), e.c, blobRoute(d), 0, -1)
+			_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), 0, -1)
 			errs <- err
 		}()
 	}
@@ -76,12 +76,12 @@ func TestMaxFillsWaiterRespectsContext(t *testing.T) {
 	gate := make(chan struct{})
 	e.up.gate = gate
 	first, second := e.addBlob(blobtest.Content(4096, 20)), e.addBlob(blobtest.Content(4096, 21))
-	go func() { _, _ = readBlob(context.Background(), e.c, blobRoute(first), 0, -1) }()
+	go func() { _, _ = readBlob(context.Background(), e.c, e.ups, blobRoute(first), 0, -1) }()
 	eventuallyTrue(t, "first fill", func() bool { return e.up.blobGets.Load() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := readBlob(ctx, e.c, blobRoute(second), 0, -1); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := readBlob(ctx, e.c, e.ups, blobRoute(second), 0, -1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("waiting request: %v, want its deadline", err)
 	}
 	// The queued fill is detached from the request that gave up (a client
@@ -141,12 +141,12 @@ func TestPerUpstreamTagTTL(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			e.up.setTag("v1", []byte(`{"schemaVersion":2}`))
-			ctx := WithUpstreams(context.Background(), ttlSet{upstreamSet{"test": e.up}, tc.ttl})
-			if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+			ctx, ups := context.Background(), ttlSet{upstreamSet{"test": e.up}, tc.ttl}
+			if _, err := e.c.Manifest(ctx, ups, tagRoute("v1")); err != nil {
 				t.Fatal(err)
 			}
 			e.clock.add(2 * time.Minute)
-			if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+			if _, err := e.c.Manifest(ctx, ups, tagRoute("v1")); err != nil {
 				t.Fatal(err)
 			}
 			if n := e.up.manifestHeads.Load(); n != tc.wantHeads {
@@ -156,26 +156,47 @@ func TestPerUpstreamTagTTL(t *testing.T) {
 	}
 }
 
-func TestWithUpstreamsPinsTheSnapshot(t *testing.T) {
+// TestCallsUseTheGivenSnapshot: every call reaches the upstreams of the
+// snapshot it is given and no other; a snapshot without the prefix is an
+// unknown upstream and no snapshot at all is ErrNoSnapshot, never a
+// fallback to another configuration.
+func TestCallsUseTheGivenSnapshot(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t) // the Cache's own upstreams: "test" → e.up
+	e := newEnv(t) // e.ups: "test" → e.up
 	pinned := newFakeUpstream()
 	pinned.setTag("v1", []byte(`{"schemaVersion":2,"pinned":true}`))
-	ctx := WithUpstreams(context.Background(), upstreamSet{"test": pinned})
-	if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+	ctx, ups := context.Background(), upstreamSet{"test": pinned}
+	if _, err := e.c.Manifest(ctx, ups, tagRoute("v1")); err != nil {
 		t.Fatal(err)
 	}
 	d := oci.FromBytes([]byte("pinned blob"))
 	pinned.blobs[d.String()] = []byte("pinned blob")
-	if _, err := readBlob(ctx, e.c, blobRoute(d), 0, -1); err != nil {
+	if _, err := readBlob(ctx, e.c, ups, blobRoute(d), 0, -1); err != nil {
 		t.Fatal(err)
 	}
 	if e.up.manifestGets.Load()+e.up.blobGets.Load() != 0 || pinned.manifestGets.Load() != 1 || pinned.blobGets.Load() != 1 {
-		t.Fatal("cache did not use the pinned upstreams")
+		t.Fatal("cache did not use the given upstreams")
 	}
-	// A snapshot without the prefix: unknown upstream, not a fallback.
-	if _, err := e.c.Manifest(WithUpstreams(context.Background(), upstreamSet{}), tagRoute("v1")); !errors.Is(err, ErrUnknownUpstream) {
-		t.Fatalf("err = %v", err)
+	cold, absent := tagRoute("v2"), blobRoute(oci.FromBytes([]byte("absent")))
+	for _, tc := range []struct {
+		name string
+		ups  Upstreams
+		want error
+	}{
+		{"snapshot without the prefix", upstreamSet{}, ErrUnknownUpstream},
+		{"no snapshot", nil, ErrNoSnapshot},
+	} {
+		calls := map[string]func() error{
+			"manifest":  func() error { _, err := e.c.Manifest(ctx, tc.ups, cold); return err },
+			"blob":      func() error { _, err := readBlob(ctx, e.c, tc.ups, absent, 0, -1); return err },
+			"blob HEAD": func() error { _, _, err := e.c.BlobSize(ctx, tc.ups, absent); return err },
+			"tags":      func() error { _, err := e.c.Tags(ctx, tc.ups, cold, nil); return err },
+		}
+		for call, fn := range calls {
+			if err := fn(); !errors.Is(err, tc.want) {
+				t.Errorf("%s, %s: err = %v, want %v", tc.name, call, err, tc.want)
+			}
+		}
 	}
 }
 
@@ -184,7 +205,7 @@ func TestInvalidateTag(t *testing.T) {
 	e := newEnv(t)
 	e.up.setTag("latest", []byte(`{"schemaVersion":2}`))
 	ctx := context.Background()
-	if _, err := e.c.Manifest(ctx, tagRoute("latest")); err != nil {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("latest")); err != nil {
 		t.Fatal(err)
 	}
 	key, _ := blob.TagKey("team-a", "test", "app", "latest")
@@ -197,7 +218,7 @@ func TestInvalidateTag(t *testing.T) {
 	if _, err := e.mem.Stat(ctx, key); !errors.Is(err, blob.ErrNotFound) {
 		t.Fatalf("tag record still there: %v", err)
 	}
-	if _, err := e.c.Manifest(ctx, tagRoute("latest")); err != nil || e.up.manifestGets.Load() != 2 {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("latest")); err != nil || e.up.manifestGets.Load() != 2 {
 		t.Fatalf("next pull did not refetch: gets %d, err %v", e.up.manifestGets.Load(), err)
 	}
 	// Idempotent, and bad names never reach the store.

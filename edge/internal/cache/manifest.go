@@ -39,17 +39,18 @@ type tagRecord struct {
 	LastChecked time.Time `json:"lastChecked"`
 }
 
-// Manifest returns the manifest rt addresses, by tag or by digest.
-func (c *Cache) Manifest(ctx context.Context, rt route.Route) (*Manifest, error) {
+// Manifest returns the manifest rt addresses, by tag or by digest, with
+// the upstreams and tag TTLs of the request's snapshot ups.
+func (c *Cache) Manifest(ctx context.Context, ups Upstreams, rt route.Route) (*Manifest, error) {
 	ctx = blob.WithScope(ctx, rt.Prefix, rt.Repository)
-	f, err := c.fetcher(ctx, rt.Prefix)
+	f, err := fetcher(ups, rt.Prefix)
 	if err != nil {
 		return nil, err
 	}
 	if rt.Tag == "" {
 		return c.manifestByDigest(ctx, f, rt)
 	}
-	return c.manifestByTag(ctx, f, rt)
+	return c.manifestByTag(ctx, f, c.tagTTLFor(ups, rt.Prefix), rt)
 }
 
 func (c *Cache) manifestByDigest(ctx context.Context, f upstream.Fetcher, rt route.Route) (*Manifest, error) {
@@ -61,7 +62,7 @@ func (c *Cache) manifestByDigest(ctx context.Context, f upstream.Fetcher, rt rou
 	return c.fetchManifest(ctx, f, rt, rt.Digest.String())
 }
 
-func (c *Cache) manifestByTag(ctx context.Context, f upstream.Fetcher, rt route.Route) (*Manifest, error) {
+func (c *Cache) manifestByTag(ctx context.Context, f upstream.Fetcher, tagTTL time.Duration, rt route.Route) (*Manifest, error) {
 	key, err := blob.TagKey(c.namespace, rt.Prefix, rt.Repository, rt.Tag)
 	if err != nil {
 		return nil, fmt.Errorf("tag key: %w", err)
@@ -77,7 +78,7 @@ func (c *Cache) manifestByTag(ctx context.Context, f upstream.Fetcher, rt route.
 		c.m.Misses.WithLabelValues("manifest").Inc()
 		return c.fetchManifest(ctx, f, rt, rt.Tag)
 	}
-	if c.now().Sub(rec.LastChecked) < c.tagTTLFor(ctx, rt.Prefix) {
+	if c.now().Sub(rec.LastChecked) < tagTTL {
 		if m, err := c.loadManifest(ctx, d); err == nil {
 			c.m.Hits.WithLabelValues("manifest").Inc()
 			return m, nil

@@ -24,32 +24,32 @@ func TestTagFreshnessAndRevalidation(t *testing.T) {
 	ctx := context.Background()
 	d1 := e.up.setTag("v1", manifestBody("one"))
 
-	m, err := e.c.Manifest(ctx, tagRoute("v1"))
+	m, err := e.c.Manifest(ctx, e.ups, tagRoute("v1"))
 	if err != nil || m.Digest != d1 || m.Source != "upstream" {
 		t.Fatalf("cold: %+v, %v", m, err)
 	}
 	// Fresh: no upstream traffic at all.
-	m, err = e.c.Manifest(ctx, tagRoute("v1"))
+	m, err = e.c.Manifest(ctx, e.ups, tagRoute("v1"))
 	if err != nil || m.Source != "cache" || e.up.manifestGets.Load() != 1 || e.up.manifestHeads.Load() != 0 {
 		t.Fatalf("fresh hit went upstream: gets=%d heads=%d err=%v", e.up.manifestGets.Load(), e.up.manifestHeads.Load(), err)
 	}
 	// Stale, unchanged upstream: one HEAD, no GET.
 	e.clock.add(2 * time.Minute)
-	m, err = e.c.Manifest(ctx, tagRoute("v1"))
+	m, err = e.c.Manifest(ctx, e.ups, tagRoute("v1"))
 	if err != nil || m.Digest != d1 || e.up.manifestHeads.Load() != 1 || e.up.manifestGets.Load() != 1 {
 		t.Fatalf("revalidate unchanged: heads=%d gets=%d err=%v", e.up.manifestHeads.Load(), e.up.manifestGets.Load(), err)
 	}
 	// Stale, moved upstream: HEAD then GET of the new manifest.
 	d2 := e.up.setTag("v1", manifestBody("two"))
 	e.clock.add(2 * time.Minute)
-	m, err = e.c.Manifest(ctx, tagRoute("v1"))
+	m, err = e.c.Manifest(ctx, e.ups, tagRoute("v1"))
 	if err != nil || m.Digest != d2 {
 		t.Fatalf("moved tag: got %v, want %v (err %v)", m.Digest, d2, err)
 	}
 	// Stale with the upstream down: the last mapping is served and counted.
 	e.up.down.Store(true)
 	e.clock.add(2 * time.Minute)
-	m, err = e.c.Manifest(ctx, tagRoute("v1"))
+	m, err = e.c.Manifest(ctx, e.ups, tagRoute("v1"))
 	if err != nil || m.Digest != d2 || !m.Stale {
 		t.Fatalf("stale serve: %+v, %v", m, err)
 	}
@@ -57,7 +57,7 @@ func TestTagFreshnessAndRevalidation(t *testing.T) {
 		t.Fatalf("stale serves = %v, want 1", n)
 	}
 	// By digest needs no upstream at all.
-	if m, err := e.c.Manifest(ctx, digestRoute(d1)); err != nil || m.Digest != d1 {
+	if m, err := e.c.Manifest(ctx, e.ups, digestRoute(d1)); err != nil || m.Digest != d1 {
 		t.Fatalf("by digest with upstream down: %v", err)
 	}
 }
@@ -67,7 +67,7 @@ func TestTagsArePerNamespace(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.up.setTag("latest", manifestBody("a"))
-	if _, err := e.c.Manifest(ctx, tagRoute("latest")); err != nil {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("latest")); err != nil {
 		t.Fatal(err)
 	}
 	key, _ := blob.TagKey("team-a", "test", "app", "latest")
@@ -95,7 +95,7 @@ func TestManifestErrors(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			tc.setup(e)
-			_, err := e.c.Manifest(context.Background(), tagRoute("nope"))
+			_, err := e.c.Manifest(context.Background(), e.ups, tagRoute("nope"))
 			if !errors.Is(err, tc.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tc.wantErr)
 			}
@@ -111,7 +111,7 @@ func TestDigestMismatchNotStored(t *testing.T) {
 	e := newEnv(t)
 	want := oci.FromBytes([]byte("what was asked for"))
 	e.up.manifests[want.String()] = manifestBody("something else")
-	_, err := e.c.Manifest(context.Background(), digestRoute(want))
+	_, err := e.c.Manifest(context.Background(), e.ups, digestRoute(want))
 	if !errors.Is(err, upstream.ErrDigestMismatch) {
 		t.Fatalf("err = %v, want digest mismatch", err)
 	}
@@ -126,12 +126,12 @@ func TestStorageDownDegradesToStreaming(t *testing.T) {
 	ctx := context.Background()
 	e.store.broken.Store(true)
 	d := e.up.setTag("v1", manifestBody("x"))
-	if m, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil || m.Digest != d {
+	if m, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); err != nil || m.Digest != d {
 		t.Fatalf("manifest with storage down: %v", err)
 	}
 	body := []byte("layer bytes")
 	bd := e.addBlob(body)
-	got, err := readBlob(ctx, e.c, blobRoute(bd), 0, -1)
+	got, err := readBlob(ctx, e.c, e.ups, blobRoute(bd), 0, -1)
 	if err != nil || string(got) != string(body) {
 		t.Fatalf("blob with storage down: %q, %v", got, err)
 	}
@@ -147,7 +147,7 @@ func TestStorageDownDegradesToStreaming(t *testing.T) {
 	if err := e.c.CheckStorage(ctx); err != nil || e.c.Degraded() {
 		t.Fatalf("not recovered: %v", err)
 	}
-	if _, err := readBlob(ctx, e.c, blobRoute(bd), 0, -1); err != nil {
+	if _, err := readBlob(ctx, e.c, e.ups, blobRoute(bd), 0, -1); err != nil {
 		t.Fatal(err)
 	}
 	waitStored(t, e.mem, blob.BlobKey(bd))

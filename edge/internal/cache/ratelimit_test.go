@@ -95,11 +95,11 @@ func TestRateLimitOnlyUpstream(t *testing.T) {
 	e.up.setTag("v1", manifestBody("v1"))
 
 	// Two tokens: a blob and a tag.
-	if _, err := readBlob(ctx, e.c, blobRoute(cached), 0, -1); err != nil {
+	if _, err := readBlob(ctx, e.c, e.ups, blobRoute(cached), 0, -1); err != nil {
 		t.Fatal(err)
 	}
 	waitStored(t, e.mem, blob.BlobKey(cached))
-	if _, err := e.c.Manifest(ctx, tagRoute("v1")); err != nil {
+	if _, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -107,10 +107,10 @@ func TestRateLimitOnlyUpstream(t *testing.T) {
 		name string
 		call func() error
 	}{
-		{"cold blob GET", func() error { _, err := readBlob(ctx, e.c, blobRoute(cold), 0, -1); return err }},
-		{"cold blob HEAD", func() error { _, _, err := e.c.BlobSize(ctx, blobRoute(cold)); return err }},
-		{"cold manifest", func() error { _, err := e.c.Manifest(ctx, tagRoute("other")); return err }},
-		{"tag list", func() error { _, err := e.c.Tags(ctx, tagRoute("v1"), url.Values{}); return err }},
+		{"cold blob GET", func() error { _, err := readBlob(ctx, e.c, e.ups, blobRoute(cold), 0, -1); return err }},
+		{"cold blob HEAD", func() error { _, _, err := e.c.BlobSize(ctx, e.ups, blobRoute(cold)); return err }},
+		{"cold manifest", func() error { _, err := e.c.Manifest(ctx, e.ups, tagRoute("other")); return err }},
+		{"tag list", func() error { _, err := e.c.Tags(ctx, e.ups, tagRoute("v1"), url.Values{}); return err }},
 	}
 	for _, r := range refusals {
 		te := throttled(t, r.name, r.call(), ThrottleRate)
@@ -122,9 +122,9 @@ func TestRateLimitOnlyUpstream(t *testing.T) {
 		name string
 		call func() error
 	}{
-		{"cached blob", func() error { _, err := readBlob(ctx, e.c, blobRoute(cached), 0, -1); return err }},
-		{"cached blob HEAD", func() error { _, _, err := e.c.BlobSize(ctx, blobRoute(cached)); return err }},
-		{"fresh tag", func() error { _, err := e.c.Manifest(ctx, tagRoute("v1")); return err }},
+		{"cached blob", func() error { _, err := readBlob(ctx, e.c, e.ups, blobRoute(cached), 0, -1); return err }},
+		{"cached blob HEAD", func() error { _, _, err := e.c.BlobSize(ctx, e.ups, blobRoute(cached)); return err }},
+		{"fresh tag", func() error { _, err := e.c.Manifest(ctx, e.ups, tagRoute("v1")); return err }},
 	}
 	for i := 0; i < 3; i++ {
 		for _, h := range hits {
@@ -137,11 +137,11 @@ func TestRateLimitOnlyUpstream(t *testing.T) {
 	e.clock.add(2 * time.Minute)
 	e.c.SetUpstreamRate(1, 3) // a new limit starts full: use it up
 	for i := 0; i < 3; i++ {
-		if _, err := e.c.Tags(ctx, tagRoute("v1"), url.Values{}); err != nil {
+		if _, err := e.c.Tags(ctx, e.ups, tagRoute("v1"), url.Values{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m, err := e.c.Manifest(ctx, tagRoute("v1"))
+	m, err := e.c.Manifest(ctx, e.ups, tagRoute("v1"))
 	if err != nil || !m.Stale {
 		t.Fatalf("stale tag with the bucket empty: %+v, %v", m, err)
 	}
@@ -150,7 +150,7 @@ func TestRateLimitOnlyUpstream(t *testing.T) {
 	}
 	// Once a token is back the cold blob is fetched.
 	e.clock.add(time.Second)
-	if _, err := readBlob(ctx, e.c, blobRoute(cold), 0, -1); err != nil {
+	if _, err := readBlob(ctx, e.c, e.ups, blobRoute(cold), 0, -1); err != nil {
 		t.Fatalf("cold blob after the wait: %v", err)
 	}
 }
@@ -167,10 +167,10 @@ func TestFillQueueWaitThrottles(t *testing.T) {
 	e.up.gate = gate
 	first, second := e.addBlob(blobtest.Content(4096, 40)), e.addBlob(blobtest.Content(4096, 41))
 	done := make(chan error, 1)
-	go func() { _, err := readBlob(context.Background(), e.c, blobRoute(first), 0, -1); done <- err }()
+	go func() { _, err := readBlob(context.Background(), e.c, e.ups, blobRoute(first), 0, -1); done <- err }()
 	eventuallyTrue(t, "first fill", func() bool { return e.up.blobGets.Load() == 1 })
 
-	_, err := readBlob(context.Background(), e.c, blobRoute(second), 0, -1)
+	_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(second), 0, -1)
 	te := throttled(t, "second blob", err, ThrottleFills)
 	if te.RetryAfter != e.c.fillWait {
 		t.Errorf("retry after %s, want the queue wait %s", te.RetryAfter, e.c.fillWait)
@@ -186,7 +186,7 @@ func TestFillQueueWaitThrottles(t *testing.T) {
 		t.Fatal(err)
 	}
 	// With the slot free, the refused blob is fetched on the next request.
-	if _, err := readBlob(context.Background(), e.c, blobRoute(second), 0, -1); err != nil {
+	if _, err := readBlob(context.Background(), e.c, e.ups, blobRoute(second), 0, -1); err != nil {
 		t.Fatal(err)
 	}
 	waitFillsDone(t, e.c)

@@ -27,7 +27,8 @@ func TestFilesystemStoreIsTheSpool(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := newFakeUpstream()
-	c, err := New(st, upstreamSet{"test": up}, "team-a", metrics.New(),
+	ups := upstreamSet{"test": up}
+	c, err := New(st, "team-a", metrics.New(),
 		WithSpoolDir(spoolDir), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +44,7 @@ func TestFilesystemStoreIsTheSpool(t *testing.T) {
 		wg.Add(1)
 		go func(off int64) {
 			defer wg.Done()
-			got, err := readBlob(context.Background(), c, blobRoute(d), off, -1)
+			got, err := readBlob(context.Background(), c, ups, blobRoute(d), off, -1)
 			if err != nil || string(got) != string(body[off:]) {
 				t.Errorf("reader at %d: %d bytes, %v", off, len(got), err)
 			}
@@ -62,7 +63,7 @@ func TestFilesystemStoreIsTheSpool(t *testing.T) {
 	bad := oci.FromBytes([]byte("expected"))
 	up.blobs[bad.String()] = []byte("corrupted")
 	up.gate = nil
-	if _, err := readBlob(context.Background(), c, blobRoute(bad), 0, -1); err == nil {
+	if _, err := readBlob(context.Background(), c, ups, blobRoute(bad), 0, -1); err == nil {
 		t.Fatal("bad transfer read without error")
 	}
 	waitFillsDone(t, c)

@@ -12,8 +12,9 @@ import (
 
 // Tags passes a tag list request through to the upstream. Lists are not
 // cached: they change whenever anything is pushed, and clients rarely ask.
-func (c *Cache) Tags(ctx context.Context, rt route.Route, query url.Values) (*upstream.TagList, error) {
-	f, err := c.fetcher(ctx, rt.Prefix)
+// ups is the request's configuration snapshot.
+func (c *Cache) Tags(ctx context.Context, ups Upstreams, rt route.Route, query url.Values) (*upstream.TagList, error) {
+	f, err := fetcher(ups, rt.Prefix)
 	if err != nil {
 		return nil, err
 	}

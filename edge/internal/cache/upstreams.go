@@ -1,15 +1,18 @@
 package cache
 
 import (
-	"context"
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
-// Upstreams gives the fetcher of an upstream prefix. The control client
-// swaps the edge's configuration; a request keeps the Upstreams it was
-// routed with (see WithUpstreams).
+// Upstreams gives the fetcher of an upstream prefix: one configuration
+// snapshot of the edge. The control client swaps the edge's configuration;
+// a request resolves its snapshot once and hands the same Upstreams to
+// every cache call it makes, including the blob fill that outlives it, so
+// a configuration swap in the middle of a pull never mixes two snapshots.
 type Upstreams interface {
 	Fetcher(prefix string) (upstream.Fetcher, bool)
 }
@@ -20,29 +23,26 @@ type TagTTLs interface {
 	TagTTL(prefix string) (ttl time.Duration, ok bool)
 }
 
-type upstreamsKey struct{}
+// ErrNoSnapshot is a cache call made without a configuration snapshot
+// (nil Upstreams): a programming error of the caller. The Cache has no
+// snapshot of its own to fall back to.
+var ErrNoSnapshot = errors.New("no configuration snapshot for this request")
 
-// WithUpstreams returns a context under which cache calls use ups instead
-// of the Upstreams the Cache was built with. The registry handler pins the
-// configuration snapshot it parsed the request with, so a configuration
-// swap in the middle of a pull never mixes two snapshots — including the
-// blob fill that outlives the request (it runs under
-// context.WithoutCancel, which keeps values).
-func WithUpstreams(ctx context.Context, ups Upstreams) context.Context {
-	return context.WithValue(ctx, upstreamsKey{}, ups)
-}
-
-// upstreamsFor returns the Upstreams pinned in ctx, else the Cache's own.
-func (c *Cache) upstreamsFor(ctx context.Context) Upstreams {
-	if ups, ok := ctx.Value(upstreamsKey{}).(Upstreams); ok && ups != nil {
-		return ups
+// fetcher returns the fetcher of prefix in ups.
+func fetcher(ups Upstreams, prefix string) (upstream.Fetcher, error) {
+	if ups == nil {
+		return nil, ErrNoSnapshot
 	}
-	return c.upstreams
+	f, ok := ups.Fetcher(prefix)
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownUpstream, prefix)
+	}
+	return f, nil
 }
 
 // tagTTLFor is how long prefix's tags are trusted before revalidation.
-func (c *Cache) tagTTLFor(ctx context.Context, prefix string) time.Duration {
-	if t, ok := c.upstreamsFor(ctx).(TagTTLs); ok {
+func (c *Cache) tagTTLFor(ups Upstreams, prefix string) time.Duration {
+	if t, ok := ups.(TagTTLs); ok {
 		if ttl, ok := t.TagTTL(prefix); ok {
 			return ttl
 		}

@@ -123,7 +123,7 @@ func TestInvalidateTag(t *testing.T) {
 	t.Parallel()
 	srv, dial := controltest.StartBufconn(t)
 	mem := blobtest.NewMemory()
-	c, err := cache.New(mem, nil, namespace, metrics.New(), cache.WithSpoolDir(t.TempDir()))
+	c, err := cache.New(mem, namespace, metrics.New(), cache.WithSpoolDir(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,9 +30,11 @@ type Snapshot interface {
 	Policy() Policy
 }
 
-// Routes gives the current Snapshot; the control client swaps it. Each
-// request loads it once and keeps it to the end, so a configuration change
-// never mixes two snapshots in one pull.
+// Routes gives the current Snapshot; the control client swaps it. The
+// handler loads it once per request and passes that one snapshot to every
+// step of the request (parsing, policy, each cache call and the blob fill
+// that outlives the request), so a configuration change never mixes two
+// snapshots in one pull. Current returns nil when there is none.
 type Routes interface {
 	Current() Snapshot
 }
@@ -53,6 +55,14 @@ func New(routes Routes, c *cache.Cache, m *metrics.Metrics, log *slog.Logger) *H
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	snap := h.routes.Current()
+	if snap == nil {
+		// The edge installs a snapshot before it serves: none here is a
+		// bug, answered as "not ready", never with another configuration.
+		h.log.Error("no configuration snapshot for a registry request", "method", r.Method, "path", r.URL.Path)
+		w.Header().Set("Retry-After", "5")
+		oci.WriteError(w, r, oci.NewError(http.StatusServiceUnavailable, oci.CodeUnavailable, "edge not ready: no configuration"))
+		return
+	}
 	policy := snap.Policy()
 	// The token comes first: a client without it learns nothing, not even
 	// which prefixes exist.
@@ -76,7 +86,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"prefix not allowed for this namespace: "+rt.Prefix))
 		return
 	}
-	r = r.WithContext(cache.WithUpstreams(r.Context(), snap))
 	switch rt.Kind {
 	case route.KindBase:
 		w.Header().Set("Content-Type", "application/json")
@@ -85,16 +94,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, "{}")
 		}
 	case route.KindManifest:
-		h.serveManifest(w, r, rt)
+		h.serveManifest(w, r, snap, rt)
 	case route.KindBlob:
-		h.serveBlob(w, r, rt)
+		h.serveBlob(w, r, snap, rt)
 	case route.KindTags:
-		h.serveTags(w, r, rt)
+		h.serveTags(w, r, snap, rt)
 	}
 }
 
-func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt route.Route) {
-	m, err := h.cache.Manifest(r.Context(), rt)
+func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, snap Snapshot, rt route.Route) {
+	m, err := h.cache.Manifest(r.Context(), snap, rt)
 	if err != nil {
 		h.fail(w, r, rt, err)
 		return
@@ -116,12 +125,12 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rt route
 	h.m.BytesServed.WithLabelValues(m.Source).Add(float64(n))
 }
 
-func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt route.Route) {
+func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, snap Snapshot, rt route.Route) {
 	var b *cache.Blob
 	if r.Method == http.MethodHead {
 		// A HEAD never starts a fill: the size comes from storage or
 		// from an upstream HEAD.
-		size, source, err := h.cache.BlobSize(r.Context(), rt)
+		size, source, err := h.cache.BlobSize(r.Context(), snap, rt)
 		if err != nil {
 			h.fail(w, r, rt, err)
 			return
@@ -129,7 +138,7 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt route.Rou
 		b = &cache.Blob{Size: size, Source: source}
 	} else {
 		var err error
-		if b, err = h.cache.Blob(r.Context(), rt); err != nil {
+		if b, err = h.cache.Blob(r.Context(), snap, rt); err != nil {
 			h.fail(w, r, rt, err)
 			return
 		}
@@ -180,8 +189,8 @@ func (h *Handler) serveBlob(w http.ResponseWriter, r *http.Request, rt route.Rou
 	}
 }
 
-func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, rt route.Route) {
-	tl, err := h.cache.Tags(r.Context(), rt, r.URL.Query())
+func (h *Handler) serveTags(w http.ResponseWriter, r *http.Request, snap Snapshot, rt route.Route) {
+	tl, err := h.cache.Tags(r.Context(), snap, rt, r.URL.Query())
 	if err != nil {
 		h.fail(w, r, rt, err)
 		return
@@ -256,6 +265,8 @@ func (h *Handler) classify(rt route.Route, err error) *oci.Error {
 		}
 	}
 	switch {
+	case errors.Is(err, cache.ErrNoSnapshot):
+		return oci.NewError(http.StatusServiceUnavailable, oci.CodeUnavailable, "edge not ready: no configuration")
 	case errors.Is(err, cache.ErrThrottled):
 		return oci.NewError(http.StatusTooManyRequests, oci.CodeTooManyRequests,
 			"this namespace's upstream request limit is reached; retry after Retry-After seconds: "+ref)

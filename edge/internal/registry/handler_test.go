@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -68,7 +69,7 @@ func newPolicyFixture(t *testing.T, p Policy, log *slog.Logger) *fixture {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	c, err := cache.New(mem, rs, "default", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log))
+	c, err := cache.New(mem, "default", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,5 +236,36 @@ func TestBase(t *testing.T) {
 	resp, body := f.do(t, "GET", "/v2/", nil)
 	if resp.StatusCode != 200 || string(body) != "{}" || resp.Header.Get("Docker-Distribution-API-Version") != "registry/2.0" {
 		t.Fatalf("/v2/: %d %q", resp.StatusCode, body)
+	}
+}
+
+// noRoutes has no snapshot: a wiring bug the handler must not paper over.
+type noRoutes struct{}
+
+func (noRoutes) Current() Snapshot { return nil }
+
+// TestNoSnapshotIsUnavailable: a request with no configuration snapshot
+// gets 503 UNAVAILABLE and a log line, and reaches no upstream — never a
+// fallback to another configuration.
+func TestNoSnapshotIsUnavailable(t *testing.T) {
+	t.Parallel()
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	m := metrics.New()
+	c, err := cache.New(blobtest.NewMemory(), "default", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := httptest.NewServer(New(noRoutes{}, c, m, log))
+	t.Cleanup(edge.Close)
+	f := &fixture{edge: edge}
+	for _, path := range []string{"/v2/", "/v2/test/app/manifests/v1", "/v2/test/app/blobs/" + oci.FromBytes([]byte("x")).String()} {
+		resp, body := f.do(t, "GET", path, nil)
+		if resp.StatusCode != http.StatusServiceUnavailable || errorCode(t, body) != string(oci.CodeUnavailable) {
+			t.Errorf("%s: %d %s, want 503 UNAVAILABLE", path, resp.StatusCode, body)
+		}
+	}
+	if !strings.Contains(logs.String(), "no configuration snapshot") {
+		t.Fatalf("no log line:\n%s", logs.String())
 	}
 }

@@ -55,7 +55,7 @@ func TestThrottledAnswers429(t *testing.T) {
 	m := metrics.New()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	frozen := time.Unix(1_700_000_000, 0)
-	c, err := cache.New(blobtest.NewMemory(), rs, "default", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log),
+	c, err := cache.New(blobtest.NewMemory(), "default", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log),
 		cache.WithClock(func() time.Time { return frozen }))
 	if err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ func newParts(t *testing.T) *edgeParts {
 	}
 	p := &edgeParts{set: &upstreamSet{}, mem: blobtest.NewMemory(), metrics: m}
 	p.set.cur.Store(snap)
-	if p.cache, err = cache.New(p.mem, p.set, "team-a", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log)); err != nil {
+	if p.cache, err = cache.New(p.mem, "team-a", m, cache.WithSpoolDir(t.TempDir()), cache.WithLogger(log)); err != nil {
 		t.Fatal(err)
 	}
 	p.applier = &configApplier{set: p.set, fills: p.cache, proxies: px, log: log}
@@ -169,24 +169,24 @@ func TestApplyReusesUnchangedClients(t *testing.T) {
 	if err := p.applier.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	test1, _ := p.set.Fetcher("test")
-	ghcr1, _ := p.set.Fetcher("ghcr")
+	test1, _ := p.set.cur.Load().Fetcher("test")
+	ghcr1, _ := p.set.cur.Load().Fetcher("ghcr")
 	cfg.Version, cfg.Upstreams[0].Credentials.Password = "v2", "p2"
 	if err := p.applier.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	test2, _ := p.set.Fetcher("test")
-	ghcr2, _ := p.set.Fetcher("ghcr")
+	test2, _ := p.set.cur.Load().Fetcher("test")
+	ghcr2, _ := p.set.cur.Load().Fetcher("ghcr")
 	if ghcr1 != ghcr2 {
 		t.Fatal("unchanged upstream got a new client")
 	}
 	if test1 == test2 {
 		t.Fatal("upstream with new credentials kept its old client")
 	}
-	if ttl, ok := p.set.TagTTL("test"); !ok || ttl != time.Hour {
+	if ttl, ok := p.set.cur.Load().TagTTL("test"); !ok || ttl != time.Hour {
 		t.Fatalf("tag TTL %v %v", ttl, ok)
 	}
-	if _, ok := p.set.TagTTL("ghcr"); ok {
+	if _, ok := p.set.cur.Load().TagTTL("ghcr"); ok {
 		t.Fatal("TTL for an upstream that set none")
 	}
 	var _ upstream.Fetcher = test2

@@ -48,13 +48,13 @@ func TestApplySetsUpstreamRate(t *testing.T) {
 	p := newParts(t)
 	up := newUpstream(t, "tags")
 	p.applier.limits = UpstreamLimits{RPS: 1000, Burst: 1000}
-	ctx := cache.WithUpstreams(context.Background(), p.set)
 	tags := func() error {
-		rt, err := p.set.cur.Load().table.Parse("/v2/test/org/app/tags/list", nil)
+		snap := p.set.cur.Load()
+		rt, err := snap.table.Parse("/v2/test/org/app/tags/list", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = p.cache.Tags(ctx, rt, url.Values{})
+		_, err = p.cache.Tags(context.Background(), snap, rt, url.Values{})
 		return err
 	}
 	if err := p.applier.Apply(snapshot("1", up, &selfhostv1.NamespacePolicy{MaxUpstreamRequestsPerSecond: 1, UpstreamBurst: 2})); err != nil {

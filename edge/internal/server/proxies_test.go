@@ -143,13 +143,13 @@ func TestApplyProxySelection(t *testing.T) {
 		t.Errorf("reports = %v, want one for dead/test", got)
 	}
 
-	test1, _ := p.set.Fetcher("test")
-	ghcr1, _ := p.set.Fetcher("ghcr")
+	test1, _ := p.set.cur.Load().Fetcher("test")
+	ghcr1, _ := p.set.cur.Load().Fetcher("ghcr")
 	cfg.Version = "v2"
 	if err := p.applier.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if test2, _ := p.set.Fetcher("test"); test2 != test1 {
+	if test2, _ := p.set.cur.Load().Fetcher("test"); test2 != test1 {
 		t.Error("same upstream, same nodes: the client was not reused")
 	}
 	cfg.Version = "v3"
@@ -157,10 +157,10 @@ func TestApplyProxySelection(t *testing.T) {
 	if err := p.applier.Apply(cfg); err != nil {
 		t.Fatal(err)
 	}
-	if test3, _ := p.set.Fetcher("test"); test3 == test1 {
+	if test3, _ := p.set.cur.Load().Fetcher("test"); test3 == test1 {
 		t.Error("new node order: the client was reused")
 	}
-	if ghcr3, _ := p.set.Fetcher("ghcr"); ghcr3 != ghcr1 {
+	if ghcr3, _ := p.set.cur.Load().Fetcher("ghcr"); ghcr3 != ghcr1 {
 		t.Error("a direct upstream got a new client when only the selection changed")
 	}
 	cfg.Version = "v4"

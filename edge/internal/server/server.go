@@ -62,7 +62,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	ups := &upstreamSet{}
 	ups.cur.Store(snap)
-	c, err := cache.New(store, ups, cfg.Namespace, m,
+	c, err := cache.New(store, cfg.Namespace, m,
 		cache.WithTagTTL(cfg.TagTTL), cache.WithSpoolDir(cfg.spoolDir(kind)), cache.WithLogger(log),
 		cache.WithFillQueueWait(cfg.FillQueueWait))
 	if err != nil {

@@ -42,20 +42,20 @@ func (s *upstreamSnapshot) TagTTL(prefix string) (time.Duration, bool) {
 	return d, ok
 }
 
-// upstreamSet holds the current snapshot for the router and the cache.
+// upstreamSet holds the current snapshot. The registry handler loads it
+// once per request and passes it to every cache call of that request.
 type upstreamSet struct {
 	cur atomic.Pointer[upstreamSnapshot]
 }
 
-// Current implements registry.Routes.
-func (s *upstreamSet) Current() registry.Snapshot { return s.cur.Load() }
-
-// Fetcher and TagTTL serve cache calls made without a pinned snapshot.
-func (s *upstreamSet) Fetcher(prefix string) (upstream.Fetcher, bool) {
-	return s.cur.Load().Fetcher(prefix)
+// Current implements registry.Routes: nil (an untyped nil, so the handler
+// sees it) while no snapshot is installed.
+func (s *upstreamSet) Current() registry.Snapshot {
+	if snap := s.cur.Load(); snap != nil {
+		return snap
+	}
+	return nil
 }
-
-func (s *upstreamSet) TagTTL(prefix string) (time.Duration, bool) { return s.cur.Load().TagTTL(prefix) }
 
 // clientKey is everything an upstream client is built from: a client whose
 // key is unchanged is carried over to the next snapshot, keeping its

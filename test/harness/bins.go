@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // Install hints shown when a binary is missing. test/all.sh does all of
@@ -20,9 +22,12 @@ const (
 // Binary returns the path of an executable: $envVar when set, else the
 // first of PATH and <repo>/bin/tools. It fails the test with hint when the
 // binary cannot be found: the end-to-end suite never skips for a missing
-// dependency.
+// dependency. Every server and client the harness runs is found here, so
+// a test that reaches it is an integration test: under go test -short
+// it is skipped (testkit.Integration), never for a missing binary.
 func Binary(t testing.TB, name, envVar, hint string) string {
 	t.Helper()
+	testkit.Integration(t)
 	path, err := findBinary(name, envVar)
 	if err != nil {
 		t.Fatalf("%v; %s", err, hint)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // startTimeout bounds how long any server may take to become ready. Every
@@ -154,21 +155,29 @@ func cleanupProcess(t testing.TB, p *Process) {
 // waitReady polls check until it succeeds, the process exits or the
 // deadline passes.
 func waitReady(p *Process, check func(context.Context) error) error {
-	deadline := time.Now().Add(startTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if p.Exited() {
-			return fmt.Errorf("%s exited before it was ready (%v); log:\n%s", p.Name, p.waitErr, p.LogTail(8<<10))
+	// The poll ends early when the process exits: it will not get ready.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-p.done:
+			cancel()
+		case <-ctx.Done():
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		last = check(ctx)
-		cancel()
-		if last == nil {
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
+	}()
+	err := testkit.Poll(ctx, startTimeout, func() error {
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		defer ccancel()
+		return check(cctx)
+	})
+	switch {
+	case err == nil:
+		return nil
+	case p.Exited():
+		return fmt.Errorf("%s exited before it was ready (%v); log:\n%s", p.Name, p.waitErr, p.LogTail(8<<10))
+	default:
+		return fmt.Errorf("%s not ready: %w; log:\n%s", p.Name, err, p.LogTail(8<<10))
 	}
-	return fmt.Errorf("%s not ready after %v: %v; log:\n%s", p.Name, startTimeout, last, p.LogTail(8<<10))
 }
 
 // FreePort returns a 127.0.0.1 TCP port that was free a moment ago. Another
@@ -176,20 +185,7 @@ func waitReady(p *Process, check func(context.Context) error) error {
 // retry with a new port when that happens (see startWithPorts).
 func FreePort(t testing.TB) int {
 	t.Helper()
-	port, err := freePort()
-	if err != nil {
-		t.Fatalf("find a free port: %v", err)
-	}
-	return port
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return testkit.FreePort(t)
 }
 
 // errPortInUse marks a start attempt that lost the race for its port.
@@ -202,8 +198,8 @@ func startWithPorts(n int, start func(ports []int) error) error {
 	for attempt := 0; attempt < 5; attempt++ {
 		ports := make([]int, n)
 		for i := range ports {
-			if ports[i], err = freePort(); err != nil {
-				return fmt.Errorf("find a free port: %w", err)
+			if ports[i], err = testkit.FreePortErr(); err != nil {
+				return err
 			}
 		}
 		err = start(ports)

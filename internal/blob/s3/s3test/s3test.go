@@ -9,8 +9,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +22,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // Bucket is the bucket Start creates.
@@ -30,10 +32,13 @@ const Bucket = "test-bucket"
 const startTimeout = 15 * time.Second
 
 // Start runs versitygw on a free loopback port with a fresh directory, creates
-// Bucket, and stops the server when the test ends. It returns the endpoint
+// Bucket, and stops the server when the test ends. Under go test -short
+// it skips the test (testkit.Integration). It returns the endpoint
 // URL ("http://127.0.0.1:PORT"), the bucket and the root credentials.
 func Start(t testing.TB) (endpoint, bucket, access, secret string) {
 	t.Helper()
+	// A test that starts a real S3 server is an integration test.
+	testkit.Integration(t)
 	bin := binary(t)
 	access, secret = "test-"+randHex(t, 6), randHex(t, 20)
 	var lastErr error
@@ -89,10 +94,11 @@ func binary(t testing.TB) string {
 
 // start runs one attempt; an error means the server did not come up.
 func start(t testing.TB, bin, access, secret string) (string, error) {
-	addr, err := freeAddr()
+	port, err := testkit.FreePortErr()
 	if err != nil {
 		return "", err
 	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	dir := t.TempDir()
 	cmd := exec.Command(bin, "--quiet", "--access", access, "--secret", secret, "--port", addr, "posix", dir)
 	cmd.Env = childEnv()
@@ -138,36 +144,32 @@ func childEnv() []string {
 	return env
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pick a port: %w", err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr, nil
-}
-
 // waitReady polls until the server answers HTTP at all (an unsigned request
 // gets an S3 error, which is an answer).
 func waitReady(endpoint string, exited <-chan struct{}) error {
 	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(startTimeout)
-	for {
-		resp, err := client.Get(endpoint + "/")
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
+	// The poll ends early when the server exits: it will not answer.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
 		select {
 		case <-exited:
-			return fmt.Errorf("exited before answering")
-		case <-time.After(20 * time.Millisecond):
+			cancel(errors.New("exited before answering"))
+		case <-ctx.Done():
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no answer after %v: %w", startTimeout, err)
+	}()
+	return testkit.Poll(ctx, startTimeout, func() error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, endpoint+"/", nil)
+		if err != nil {
+			return err
 		}
-	}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	})
 }
 
 func randHex(t testing.TB, n int) string {

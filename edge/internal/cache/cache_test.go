@@ -3,12 +3,14 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -18,6 +20,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
@@ -143,41 +146,50 @@ func TestBlobMissThenHit(t *testing.T) {
 	}
 }
 
+// TestConcurrentColdReadersShareOneFetch runs in a synctest bubble (fake
+// upstream, memory store): synctest.Wait returns once every reader is
+// parked on the held-back last byte, and only then the gate opens.
 func TestConcurrentColdReadersShareOneFetch(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	body := blobtest.Content(1<<20, 2)
-	d := e.addBlob(body)
-	gate := make(chan struct{})
-	e.up.gate = gate
-	const readers = 50
-	var wg sync.WaitGroup
-	errs := make(chan error, readers)
-	for i := 0; i < readers; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			off := int64(i * 1000)
-			got, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), off, -1)
-			if err == nil && string(got) != string(body[off:]) {
-				err = errors.New("content differs")
-			}
-			errs <- err
-		}(i)
-	}
-	// Every reader is parked on the held-back last byte before the gate opens.
-	time.Sleep(100 * time.Millisecond)
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		body := blobtest.Content(1<<20, 2)
+		d := e.addBlob(body)
+		gate := make(chan struct{})
+		e.up.gate = gate
+		open := sync.OnceFunc(func() { close(gate) })
+		defer open() // a failed check must not leave the readers blocked in the bubble
+		const readers = 50
+		var wg sync.WaitGroup
+		errs := make(chan error, readers)
+		for i := 0; i < readers; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				off := int64(i * 1000)
+				got, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), off, -1)
+				if err == nil && string(got) != string(body[off:]) {
+					err = errors.New("content differs")
+				}
+				errs <- err
+			}(i)
 		}
-	}
-	if n := e.up.blobGets.Load(); n != 1 {
-		t.Fatalf("upstream blob GETs = %d, want 1", n)
-	}
+		synctest.Wait()
+		if n := e.up.blobGets.Load(); n != 1 {
+			t.Fatalf("upstream blob GETs before the last byte = %d, want 1", n)
+		}
+		open()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := e.up.blobGets.Load(); n != 1 {
+			t.Fatalf("upstream blob GETs = %d, want 1", n)
+		}
+	})
 }
 
 func TestLastByteHeldUntilVerified(t *testing.T) {
@@ -281,29 +293,23 @@ func TestUpstreamNotFound(t *testing.T) {
 
 func waitStored(t *testing.T, s blob.Store, key string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second) // liveness, not speed: generous for loaded machines
-	for time.Now().Before(deadline) {
-		if _, err := s.Stat(context.Background(), key); err == nil {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("%s never became visible", key)
+	testkit.WaitFor(t, key+" visible", 30*time.Second, func() error {
+		_, err := s.Stat(context.Background(), key)
+		return err
+	})
 }
 
 func waitFillsDone(t *testing.T, c *Cache) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second) // liveness, not speed: generous for loaded machines
-	for time.Now().Before(deadline) {
+	testkit.WaitFor(t, "fills done", 30*time.Second, func() error {
 		c.fills.mu.Lock()
 		n := len(c.fills.m)
 		c.fills.mu.Unlock()
-		if n == 0 && testutil.ToFloat64(c.m.FillsInFlight) == 0 {
-			return
+		if inFlight := testutil.ToFloat64(c.m.FillsInFlight); n != 0 || inFlight != 0 {
+			return fmt.Errorf("%d fills registered, %v in flight", n, inFlight)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatal("fills still running")
+		return nil
+	})
 }
 
 // TestWaitFills: WaitFills returns only once a background fill has

@@ -3,7 +3,9 @@ package cache
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -11,6 +13,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
@@ -22,51 +25,50 @@ type ttlSet struct {
 
 func (s ttlSet) TagTTL(p string) (time.Duration, bool) { d, ok := s.ttl[p]; return d, ok }
 
-func eventuallyTrue(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second) // liveness, not speed: generous for loaded machines
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
+// TestMaxFillsBoundsUpstreamTransfers runs in a synctest bubble (the
+// fake upstream and the memory store do no I/O): synctest.Wait returns
+// once every fill is either transferring or queued, so "no third
+// transfer" is checked, not hoped for after a sleep.
 func TestMaxFillsBoundsUpstreamTransfers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
-	e.c.SetMaxFills(2)
-	gate := make(chan struct{})
-	e.up.gate = gate
-	var digests []oci.Digest
-	for i := 0; i < 5; i++ {
-		digests = append(digests, e.addBlob(blobtest.Content(64<<10, uint64(10+i))))
-	}
-	errs := make(chan error, len(digests))
-	for _, d := range digests {
-		go func() {
-			_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), 0, -1)
-			errs <- err
-		}()
-	}
-	eventuallyTrue(t, "two fills", func() bool { return e.up.blobGets.Load() == 2 })
-	time.Sleep(50 * time.Millisecond)
-	if n := e.up.blobGets.Load(); n != 2 {
-		t.Fatalf("%d upstream transfers with a limit of 2", n)
-	}
-	if n := testutil.ToFloat64(e.m.FillsInFlight); n != 2 {
-		t.Fatalf("fills in flight %v", n)
-	}
-	// Raising the limit (0: unlimited) starts the waiting fills at once.
-	e.c.SetMaxFills(0)
-	eventuallyTrue(t, "all fills", func() bool { return e.up.blobGets.Load() == 5 })
-	close(gate)
-	for range digests {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		e := newEnv(t)
+		e.c.SetMaxFills(2)
+		gate := make(chan struct{})
+		e.up.gate = gate
+		open := sync.OnceFunc(func() { close(gate) })
+		defer open() // a failed check must not leave the readers blocked in the bubble
+		var digests []oci.Digest
+		for i := 0; i < 5; i++ {
+			digests = append(digests, e.addBlob(blobtest.Content(64<<10, uint64(10+i))))
 		}
-	}
+		errs := make(chan error, len(digests))
+		for _, d := range digests {
+			go func() {
+				_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(d), 0, -1)
+				errs <- err
+			}()
+		}
+		synctest.Wait()
+		if n := e.up.blobGets.Load(); n != 2 {
+			t.Fatalf("%d upstream transfers with a limit of 2", n)
+		}
+		if n := testutil.ToFloat64(e.m.FillsInFlight); n != 2 {
+			t.Fatalf("fills in flight %v", n)
+		}
+		// Raising the limit (0: unlimited) starts the waiting fills at once.
+		e.c.SetMaxFills(0)
+		synctest.Wait()
+		if n := e.up.blobGets.Load(); n != 5 {
+			t.Fatalf("%d upstream transfers after lifting the limit, want 5", n)
+		}
+		open()
+		for range digests {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }
 
 func TestMaxFillsWaiterRespectsContext(t *testing.T) {
@@ -77,7 +79,7 @@ func TestMaxFillsWaiterRespectsContext(t *testing.T) {
 	e.up.gate = gate
 	first, second := e.addBlob(blobtest.Content(4096, 20)), e.addBlob(blobtest.Content(4096, 21))
 	go func() { _, _ = readBlob(context.Background(), e.c, e.ups, blobRoute(first), 0, -1) }()
-	eventuallyTrue(t, "first fill", func() bool { return e.up.blobGets.Load() == 1 })
+	testkit.WaitFor(t, "first fill", 30*time.Second, func() bool { return e.up.blobGets.Load() == 1 })
 
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -104,18 +106,22 @@ func TestFillLimiter(t *testing.T) {
 	if err := l.acquire(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("acquire beyond the limit with a done context: %v", err)
 	}
-	got := make(chan error, 1)
-	go func() { got <- l.acquire(context.Background()) }()
-	time.Sleep(20 * time.Millisecond)
-	select {
-	case <-got:
-		t.Fatal("acquired beyond the limit")
-	default:
-	}
-	l.release()
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
+	// In a bubble, synctest.Wait returns once the second acquire is
+	// parked (or done): it must be parked.
+	synctest.Test(t, func(t *testing.T) {
+		got := make(chan error, 1)
+		go func() { got <- l.acquire(context.Background()) }()
+		synctest.Wait()
+		select {
+		case <-got:
+			t.Fatal("acquired beyond the limit")
+		default:
+		}
+		l.release()
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+	})
 	l.release()
 	l.mu.Lock()
 	defer l.mu.Unlock()

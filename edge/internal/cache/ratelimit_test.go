@@ -11,6 +11,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 func TestTokenBucket(t *testing.T) {
@@ -168,7 +169,7 @@ func TestFillQueueWaitThrottles(t *testing.T) {
 	first, second := e.addBlob(blobtest.Content(4096, 40)), e.addBlob(blobtest.Content(4096, 41))
 	done := make(chan error, 1)
 	go func() { _, err := readBlob(context.Background(), e.c, e.ups, blobRoute(first), 0, -1); done <- err }()
-	eventuallyTrue(t, "first fill", func() bool { return e.up.blobGets.Load() == 1 })
+	testkit.WaitFor(t, "first fill", 30*time.Second, func() bool { return e.up.blobGets.Load() == 1 })
 
 	_, err := readBlob(context.Background(), e.c, e.ups, blobRoute(second), 0, -1)
 	te := throttled(t, "second blob", err, ThrottleFills)

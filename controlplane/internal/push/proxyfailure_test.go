@@ -1,11 +1,13 @@
 package push_test
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/push"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -41,10 +43,7 @@ func TestProxyFailureForwarded(t *testing.T) {
 	if err := s.Send(failure("hk-1")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.reports()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.WaitFor(t, "a report", 5*time.Second, func() bool { return len(rec.reports()) > 0 })
 	if got := rec.reports(); len(got) != 1 || got[0] != "team-a/team-a:hk-1:dockerhub:EOF" {
 		t.Fatalf("reports %v", got)
 	}
@@ -59,14 +58,22 @@ func TestProxyFailureWithoutHandler(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, build(t, state(0)))
 	s := h.open(t, "team-a")
-	next(t, collect(s))
+	cfg := next(t, collect(s))
 	for range 3 {
 		if err := s.Send(failure("x")); err != nil {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(50 * time.Millisecond)
-	if edges := h.srv.Edges("team-a"); len(edges) != 1 {
-		t.Fatalf("the stream ended: %v", edges)
+	// An ACK after the reports: once it is recorded, the server has read
+	// past them on the same stream.
+	ack := &selfhostv1.Ack{Version: cfg.GetVersion(), Nonce: cfg.GetNonce(), Accepted: true}
+	if err := s.Send(&selfhostv1.StreamConfigRequest{Kind: &selfhostv1.StreamConfigRequest_Ack{Ack: ack}}); err != nil {
+		t.Fatal(err)
 	}
+	testkit.WaitFor(t, "the ACK after the reports", 5*time.Second, func() error {
+		if edges := h.srv.Edges("team-a"); len(edges) != 1 || edges[0].GetAckedVersion() != cfg.GetVersion() {
+			return fmt.Errorf("edges %v", edges)
+		}
+		return nil
+	})
 }

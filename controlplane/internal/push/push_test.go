@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/grpc"
@@ -157,10 +158,77 @@ func TestBurstIsOnePublish(t *testing.T) {
 	if got.GetVersion() != ns.Config.GetVersion() {
 		t.Fatalf("pushed %s, want the last commit's %s", got.GetVersion(), ns.Config.GetVersion())
 	}
-	time.Sleep(300 * time.Millisecond)
+	// That no second publish follows later is TestDebounceTiming's, on
+	// the fake clock.
 	if st := h.srv.Stats(); st.Publishes != 1 || st.ConfigsSent != 2 || len(edge) != 0 {
 		t.Fatalf("stats %+v, %d more configs; want 1 publish, 2 sends", st, len(edge))
 	}
+}
+
+// TestDebounceTiming runs the debouncer alone in a synctest bubble: each
+// publish is checked a nanosecond before its due time (none) and at it
+// (one).
+func TestDebounceTiming(t *testing.T) {
+	t.Parallel()
+	const debounce, maxDebounce = 100 * time.Millisecond, 250 * time.Millisecond
+	sets := make([]*snapshot.Set, 12)
+	for i := range sets {
+		sets[i] = build(t, state(i+1))
+	}
+	synctest.Test(t, func(t *testing.T) {
+		srv := push.New(build(t, state(0)), slog.New(slog.NewTextHandler(io.Discard, nil)),
+			push.WithDebounce(debounce), push.WithMaxDebounce(maxDebounce))
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		// at sleeps until d after start and returns the publishes so far,
+		// once the debouncer has done all it will do at that instant.
+		at := func(start time.Time, d time.Duration) uint64 {
+			time.Sleep(time.Until(start.Add(d)))
+			synctest.Wait()
+			return srv.Stats().Publishes
+		}
+		want := uint64(0)
+		check := func(what string, start time.Time, d time.Duration) {
+			t.Helper()
+			if got := at(start, d-time.Nanosecond); got != want {
+				t.Fatalf("%s: %d publishes 1ns before %v, want %d", what, got, d, want)
+			}
+			want++
+			if got := at(start, d); got != want {
+				t.Fatalf("%s: %d publishes at %v, want %d", what, got, d, want)
+			}
+		}
+
+		// A burst at one instant: one publish, debounce later.
+		start := time.Now()
+		for _, set := range sets[:5] {
+			srv.ConfigChanged(set)
+		}
+		check("burst", start, debounce)
+
+		// A change inside the quiet period restarts it.
+		start = time.Now()
+		srv.ConfigChanged(sets[5])
+		time.Sleep(60 * time.Millisecond)
+		srv.ConfigChanged(sets[6])
+		check("restart", start, 60*time.Millisecond+debounce)
+
+		// A steady stream of changes, each within the quiet period, is
+		// published maxDebounce after its first change.
+		start = time.Now()
+		for i, set := range sets[7:] {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * 60 * time.Millisecond)))
+			srv.ConfigChanged(set)
+		}
+		check("steady stream", start, maxDebounce)
+
+		// Nothing pending: nothing more, however long.
+		if got := at(time.Now(), time.Hour); got != want {
+			t.Fatalf("%d publishes an hour later, want %d", got, want)
+		}
+	})
 }
 
 func TestOnlyChangedNamespacesArePushed(t *testing.T) {
@@ -240,16 +308,21 @@ func TestUnknownNamespaceStream(t *testing.T) {
 
 func TestRunOnce(t *testing.T) {
 	t.Parallel()
-	srv := push.New(build(t, state(0)), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	time.Sleep(10 * time.Millisecond)
-	if err := srv.Run(ctx); err == nil {
-		t.Error("second Run did not fail")
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	set := build(t, state(0))
+	// In a bubble, synctest.Wait returns once the first Run is parked in
+	// its loop, so the second call is the second.
+	synctest.Test(t, func(t *testing.T) {
+		srv := push.New(set, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- srv.Run(ctx) }()
+		synctest.Wait()
+		if err := srv.Run(ctx); err == nil {
+			t.Error("second Run did not fail")
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }

@@ -1,4 +1,4 @@
-// Command build-images builds the control plane and edge container images
+// Command build-images builds the control plane, edge and forwarder container images
 // from this repository with no Docker daemon and no base image, and writes
 // them as an OCI layout, as OCI layout tar archives, or pushes them
 // (docs/images.md):
@@ -40,7 +40,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.SetOutput(stderr)
 	fs.StringVar(&f.out, "out", "", "write an OCI image layout of every image to this `directory` (index.json names each by its full reference)")
 	fs.StringVar(&f.archives, "archives", "", "write one OCI layout tar per image, <name>-<version>.oci.tar, into this `directory` (for ctr -n k8s.io images import)")
-	fs.StringVar(&f.push, "push", "", "push <prefix>/controlplane:<version> and <prefix>/edge:<version> under this repository `prefix` (e.g. 127.0.0.1:5000/k8s-selfhost-repo)")
+	fs.StringVar(&f.push, "push", "", "push <prefix>/controlplane:<version>, <prefix>/edge:<version> and <prefix>/forwarder:<version> under this repository `prefix` (e.g. 127.0.0.1:5000/k8s-selfhost-repo)")
 	fs.StringVar(&f.chartPush, "chart-push", "", "push the Helm chart as an OCI artifact to `oci://REGISTRY/PATH`/k8s-selfhost-repo:<chart version>; alone (without --out, --archives, --push) it builds no image")
 	fs.StringVar(&f.opts.Prefix, "prefix", imagebuild.DefaultPrefix, "repository `prefix` of the image references when not pushing (the chart's default)")
 	platforms := fs.String("platforms", "linux/amd64,linux/arm64", "comma-separated `platforms` (linux/amd64, linux/arm64)")
@@ -51,7 +51,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (fl
 	fs.BoolVar(&f.opts.Insecure, "insecure", false, "push images and chart over plain HTTP to a registry that is not on loopback or a private address")
 	fs.StringVar(&f.opts.RepoRoot, "repo", "", "repository root (default: found from the working directory)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: build-images [flags]\n\nBuilds the controlplane and edge images (static binaries, one layer, user 65532) without Docker,\n"+
+		fmt.Fprintf(fs.Output(), "Usage: build-images [flags]\n\nBuilds the controlplane, edge and forwarder images (static binaries, one layer, user 65532) without Docker,\n"+
 			"and with --chart-push pushes the Helm chart as an OCI artifact (docs/images.md).\n"+
 			"The created time is SOURCE_DATE_EPOCH if set, else the commit time of HEAD.\n\n")
 		fs.PrintDefaults()

@@ -112,8 +112,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // testReproducible compares the two builds' index digests, their OCI
 // layouts' index.json and their archives byte for byte.
 func testReproducible(t *testing.T, a, b *imagebuild.Result) {
-	if len(a.Images) != 2 || len(b.Images) != 2 {
-		t.Fatalf("builds have %d and %d images, want 2 (controlplane, edge)", len(a.Images), len(b.Images))
+	if len(a.Images) != 3 || len(b.Images) != 3 {
+		t.Fatalf("builds have %d and %d images, want 3 (controlplane, edge, forwarder)", len(a.Images), len(b.Images))
 	}
 	for i := range a.Images {
 		da, err := a.Images[i].Index.Digest()

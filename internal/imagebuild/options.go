@@ -28,13 +28,16 @@ type Target struct {
 	Description string
 }
 
-// DefaultTargets returns the control plane and the edge.
+// DefaultTargets returns the control plane, the edge and the node-local
+// forwarder (docs/kubernetes.md, "Node access").
 func DefaultTargets() []Target {
 	return []Target{
 		{Name: "controlplane", Package: "./controlplane/cmd/controlplane",
 			Description: "k8s-selfhost-repo control plane: edge configuration, namespace controller, image-rewriting webhook"},
 		{Name: "edge", Package: "./edge/cmd/edge",
 			Description: "k8s-selfhost-repo edge: pull-through OCI registry cache of one namespace"},
+		{Name: "forwarder", Package: "./forwarder/cmd/forwarder",
+			Description: "k8s-selfhost-repo forwarder: 127.0.0.1:<nodePort> to each edge Service on nodes whose Service proxy does not forward loopback NodePorts"},
 	}
 }
 

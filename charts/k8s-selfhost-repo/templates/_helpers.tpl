@@ -23,6 +23,21 @@ app.kubernetes.io/component: controlplane
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{- define "selfhost.forwarderLabels" -}}
+app.kubernetes.io/name: k8s-selfhost-repo
+app.kubernetes.io/component: forwarder
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{- define "selfhost.forwarderSelectorLabels" -}}
+app.kubernetes.io/name: k8s-selfhost-repo
+app.kubernetes.io/component: forwarder
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
 {{/* The Secret holding the S3 keys (accessKeyId, secretAccessKey), or "". */}}
 {{- define "selfhost.s3Secret" -}}
 {{- $c := .Values.s3Credentials -}}

@@ -1,4 +1,4 @@
-package clash
+package clashnode
 
 import (
 	"os"
@@ -21,15 +21,15 @@ func FuzzParse(f *testing.F) {
 		if len(data) > 64<<10 {
 			return
 		}
-		sub, err := Parse(data)
+		sub, err := Parse(data, ParseOptions{})
 		if err != nil {
 			return
 		}
 		for _, n := range sub.Nodes {
-			if n.Name == "" || n.Server == "" || n.JSON == "" {
+			if n.Name() == "" || n.Server() == "" || n.JSON() == "" {
 				t.Fatalf("unusable node %+v", n)
 			}
-			n.close()
+			n.Close()
 		}
 	})
 }

@@ -1,79 +1,90 @@
-package clash
+package clashnode
 
 import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/metacubex/mihomo/common/convert"
 )
 
-// linkSchemes are the share-link schemes mihomo's converter knows.
+// linkSchemes are the share-link schemes read: mihomo's converter's, and
+// plain proxy URLs.
 var linkSchemes = map[string]bool{
 	"ss": true, "ssr": true, "vmess": true, "vless": true, "trojan": true,
 	"socks": true, "socks5": true, "socks5h": true, "http": true, "https": true,
 	"hysteria": true, "hysteria2": true, "hy2": true, "tuic": true, "anytls": true,
 }
 
-// parseLinks reads share links, one per line, after undoing a base64
-// encoding of the whole body (standard or URL alphabet, padded or not,
-// wrapped or not). Each line is converted on its own with mihomo's
-// converter, so a line that does not parse is skipped and named instead
-// of silently dropped.
-func parseLinks(body []byte) (*Subscription, error) {
-	sub := &Subscription{Format: "links"}
+// links reads share links, one per line, after undoing a base64 encoding
+// of the whole body (standard or URL alphabet, padded or not, wrapped or
+// not). Each line is converted on its own, so a line that does not parse
+// is skipped and named instead of silently dropped.
+func (p *parser) links(body []byte) error {
+	p.list.Format = "links"
 	if dec, ok := decodeBase64(body); ok {
-		body, sub.Format = dec, "base64-links"
+		body, p.list.Format = dec, "base64-links"
 	}
-	lines := strings.Split(string(body), "\n")
-	if !strings.Contains(string(body), "://") {
-		return nil, fmt.Errorf("%w: neither Clash YAML with a proxies: list nor share links (no line has a scheme://)", ErrSubscription)
+	if !bytes.Contains(body, []byte("://")) {
+		return errors.New("neither Clash YAML with a proxies: list nor share links (no line has a scheme://)")
 	}
-	names := map[string]bool{}
+	names := map[string]bool{} // link names given out, failed ones too
 	considered := 0
-	for i, line := range lines {
+	for i, line := range strings.Split(string(body), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "//") {
 			continue
 		}
 		label := fmt.Sprintf("line %d", i+1)
 		if considered == MaxNodes {
-			sub.Skipped = append(sub.Skipped, Skipped{Name: label, Reason: fmt.Sprintf("more than %d links: this line and the ones after it are ignored", MaxNodes)})
+			p.skip(label, fmt.Sprintf("more than %d links: this line and the ones after it are ignored", MaxNodes))
 			break
 		}
 		considered++
 		if name := linkName(line); name != "" {
 			label = fmt.Sprintf("%s (%s)", name, label)
 		}
-		scheme, _, found := strings.Cut(line, "://")
-		scheme = strings.ToLower(scheme)
-		switch {
-		case !found:
-			sub.Skipped = append(sub.Skipped, Skipped{Name: label, Reason: "not a share link (no scheme://)"})
-			continue
-		case !linkSchemes[scheme]:
-			sub.Skipped = append(sub.Skipped, Skipped{Name: label, Reason: fmt.Sprintf("unsupported link scheme %q", clip(scheme, 20))})
-			continue
-		}
-		maps, err := convertLink(line)
-		if err != nil || len(maps) != 1 {
-			sub.Skipped = append(sub.Skipped, Skipped{Name: label, Reason: fmt.Sprintf("%s link does not parse", scheme)})
-			continue
-		}
-		m := maps[0]
-		m["name"] = uniqueName(names, nodeName(m))
-		n, err := NewNode(m)
+		m, err := linkMap(line)
 		if err != nil {
-			sub.Skipped = append(sub.Skipped, Skipped{Name: label, Reason: err.Error()})
+			p.skip(label, err.Error())
 			continue
 		}
-		sub.Nodes = append(sub.Nodes, n)
+		m["name"] = uniqueName(names, nodeName(m))
+		p.add(label, m)
 	}
-	return sub, nil
+	return nil
+}
+
+// linkMap converts one share link into a Clash map. Its errors never
+// contain the link.
+func linkMap(line string) (map[string]any, error) {
+	scheme, _, found := strings.Cut(line, "://")
+	scheme = strings.ToLower(scheme)
+	switch {
+	case !found:
+		return nil, errors.New("not a share link (no scheme://)")
+	case !linkSchemes[scheme]:
+		return nil, fmt.Errorf("unsupported link scheme %q", clip(scheme, 20))
+	case scheme == "socks" || scheme == "socks5" || scheme == "socks5h" || scheme == "http" || scheme == "https":
+		m, err := plainProxyLink(scheme, line)
+		if err != nil {
+			return nil, fmt.Errorf("%s link does not parse: %w", scheme, err)
+		}
+		return m, nil
+	}
+	maps, err := convertLink(line)
+	if err != nil || len(maps) != 1 {
+		// The converter's errors say nothing useful and may quote the link.
+		return nil, fmt.Errorf("%s link does not parse", scheme)
+	}
+	return maps[0], nil
 }
 
 // convertLink is mihomo's converter for one line, with a panic in it
@@ -85,6 +96,58 @@ func convertLink(line string) (maps []map[string]any, err error) {
 		}
 	}()
 	return convert.ConvertsV2Ray([]byte(line))
+}
+
+// plainProxyLink parses socks5://[user:pass@]host[:port][#name] and
+// http(s)://… proxy URLs. mihomo's converter is not used for them: it
+// wants a port, reads the user part as base64 and turns certificate
+// verification off for https. Its errors never contain the link.
+func plainProxyLink(scheme, link string) (map[string]any, error) {
+	u, err := url.Parse(link)
+	if err != nil {
+		return nil, errors.New("not a URL")
+	}
+	if (u.Path != "" && u.Path != "/") || u.Opaque != "" {
+		return nil, errors.New("a proxy URL has no path")
+	}
+	host, port := u.Hostname(), u.Port()
+	if host == "" {
+		return nil, errors.New("no host")
+	}
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[scheme]
+		if port == "" {
+			port = "1080"
+		}
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || pn == 0 {
+		return nil, errors.New("bad port")
+	}
+	typ := "socks5"
+	if scheme == "http" || scheme == "https" {
+		typ = "http"
+	}
+	m := map[string]any{"name": u.Fragment, "type": typ, "server": host, "port": int(pn)}
+	if u.User != nil {
+		m["username"] = u.User.Username()
+		if pw, ok := u.User.Password(); ok {
+			m["password"] = pw
+		}
+	}
+	q := u.Query()
+	if scheme == "https" {
+		m["tls"] = true
+		if sni := q.Get("sni"); sni != "" {
+			m["sni"] = sni
+		}
+	}
+	for _, k := range []string{"skip-cert-verify", "allowInsecure"} {
+		if v, _ := strconv.ParseBool(q.Get(k)); v {
+			m["skip-cert-verify"] = true
+		}
+	}
+	return m, nil
 }
 
 // decodeBase64 decodes a base64 body into text with at least one link.
@@ -127,13 +190,13 @@ func linkName(line string) string {
 	return ""
 }
 
-// nodeName is the converter's name, or "<type> <server>:<port>" when the
-// link had none.
+// nodeName is the link's name, or "<type> <server>:<port>" when it had
+// none.
 func nodeName(m map[string]any) string {
 	if name, _ := m["name"].(string); strings.TrimSpace(name) != "" {
 		return name
 	}
-	return fmt.Sprintf("%v %v:%v", m["type"], m["server"], m["port"])
+	return fmt.Sprintf("%v %s", m["type"], net.JoinHostPort(fmt.Sprint(m["server"]), fmt.Sprint(m["port"])))
 }
 
 // uniqueName appends -02, -03, ... to a name already used, as mihomo's
@@ -145,12 +208,4 @@ func uniqueName(used map[string]bool, name string) string {
 	}
 	used[out] = true
 	return out
-}
-
-// clip shortens s to at most n bytes on a rune boundary.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }

@@ -1,4 +1,4 @@
-package clash
+package clashnode
 
 import (
 	"encoding/json"
@@ -24,13 +24,21 @@ func readFixture(t *testing.T, name string) []byte {
 // a skip reason or an error.
 var fixtureSecrets = regexp.MustCompile(`[A-Za-z0-9-]*Secret[A-Za-z0-9-]*`)
 
-func nodeNames(sub *Subscription) []string {
+func nodeNames(sub *List) []string {
 	var out []string
 	for _, n := range sub.Nodes {
-		out = append(out, n.Name)
+		out = append(out, n.Name())
 	}
 	return out
 }
+
+// reserved is a caller's name rule, as the control plane has one.
+var reserved = ParseOptions{CheckName: func(name string) error {
+	if name == "direct" {
+		return errors.New(`name "direct" is reserved`)
+	}
+	return nil
+}}
 
 func TestParse(t *testing.T) {
 	t.Parallel()
@@ -88,7 +96,7 @@ func TestParse(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.fixture, func(t *testing.T) {
 			t.Parallel()
-			sub, err := Parse(readFixture(t, tc.fixture))
+			sub, err := Parse(readFixture(t, tc.fixture), reserved)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -99,16 +107,16 @@ func TestParse(t *testing.T) {
 				t.Errorf("nodes\n got %s\nwant %s", got, strings.Join(tc.nodes, "|"))
 			}
 			for i, n := range sub.Nodes {
-				if i < len(tc.types) && n.Type != tc.types[i] {
-					t.Errorf("node %q type %q, want %q", n.Name, n.Type, tc.types[i])
+				if i < len(tc.types) && n.Type() != tc.types[i] {
+					t.Errorf("node %q type %q, want %q", n.Name(), n.Type(), tc.types[i])
 				}
-				if n.Server == "" || n.proxy == nil {
-					t.Errorf("node %q: no server or adapter", n.Name)
+				if n.Server() == "" || n.proxy == nil {
+					t.Errorf("node %q: no server or adapter", n.Name())
 				}
 				// Edges get JSON that mihomo parses again, secrets included.
 				var m map[string]any
-				if err := json.Unmarshal([]byte(n.JSON), &m); err != nil || m["name"] != n.Name {
-					t.Errorf("node %q JSON %s: %v", n.Name, n.JSON, err)
+				if err := json.Unmarshal([]byte(n.JSON()), &m); err != nil || m["name"] != n.Name() {
+					t.Errorf("node %q JSON %s: %v", n.Name(), n.JSON(), err)
 				}
 			}
 			for _, s := range sub.Skipped {
@@ -154,16 +162,16 @@ func TestParseRefuses(t *testing.T) {
 		{"yaml without proxies", []byte("port: 7890\nmode: rule\n"), "without a proxies: list"},
 		{"binary", []byte{0xff, 0xfe, 0x00, 0x01, 0x80}, "binary"},
 		{"every link bad", []byte("ss://nope#a\nvmess://!!!#b\n"), "no usable node (2 skipped"},
-		{"every node bad", []byte("proxies:\n  - {name: x, type: warp, server: a, port: 1}\n"), "no usable node (1 skipped; first: x: unsupport proxy type"},
+		{"every node bad", []byte("proxies:\n  - {name: x, type: warp, server: a, port: 1}\n"), "no usable node (1 skipped; first: x: type warp: unsupport proxy type"},
 		{"billion laughs", []byte("a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\ni: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\nproxies: *i\n"), "excessive aliasing"},
 		{"broken yaml", []byte("proxies:\n  - {name: x, type: ss\n  bad: [\n"), "Clash YAML does not parse"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := Parse(tc.body)
-			if !errors.Is(err, ErrSubscription) || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want ErrSubscription containing %q", err, tc.want)
+			_, err := Parse(tc.body, ParseOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one containing %q", err, tc.want)
 			}
 		})
 	}
@@ -176,7 +184,7 @@ func TestParseManyNodes(t *testing.T) {
 	for i := range MaxNodes + 5 {
 		b.WriteString("  - {name: n" + strconv.Itoa(i) + ", type: socks5, server: 127.0.0.1, port: 1080}\n")
 	}
-	sub, err := Parse([]byte(b.String()))
+	sub, err := Parse([]byte(b.String()), ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +196,7 @@ func TestParseManyNodes(t *testing.T) {
 func TestParseLinkNames(t *testing.T) {
 	t.Parallel()
 	body := "socks5://127.0.0.1:1080#same\nsocks5://127.0.0.1:1081#same\nsocks5://127.0.0.1:1082#same-02\nss://YWVzLTI1Ni1nY206cHc@127.0.0.1:8388\n"
-	sub, err := Parse([]byte(body))
+	sub, err := Parse([]byte(body), ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

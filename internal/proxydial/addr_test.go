@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -37,7 +38,7 @@ func TestAddressForms(t *testing.T) {
 		byName[k] = v
 	}
 	byName["name"], byName["server"] = "socks-by-name", "localhost"
-	hostsNode, err := proxydial.NewNode(byName)
+	hostsNode, err := clashnode.New(byName)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -40,7 +41,7 @@ func helloServer(t *testing.T, useTLS bool) *httptest.Server {
 // protocol delivers it.
 func node(t *testing.T, ps *harness.ProxyServer) *proxydial.Node {
 	t.Helper()
-	n, err := proxydial.NodeFromJSON(ps.Name, ps.NodeJSON())
+	n, err := clashnode.FromJSON(ps.Name, ps.NodeJSON())
 	if err != nil {
 		t.Fatalf("node %s: %v", ps.Name, err)
 	}
@@ -164,7 +165,7 @@ func closedAddr(t *testing.T) (string, int) {
 func deadSSNode(t *testing.T, name string) *proxydial.Node {
 	t.Helper()
 	host, port := closedAddr(t)
-	n, err := proxydial.NewNode(map[string]any{"name": name, "type": "ss", "server": host, "port": port,
+	n, err := clashnode.New(map[string]any{"name": name, "type": "ss", "server": host, "port": port,
 		"cipher": "aes-256-gcm", "password": "dead-node-secret"})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +239,7 @@ func TestDeadDestinationMovesConnection(t *testing.T) {
 	for _, useTLS := range []bool{false, true} {
 		srv := helloServer(t, useTLS)
 		closer := startCloser(t)
-		bad, err := proxydial.NewNode(map[string]any{"name": "closes", "type": "ss", "server": "127.0.0.1",
+		bad, err := clashnode.New(map[string]any{"name": "closes", "type": "ss", "server": "127.0.0.1",
 			"port": closer, "cipher": "aes-256-gcm", "password": "x-secret"})
 		if err != nil {
 			t.Fatal(err)
@@ -305,7 +306,7 @@ func TestWrongPassword(t *testing.T) {
 		wrong[k] = v
 	}
 	wrong["name"], wrong["password"] = "wrong", "not-the-password"
-	wn, err := proxydial.NewNode(wrong)
+	wn, err := clashnode.New(wrong)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +365,7 @@ func TestTLSUpstreamThroughSS(t *testing.T) {
 func TestUnusedConnectionClosedIsNoFailure(t *testing.T) {
 	t.Parallel()
 	port := serveConns(t, func(c net.Conn) { c.Close() })
-	n, err := proxydial.NewNode(map[string]any{"name": "idle", "type": "ss", "server": "127.0.0.1",
+	n, err := clashnode.New(map[string]any{"name": "idle", "type": "ss", "server": "127.0.0.1",
 		"port": port, "cipher": "aes-256-gcm", "password": "x-secret"})
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 // ErrAllNodesFailed is returned (wrapped) when no node could carry a
@@ -65,8 +67,8 @@ func (d *Dialer) Nodes() []*Node { return append([]*Node(nil), d.nodes...) }
 // returned connection moves itself to the remaining nodes if the proxy
 // fails before the destination's first byte arrives.
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if _, err := metadataFor(network, addr); err != nil {
-		return nil, err
+	if err := clashnode.CheckTarget(network, addr); err != nil {
+		return nil, fmt.Errorf("proxydial: %w", err)
 	}
 	plan := d.o.health.order(d.nodes)
 	var errs []string
@@ -111,7 +113,7 @@ func (d *Dialer) dialNode(ctx context.Context, n *Node, network, addr string) (n
 func (d *Dialer) nodeFailed(n *Node, result string, err error) {
 	d.o.health.MarkFailed(n.Name())
 	d.o.observer.Dialed(n.Name(), result)
-	msg := n.redact(err.Error())
+	msg := n.Redact(err.Error())
 	d.o.observer.Failed(Failure{Node: n.Name(), Prefix: d.prefix, Error: msg})
 	d.o.log.Warn("proxy node failed", "node", n.Name(), "type", n.Type(), "server", n.Server(),
 		"upstream", d.prefix, "result", result, "err", msg)

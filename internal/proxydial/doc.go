@@ -2,9 +2,10 @@
 // (docs/edge-proxy.md), with mihomo (github.com/metacubex/mihomo) as the
 // protocol library.
 //
-// A Node is one Clash node built from its Clash map (ProxyNode.clash_json
-// of the control protocol, or a --proxy flag value parsed by ParseNodes).
-// A Dialer holds an ordered list of nodes and offers DialContext with the
+// A Node is one Clash node of internal/clashnode (the model the control
+// plane uses too), built from ProxyNode.clash_json of the control protocol
+// (ParseSelection) or from a --proxy flag value (ParseNodes). A Dialer
+// holds an ordered list of nodes and offers DialContext with the
 // signature of net.Dialer.DialContext, for upstream.WithDialer:
 //
 //   - a dial through node i that fails is retried through node i+1 within
@@ -19,11 +20,7 @@
 //   - every failure is reported to an Observer (metrics, and the control
 //     plane's ProxyFailure message) without blocking the dial.
 //
-// mihomo keeps process-wide state (its logger, resolver switches, a CA
-// pool). Setup configures it and must be called once at start-up, before
-// the first node is parsed; nothing in this package has init side effects
-// of its own. Importing mihomo starts two goroutines at init that live for
-// the whole process (common/observable.(*Observable).process for its log,
-// tunnel/statistic.(*Manager).handle for its traffic counters); goroutine
-// leak checkers must ignore them.
+// mihomo's process-wide set-up, the node model and the redaction of node
+// secrets are internal/clashnode's; this package adds what only a dialer
+// needs.
 package proxydial

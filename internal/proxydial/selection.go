@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -33,10 +34,7 @@ func ParseSelection(sel *selfhostv1.ProxySelection, log *slog.Logger) (*Pool, er
 		if _, dup := pool.byName[pn.GetName()]; dup || pool.skipped[pn.GetName()] != "" {
 			return nil, fmt.Errorf("%s.name: %q is used twice", field, pn.GetName())
 		}
-		n, err := NodeFromJSON(pn.GetName(), pn.GetClashJson())
-		if err == nil && pn.GetType() != "" && !strings.EqualFold(pn.GetType(), n.Type()) {
-			err = fmt.Errorf("type %q differs from the type %q of clash_json", pn.GetType(), n.Type())
-		}
+		n, err := clashnode.FromProto(pn)
 		if err != nil {
 			// err never holds the node's secrets.
 			pool.skipped[pn.GetName()] = err.Error()

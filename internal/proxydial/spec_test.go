@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
@@ -28,9 +29,9 @@ func TestParseNodes(t *testing.T) {
 		{"trojan link", "trojan://pw@example.com:443?allowInsecure=1&sni=x#tj", []string{"tj trojan example.com:443"}},
 		{"vmess link", "vmess://" + base64.StdEncoding.EncodeToString([]byte(vmessJSON)), []string{"vm vmess [::1]:10086"}},
 		{"socks5 with auth", "socks5://user:p%40ss@127.0.0.1:1080#s5", []string{"s5 socks5 127.0.0.1:1080"}},
-		{"socks5 default name and port", "socks5h://127.0.0.1", []string{"socks5h-127.0.0.1:1080 socks5 127.0.0.1:1080"}},
+		{"socks5 default name and port", "socks5h://127.0.0.1", []string{"socks5 127.0.0.1:1080 socks5 127.0.0.1:1080"}},
 		{"http", "http://127.0.0.1:3128#web", []string{"web http 127.0.0.1:3128"}},
-		{"https", "https://proxy.example:8443?skip-cert-verify=1", []string{"https-proxy.example:8443 http proxy.example:8443"}},
+		{"https", "https://proxy.example:8443?skip-cert-verify=1", []string{"http proxy.example:8443 http proxy.example:8443"}},
 		{"two links", ssLink + "\n socks5://127.0.0.1:1081#b", []string{"my ss ss 127.0.0.1:8388", "b socks5 127.0.0.1:1081"}},
 		{"base64 subscription", base64.StdEncoding.EncodeToString([]byte(ssLink + "\nsocks5://127.0.0.1:1081#b\n")),
 			[]string{"my ss ss 127.0.0.1:8388", "b socks5 127.0.0.1:1081"}},
@@ -65,16 +66,17 @@ func TestParseNodesErrorsHideSecrets(t *testing.T) {
 	const secret = "s3cr3t-Passw0rd"
 	tests := []struct{ name, value, want string }{
 		{"empty", "  ", "empty"},
-		{"garbage", "not a node", "neither a share link"},
+		{"garbage", "not a node", "neither Clash YAML"},
 		{"bad yaml", "name: [" + secret, "line"},
-		{"bad link", "ss://" + secret, "share link 1 (ss://…) does not parse"},
+		{"bad link", "ss://" + secret, "line 1: ss link does not parse"},
 		{"socks with path", "socks5://u:" + secret + "@127.0.0.1:1/x", "no path"},
-		{"unknown type", `{"name":"n","type":"warp","password":"` + secret + `"}`, "unsupport proxy type"},
+		{"unknown type", `{"name":"n","type":"warp","server":"h","port":1,"password":"` + secret + `"}`, "unsupport proxy type"},
 		{"wrong cipher", `{"name":"n","type":"ss","server":"h","port":1,"cipher":"rot13","password":"` + secret + `"}`, "rot13"},
 		{"missing port", `{"name":"n","type":"ss","server":"h","cipher":"aes-256-gcm","password":"` + secret + `"}`, "port"},
-		{"no name", `{"type":"socks5","server":"h","port":1,"password":"` + secret + `"}`, "no name"},
-		{"duplicate names", "socks5://h:1#x socks5://h:2#x", "two nodes are named"},
-		{"list of scalars", "- " + secret, "entry 1 is not a map"},
+		{"no name", `{"type":"socks5","server":"h","port":1,"password":"` + secret + `"}`, "name: must not be empty"},
+		{"duplicate names", "{proxies: [{name: x, type: socks5, server: h, port: 1}, {name: x, type: socks5, server: h, port: 2}]}", "x: duplicate name"},
+		{"second link bad", "socks5://h:1#x ss://" + secret, "line 2: ss link does not parse"},
+		{"list of scalars", "- " + secret, "proxies[0]: not a map"},
 		{"missing file", "@/nonexistent/" + secret, "no such file"},
 	}
 	for _, tt := range tests {
@@ -94,30 +96,9 @@ func TestParseNodesErrorsHideSecrets(t *testing.T) {
 	}
 }
 
-func TestNodeFromJSON(t *testing.T) {
-	t.Parallel()
-	n, err := proxydial.NodeFromJSON("from-cp", `{"name":"other","type":"socks5","server":"127.0.0.1","port":1080}`)
-	if err != nil || n.Name() != "from-cp" {
-		t.Fatalf("NodeFromJSON = %v, %v; want the control plane's name", n, err)
-	}
-	again, _ := proxydial.NodeFromJSON("from-cp", `{"port":1080,"server":"127.0.0.1","type":"socks5","name":"x"}`)
-	if again.Fingerprint() != n.Fingerprint() {
-		t.Errorf("fingerprint depends on key order or the map's own name")
-	}
-	other, _ := proxydial.NodeFromJSON("from-cp", `{"type":"socks5","server":"127.0.0.1","port":1081}`)
-	if other.Fingerprint() == n.Fingerprint() {
-		t.Errorf("different ports, same fingerprint")
-	}
-	for _, bad := range []string{"", "null", "[]", `"x"`, "{"} {
-		if _, err := proxydial.NodeFromJSON("n", bad); !errors.Is(err, proxydial.ErrInvalidNode) {
-			t.Errorf("NodeFromJSON(%q) err = %v, want ErrInvalidNode", bad, err)
-		}
-	}
-}
-
 func TestDialContextRejectsBadTargets(t *testing.T) {
 	t.Parallel()
-	n, _ := proxydial.NodeFromJSON("n", `{"type":"socks5","server":"127.0.0.1","port":1}`)
+	n, _ := clashnode.FromJSON("n", `{"type":"socks5","server":"127.0.0.1","port":1}`)
 	d, _ := proxydial.NewDialer("test", []*proxydial.Node{n})
 	for _, c := range []struct{ network, addr string }{
 		{"udp", "127.0.0.1:53"}, {"tcp", "no-port"}, {"tcp", "host:0"}, {"tcp", "host:99999"}, {"tcp", ":80"},

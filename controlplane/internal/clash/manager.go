@@ -13,6 +13,8 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 // Store is where the Manager commits the pool and the selection
@@ -89,7 +91,7 @@ type pool struct {
 }
 
 type entry struct {
-	node     *Node
+	node     *clashnode.Node
 	health   Health
 	checking bool // a re-check after an edge report is running
 }
@@ -99,7 +101,6 @@ func NewManager(opts Options) (*Manager, error) {
 	if opts.Source == nil || opts.Store == nil {
 		return nil, errors.New("clash: Options.Source and Options.Store are required")
 	}
-	ConfigureMihomo()
 	if opts.Prober == nil {
 		opts.Prober = MihomoProber{}
 	}
@@ -165,11 +166,11 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // refresh fetches and parses the subscription, swaps the pool, probes it
 // and commits the selection. A failure keeps the pool in use.
-func (m *Manager) refresh(ctx context.Context) (*Subscription, error) {
+func (m *Manager) refresh(ctx context.Context) (*clashnode.List, error) {
 	m.fetchMu.Lock()
 	defer m.fetchMu.Unlock()
 	body, err := m.opts.Source.Fetch(ctx)
-	var sub *Subscription
+	var sub *clashnode.List
 	if err == nil {
 		sub, err = Parse(body)
 	}
@@ -203,30 +204,30 @@ func (m *Manager) refresh(ctx context.Context) (*Subscription, error) {
 
 // swapPool makes sub's nodes the pool. A node whose name and map did not
 // change keeps its entry (adapter and health history).
-func (m *Manager) swapPool(sub *Subscription) (added, removed int) {
+func (m *Manager) swapPool(sub *clashnode.List) (added, removed int) {
 	m.mu.Lock()
 	old := m.pool
 	m.gen++
 	p := &pool{gen: m.gen, byName: map[string]*entry{}, protos: map[string]*selfhostv1.ProxyNode{}}
-	var unused []*Node
+	var unused []*clashnode.Node
 	for _, n := range sub.Nodes {
 		e, ok := (*entry)(nil), false
 		if old != nil {
-			e, ok = old.byName[n.Name]
+			e, ok = old.byName[n.Name()]
 		}
-		if ok && e.node.sameAs(n) {
+		if ok && e.node.Fingerprint() == n.Fingerprint() { // same name and map
 			unused = append(unused, n) // the old adapter stays in use
 		} else {
 			e = &entry{node: n}
 			added++
 		}
 		p.entries = append(p.entries, e)
-		p.byName[n.Name] = e
-		p.protos[n.Name] = e.node.Proto()
+		p.byName[n.Name()] = e
+		p.protos[n.Name()] = e.node.Proto()
 	}
 	if old != nil {
 		for _, e := range old.entries {
-			if p.byName[e.node.Name] != e {
+			if p.byName[e.node.Name()] != e {
 				unused = append(unused, e.node)
 				removed++
 			}
@@ -292,21 +293,21 @@ func (m *Manager) probe(ctx context.Context, e *entry, url string) {
 	}
 	errText := ""
 	if err != nil {
-		errText = clip(e.node.Scrub(err.Error()), 512)
+		errText = clip(e.node.Redact(err.Error()), 512)
 	}
 	m.mu.Lock()
 	was := e.health.Alive
 	first := e.health.LastChecked.IsZero()
 	e.health.record(time.Now(), d, errText)
-	current := m.pool != nil && m.pool.byName[e.node.Name] == e
+	current := m.pool != nil && m.pool.byName[e.node.Name()] == e
 	m.mu.Unlock()
 	switch {
 	case !current:
 		// Replaced by a refresh while it was probed: nobody cares.
 	case err != nil && (was || first):
-		m.log.Warn("proxy node is down", "node", e.node.Name, "err", errText)
+		m.log.Warn("proxy node is down", "node", e.node.Name(), "err", errText)
 	case err == nil && !was:
-		m.log.Info("proxy node is up", "node", e.node.Name, "latency", d.String())
+		m.log.Info("proxy node is up", "node", e.node.Name(), "latency", d.String())
 	}
 }
 
@@ -361,7 +362,7 @@ func (m *Manager) view(st *config.State) *config.ProxyPool {
 	}
 	cands := make([]Candidate, len(p.entries))
 	for i, e := range p.entries {
-		cands[i] = Candidate{Name: e.node.Name, Alive: e.health.Alive, Latency: e.health.Latency}
+		cands[i] = Candidate{Name: e.node.Name(), Alive: e.health.Alive, Latency: e.health.Latency}
 	}
 	m.mu.Unlock()
 	var prev []string
@@ -378,13 +379,21 @@ func (m *Manager) closeNodes() {
 	m.mu.Unlock()
 	if p != nil {
 		for _, e := range p.entries {
-			e.node.close()
+			e.node.Close()
 		}
 	}
 }
 
-func closeAll(nodes []*Node) {
+func closeAll(nodes []*clashnode.Node) {
 	for _, n := range nodes {
-		n.close()
+		n.Close()
 	}
+}
+
+// clip shortens s to at most n bytes on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }

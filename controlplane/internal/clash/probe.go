@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 // Prober measures one node: it fetches url through the node and returns
@@ -12,7 +14,7 @@ import (
 // /v2/ answers 401 without credentials). Prober implementations must
 // return by ctx's deadline.
 type Prober interface {
-	Probe(ctx context.Context, n *Node, url string) (time.Duration, error)
+	Probe(ctx context.Context, n *clashnode.Node, url string) (time.Duration, error)
 }
 
 // MihomoProber probes with mihomo's URLTest: a HEAD request through the
@@ -25,17 +27,10 @@ type MihomoProber struct {
 	Grace time.Duration
 }
 
-// errNoAdapter: a Node made without mihomo (tests) cannot be probed.
-var errNoAdapter = errors.New("node has no mihomo adapter")
-
 // Probe implements Prober. The latency is measured here, in wall-clock
 // time around URLTest, rather than taken from URLTest's whole
 // milliseconds: loopback nodes answer in well under one.
-func (p MihomoProber) Probe(ctx context.Context, n *Node, url string) (time.Duration, error) {
-	ConfigureMihomo()
-	if n.proxy == nil {
-		return 0, errNoAdapter
-	}
+func (p MihomoProber) Probe(ctx context.Context, n *clashnode.Node, url string) (time.Duration, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		return 0, errors.New("probe without a deadline")
 	}
@@ -46,12 +41,8 @@ func (p MihomoProber) Probe(ctx context.Context, n *Node, url string) (time.Dura
 	done := make(chan result, 1)
 	go func() {
 		start := time.Now()
-		_, err := n.proxy.URLTest(ctx, url, nil)
-		d := time.Since(start)
-		if err == nil && !n.proxy.AliveForTestUrl(url) {
-			err = errors.New("no response")
-		}
-		done <- result{d, err}
+		err := n.URLTest(ctx, url)
+		done <- result{time.Since(start), err}
 	}()
 	grace := p.Grace
 	if grace <= 0 {

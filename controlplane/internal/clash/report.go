@@ -68,14 +68,14 @@ func (m *Manager) markSuspect(r report) *entry {
 		return nil
 	}
 	// The edge should send no secrets; scrubbed all the same.
-	text := e.node.Scrub(clip(r.failure.GetError(), 512))
+	text := e.node.Redact(clip(r.failure.GetError(), 512))
 	e.health.reported(fmt.Sprintf("edge %s/%s, upstream %q: %s", r.namespace, clip(r.pod, 64), clip(r.failure.GetPrefix(), 64), text))
 	if e.checking {
 		return nil
 	}
 	e.checking = true
 	m.log.Warn("edge reported a proxy failure; re-probing the node", "namespace", r.namespace, "pod", r.pod,
-		"node", e.node.Name, "prefix", clip(r.failure.GetPrefix(), 64), "err", text)
+		"node", e.node.Name(), "prefix", clip(r.failure.GetPrefix(), 64), "err", text)
 	return e
 }
 

@@ -1,16 +1,16 @@
 package clash
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 // SubscriptionSource fetches the raw subscription.
@@ -134,12 +134,12 @@ func scrubURL(err error, secrets []string) string {
 			msg += " (timeout)"
 		}
 	}
-	return scrub(msg, secrets)
+	return clashnode.RedactorOf(secrets...).Redact(msg)
 }
 
-// urlSecrets lists the parts of a URL that may carry a token, longest
-// first: the whole URL in its spellings, user info, path, query and each
-// query value. The host is kept: it is the useful part of an error.
+// urlSecrets lists the parts of a URL that may carry a token: the whole
+// URL in its spellings, user info, path, query and each query value. The
+// host is kept: it is the useful part of an error.
 func urlSecrets(raw string) []string {
 	out := []string{raw}
 	if u, err := url.Parse(raw); err == nil {
@@ -155,7 +155,5 @@ func urlSecrets(raw string) []string {
 			out = append(out, vs...)
 		}
 	}
-	out = slices.DeleteFunc(out, func(s string) bool { return len(s) < 2 })
-	slices.SortFunc(out, func(a, b string) int { return cmp.Or(len(b)-len(a), strings.Compare(a, b)) })
-	return slices.Compact(out)
+	return out
 }

@@ -57,7 +57,7 @@ func (m *Manager) Status() Status {
 }
 
 func (m *Manager) nodeStatusLocked(e *entry, selected string) NodeStatus {
-	return NodeStatus{Name: e.node.Name, Type: e.node.Type, Server: e.node.Server, Health: e.health.clone(), Selected: e.node.Name == selected}
+	return NodeStatus{Name: e.node.Name(), Type: e.node.Type(), Server: e.node.Server(), Health: e.health.clone(), Selected: e.node.Name() == selected}
 }
 
 // Refresh fetches the subscription and probes the new pool now. On

@@ -167,17 +167,6 @@ func (h *harness) run(t *testing.T) {
 	t.Cleanup(h.stop)
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func writeToken(t *testing.T, path, token string) {
 	t.Helper()
 	// Replaced by rename, as the kubelet does for projected tokens.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -17,6 +18,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // TestRestoreWithControlPlaneDown: an edge restarted while the control
@@ -24,46 +26,53 @@ import (
 // reports the restored version once the control plane is back.
 func TestRestoreWithControlPlaneDown(t *testing.T) {
 	t.Parallel()
-	var n switchNet
-	srv := n.start(t)
-	state := t.TempDir()
-	first := startClient(t, n.dial(), nil, control.WithStateDir(state))
-	srv.SetConfig(edgeConfig("v1"))
-	controltest.Next(t, srv.Acks, wait)
-	first.stop()
-	srv.Stop()
+	synctest.Test(t, func(t *testing.T) {
+		var n switchNet
+		srv := n.start(t)
+		state := t.TempDir()
+		first := startClient(t, n.dial(), nil, control.WithStateDir(state))
+		srv.SetConfig(edgeConfig("v1"))
+		controltest.Next(t, srv.Acks, wait)
+		first.stop()
+		srv.Stop()
 
-	second := newClient(t, n.dial(), nil, control.WithStateDir(state))
-	v, err := second.client.Restore()
-	if err != nil || v != "v1" {
-		t.Fatalf("Restore = %q, %v", v, err)
-	}
-	if second.applier.current() != "v1" {
-		t.Fatalf("applied %q", second.applier.current())
-	}
-	applied := second.applier.applied[0]
-	if applied.GetUpstreams()[0].GetCredentials().GetPassword() != "upstream-secret" || applied.GetPolicy().GetPullToken() != "pull-secret" {
-		t.Fatalf("restored config lost its secrets: %v", applied)
-	}
-	second.run(t)
-	time.Sleep(100 * time.Millisecond) // several failed attempts
-	if st := second.client.Status(); st.Connected || st.Version != "v1" {
-		t.Fatalf("status while down %+v", st)
-	}
+		second := newClient(t, n.dial(), nil, control.WithStateDir(state))
+		v, err := second.client.Restore()
+		if err != nil || v != "v1" {
+			t.Fatalf("Restore = %q, %v", v, err)
+		}
+		if second.applier.current() != "v1" {
+			t.Fatalf("applied %q", second.applier.current())
+		}
+		applied := second.applier.applied[0]
+		if applied.GetUpstreams()[0].GetCredentials().GetPassword() != "upstream-secret" || applied.GetPolicy().GetPullToken() != "pull-secret" {
+			t.Fatalf("restored config lost its secrets: %v", applied)
+		}
+		second.run(t)
+		// On the bubble's fake clock: several failed attempts (backoff
+		// 10–50 ms) have run and settled when the sleep returns.
+		time.Sleep(time.Second)
+		if st := second.client.Status(); st.Connected || st.Version != "v1" {
+			t.Fatalf("status while down %+v", st)
+		}
+		if !strings.Contains(second.logs.String(), "reconnecting") {
+			t.Fatalf("no failed attempt while down:\n%s", second.logs.String())
+		}
 
-	srv2 := n.start(t)
-	hello := controltest.Next(t, srv2.Hellos, wait)
-	if hello.Msg.GetLastAppliedVersion() != "v1" {
-		t.Fatalf("hello after restart %v", hello.Msg)
-	}
-	srv2.SetConfig(edgeConfig("v1"))
-	if ack := controltest.Next(t, srv2.Acks, wait); !ack.GetAccepted() {
-		t.Fatalf("ack %v", ack)
-	}
-	eventually(t, "connected", func() bool { return second.client.Status().Connected })
-	if second.applier.count() != 1 {
-		t.Fatalf("v1 applied %d times, want once (restore only)", second.applier.count())
-	}
+		srv2 := n.start(t)
+		hello := controltest.Next(t, srv2.Hellos, wait)
+		if hello.Msg.GetLastAppliedVersion() != "v1" {
+			t.Fatalf("hello after restart %v", hello.Msg)
+		}
+		srv2.SetConfig(edgeConfig("v1"))
+		if ack := controltest.Next(t, srv2.Acks, wait); !ack.GetAccepted() {
+			t.Fatalf("ack %v", ack)
+		}
+		testkit.WaitFor(t, "connected", wait, func() bool { return second.client.Status().Connected })
+		if second.applier.count() != 1 {
+			t.Fatalf("v1 applied %d times, want once (restore only)", second.applier.count())
+		}
+	})
 }
 
 func TestRestoreNothingOrCorrupt(t *testing.T) {
@@ -87,25 +96,29 @@ func TestRestoreNothingOrCorrupt(t *testing.T) {
 // with growing, jittered delays — never in a hot loop.
 func TestReconnectBackoff(t *testing.T) {
 	t.Parallel()
-	srv, dial := controltest.StartBufconn(t)
-	srv.RejectStreams(errors.New("broken"))
-	h := startClient(t, dial, nil, control.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
-	time.Sleep(time.Second)
-	n := srv.Streams.Load()
-	// Full jitter over [0, 20·2^n ms] capped at 100 ms averages ~50 ms per
-	// attempt once capped: about 20 in a second. A hot loop makes thousands.
-	if n < 4 || n > 60 {
-		t.Fatalf("%d stream attempts in 1s, want between 4 and 60", n)
-	}
-	// Accepting again: the client connects and applies.
-	srv.RejectStreams(nil)
-	srv.SetConfig(edgeConfig("v1"))
-	if ack := controltest.Next(t, srv.Acks, wait); !ack.GetAccepted() {
-		t.Fatalf("ack %v", ack)
-	}
-	if !strings.Contains(h.logs.String(), "reconnecting") {
-		t.Fatalf("no reconnect logged:\n%s", h.logs.String())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		srv, dial := controltest.StartBufconn(t)
+		srv.RejectStreams(errors.New("broken"))
+		h := startClient(t, dial, nil, control.WithBackoff(20*time.Millisecond, 100*time.Millisecond))
+		// A second on the bubble's fake clock. Full jitter over
+		// [0, 20·2^n ms] capped at 100 ms averages ~50 ms per attempt once
+		// capped: about 20 in a second. A hot loop would never let the fake
+		// clock reach the second (go test's -timeout reports it) or make
+		// far more attempts.
+		time.Sleep(time.Second)
+		if n := srv.Streams.Load(); n < 4 || n > 60 {
+			t.Fatalf("%d stream attempts in 1s, want between 4 and 60", n)
+		}
+		// Accepting again: the client connects and applies.
+		srv.RejectStreams(nil)
+		srv.SetConfig(edgeConfig("v1"))
+		if ack := controltest.Next(t, srv.Acks, wait); !ack.GetAccepted() {
+			t.Fatalf("ack %v", ack)
+		}
+		if !strings.Contains(h.logs.String(), "reconnecting") {
+			t.Fatalf("no reconnect logged:\n%s", h.logs.String())
+		}
+	})
 }
 
 func TestStatsSent(t *testing.T) {
@@ -139,7 +152,7 @@ func TestInvalidateTag(t *testing.T) {
 	srv.SetConfig(edgeConfig("v1"))
 	controltest.Next(t, srv.Acks, wait)
 	srv.InvalidateTag("test", "library/app", "latest")
-	eventually(t, "tag record deleted", func() bool {
+	testkit.WaitFor(t, "tag record deleted", wait, func() bool {
 		_, err := mem.Stat(ctx, key)
 		return errors.Is(err, blob.ErrNotFound)
 	})
@@ -172,7 +185,7 @@ func TestUnauthenticatedRetries(t *testing.T) {
 	if ack := controltest.Next(t, srv.Acks, wait); !ack.GetAccepted() || ack.GetVersion() != "v1" {
 		t.Fatalf("ack after rotation %v", ack)
 	}
-	eventually(t, "connected", func() bool { return h.client.Status().Connected })
+	testkit.WaitFor(t, "connected", wait, func() bool { return h.client.Status().Connected })
 	h.stop()
 	logs := h.logs.String()
 	if !strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, "rejected the edge's credentials") || !strings.Contains(logs, "Unauthenticated") {
@@ -189,15 +202,19 @@ func TestUnauthenticatedRetries(t *testing.T) {
 
 func TestMissingTokenFileRetries(t *testing.T) {
 	t.Parallel()
-	srv, dial := controltest.StartBufconn(t)
-	tokenFile := filepath.Join(t.TempDir(), "token")
-	startClient(t, dial, nil, control.WithTokenFile(tokenFile))
-	time.Sleep(50 * time.Millisecond)
-	if n := srv.Streams.Load(); n != 0 {
-		t.Fatalf("%d streams opened without a token", n)
-	}
-	writeToken(t, tokenFile, "tok-late")
-	if hello := controltest.Next(t, srv.Hellos, wait); hello.Token != "tok-late" {
-		t.Fatalf("token %q", hello.Token)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		srv, dial := controltest.StartBufconn(t)
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		startClient(t, dial, nil, control.WithTokenFile(tokenFile))
+		// A second on the bubble's fake clock: the client has looked for
+		// the token many times (backoff 10–50 ms) and opened nothing.
+		time.Sleep(time.Second)
+		if n := srv.Streams.Load(); n != 0 {
+			t.Fatalf("%d streams opened without a token", n)
+		}
+		writeToken(t, tokenFile, "tok-late")
+		if hello := controltest.Next(t, srv.Hellos, wait); hello.Token != "tok-late" {
+			t.Fatalf("token %q", hello.Token)
+		}
+	})
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -89,17 +90,6 @@ func ready(t *testing.T, addr string) readyStatus {
 		t.Fatalf("readyz %q: %v", body, err)
 	}
 	return st
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func snapshot(version, upstreamURL string, policy *selfhostv1.NamespacePolicy) *selfhostv1.EdgeConfig {
@@ -207,14 +197,14 @@ func TestControlPlaneEndToEnd(t *testing.T) {
 			t.Fatalf("manifest: %d X-Cache %q, want %s", code, h.Get("X-Cache"), want)
 		}
 	}
-	eventually(t, "stats with the hit and the miss", func() bool {
+	testkit.WaitFor(t, "stats with the hit and the miss", wait, func() bool {
 		st := controltest.Next(t, cp.Stats, wait)
 		return st.GetCacheHits() >= 1 && st.GetCacheMisses() >= 1 && st.GetBytesFromCache() > 0 && st.GetBytesFromUpstream() > 0
 	})
 
 	// Invalidation: the next pull of the tag goes upstream again.
 	cp.InvalidateTag("test", "org/app", "from-b")
-	eventually(t, "tag invalidated", func() bool {
+	testkit.WaitFor(t, "tag invalidated", wait, func() bool {
 		_, _, h := get(t, base+"/manifests/from-b", "")
 		return h.Get("X-Cache") == "MISS"
 	})

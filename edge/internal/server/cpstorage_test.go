@@ -27,6 +27,7 @@ import (
 	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3/s3test"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -183,7 +184,7 @@ func TestBrokeredStorage(t *testing.T) {
 		t.Fatalf("cold blob: %d, %d bytes", code, len(body))
 	}
 	for _, key := range []string{blob.ManifestKey(md), blob.BlobKey(ld)} {
-		eventually(t, key+" in the bucket", func() bool {
+		testkit.WaitFor(t, key+" in the bucket", wait, func() bool {
 			_, err := s3c.HeadObject(t.Context(), &awss3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String("shared/" + key)})
 			return err == nil
 		})

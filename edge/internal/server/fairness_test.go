@@ -14,6 +14,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -105,7 +106,7 @@ func TestColdBurstGets429(t *testing.T) {
 	if code, _, _ := get(t, base+"blobs/"+img.Config, ""); code != 200 {
 		t.Fatalf("config blob: %d", code)
 	}
-	eventually(t, "config blob cached", func() bool {
+	testkit.WaitFor(t, "config blob cached", wait, func() bool {
 		_, _, h := head(t, base+"blobs/"+img.Config)
 		return h.Get("X-Cache") == "HIT"
 	})
@@ -166,7 +167,7 @@ func TestColdBurstGets429(t *testing.T) {
 
 	// A client that waits Retry-After gets the layer.
 	l := img.Layers[refused[0]]
-	eventually(t, "a refused layer served after Retry-After", func() bool {
+	testkit.WaitFor(t, "a refused layer served after Retry-After", wait, func() bool {
 		code, _, h := get(t, base+"blobs/"+l, "")
 		if code == http.StatusTooManyRequests {
 			ra, _ := strconv.Atoi(h.Get("Retry-After"))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 )
 
@@ -91,7 +92,7 @@ func TestHeadUncachedBlob(t *testing.T) {
 	if code, got, h := get(t, url, ""); code != 200 || got != string(body) || h.Get("X-Cache") != "MISS" {
 		t.Fatalf("GET: %d %s", code, h)
 	}
-	eventually(t, "blob stored", func() bool {
+	testkit.WaitFor(t, "blob stored", wait, func() bool {
 		resp := head()
 		return resp.StatusCode == 200 && resp.Header.Get("X-Cache") == "HIT" && resp.ContentLength == int64(len(body))
 	})

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // TestShutdownDrains: after the context ends /readyz says draining and new
@@ -62,7 +64,7 @@ func TestShutdownDrains(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	eventually(t, "new connections refused", func() bool {
+	testkit.WaitFor(t, "new connections refused", wait, func() bool {
 		c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
 		if err == nil {
 			c.Close()

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/uninstall"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
 )
 
 // cleanupFlags are the flags of `controlplane cleanup`.
@@ -23,11 +24,22 @@ type cleanupFlags struct {
 	logLevel   slog.Level
 }
 
-// parseCleanupFlags reads the arguments after "cleanup", with the same
-// CONTROLPLANE_<FLAG> environment defaults as the server (so the chart's
-// CONTROLPLANE_NAMESPACE from the downward API works for both).
-func parseCleanupFlags(args []string, lookupEnv func(string) (string, bool), out io.Writer) (cleanupFlags, error) {
-	var f cleanupFlags
+// cleanupEnv maps the cleanup flags to CONTROLPLANE_<FLAG> variables, the
+// environment the server reads too (so the chart's CONTROLPLANE_NAMESPACE
+// from the downward API works for both): --deployment and --timeout,
+// which mean something else to the server, read CONTROLPLANE_CLEANUP_*,
+// and the server's variables are known.
+func cleanupEnv() flagenv.Options {
+	sfs, _ := newServerFlagSet(&flags{}, io.Discard)
+	return flagenv.Options{Prefix: envPrefix, Rename: map[string]string{
+		"deployment": envPrefix + "CLEANUP_DEPLOYMENT",
+		"timeout":    envPrefix + "CLEANUP_TIMEOUT",
+	}, Known: flagenv.Options{Prefix: envPrefix}.Vars(sfs)}
+}
+
+// newCleanupFlagSet defines the cleanup flags on a new flag set, writing
+// into f; usage goes to out. It returns --log-level's raw value.
+func newCleanupFlagSet(f *cleanupFlags, out io.Writer) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("controlplane cleanup", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -48,39 +60,38 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	env := func(name, def string) string {
-		if v, ok := lookupEnv(envName(name)); ok {
-			return v
-		}
-		return def
-	}
-	fs.StringVar(&f.kubeconfig, "kubeconfig", env("kubeconfig", ""), "kubeconfig `FILE`; default: the pod's ServiceAccount")
-	fs.StringVar(&f.namespace, "namespace", env("namespace", ""), "the release namespace (`NS`, required)")
-	fs.StringVar(&f.deployment, "deployment", env("cleanup-deployment", uninstall.DefaultDeployment), "the control plane's Deployment in --namespace, scaled to 0 first (`NAME`)")
-	timeout, err := time.ParseDuration(env("cleanup-timeout", "3m"))
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig `FILE`; default: the pod's ServiceAccount")
+	fs.StringVar(&f.namespace, "namespace", "", "the release namespace (`NS`, required)")
+	fs.StringVar(&f.deployment, "deployment", uninstall.DefaultDeployment, "the control plane's Deployment in --namespace, scaled to 0 first (`NAME`; environment: CONTROLPLANE_CLEANUP_DEPLOYMENT)")
+	fs.DurationVar(&f.timeout, "timeout", 3*time.Minute, "give up after this long (the control plane's pods not stopping, an unreachable apiserver); the hook Job's activeDeadlineSeconds should exceed it (environment: CONTROLPLANE_CLEANUP_TIMEOUT)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	return fs, level
+}
+
+// parseCleanupFlags reads the arguments after "cleanup", with the
+// CONTROLPLANE_<FLAG> variables of environ under them (cleanupEnv).
+func parseCleanupFlags(args, environ []string, out io.Writer) (cleanupFlags, flagenv.Result, error) {
+	var f cleanupFlags
+	fs, level := newCleanupFlagSet(&f, out)
+	res, err := flagenv.Parse(fs, args, environ, cleanupEnv())
 	if err != nil {
-		return f, fmt.Errorf("%s: want a duration such as 3m", envName("cleanup-timeout"))
-	}
-	fs.DurationVar(&f.timeout, "timeout", timeout, "give up after this long (the control plane's pods not stopping, an unreachable apiserver); the hook Job's activeDeadlineSeconds should exceed it")
-	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return f, err
+		return f, res, err
 	}
 	if fs.NArg() > 0 {
-		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return f, res, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return f, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+		return f, res, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
 	switch {
 	case f.namespace == "":
-		return f, errors.New("--namespace is required")
+		return f, res, errors.New("--namespace is required")
 	case f.deployment == "":
-		return f, errors.New("--deployment must not be empty")
+		return f, res, errors.New("--deployment must not be empty")
 	case f.timeout <= 0:
-		return f, errors.New("--timeout must be positive")
+		return f, res, errors.New("--timeout must be positive")
 	}
-	return f, nil
+	return f, res, nil
 }
 
 // runCleanup wires the cleanup flags to uninstall.Run.

@@ -35,8 +35,7 @@ func TestParseCleanupFlags(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-			got, err := parseCleanupFlags(tc.args, lookup, &bytes.Buffer{})
+			got, _, err := parseCleanupFlags(tc.args, environ(tc.env), &bytes.Buffer{})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -56,7 +55,7 @@ func TestParseCleanupFlags(t *testing.T) {
 func TestCleanupHelp(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	_, err := parseCleanupFlags([]string{"--help"}, func(string) (string, bool) { return "", false }, &out)
+	_, _, err := parseCleanupFlags([]string{"--help"}, nil, &out)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v", err)
 	}

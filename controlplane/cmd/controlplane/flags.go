@@ -7,9 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
 )
 
 // envPrefix: every flag --some-name can also be set as CONTROLPLANE_SOME_NAME.
@@ -95,11 +96,13 @@ type clusterFlags struct {
 	webhookHosts     []string
 }
 
-// parseFlags reads args, with CONTROLPLANE_<NAME> environment variables
-// (looked up with lookupEnv) as defaults; a flag on the command line wins.
-// It returns flag.ErrHelp after printing the usage for -h/--help.
-func parseFlags(args []string, lookupEnv func(string) (string, bool), out io.Writer) (flags, error) {
-	var f flags
+// rawFlags are the server flags that parseFlags checks and converts.
+type rawFlags struct{ level, grpcTLS *string }
+
+// newServerFlagSet defines the server's flags on a new flag set, writing
+// into f; usage goes to out.
+func newServerFlagSet(f *flags, out io.Writer) (*flag.FlagSet, rawFlags) {
+	var raw rawFlags
 	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
@@ -125,135 +128,112 @@ optional there (upstreams, clash); adminTokens and namespaces are refused.
 
 Every flag can also be set as an environment variable CONTROLPLANE_<FLAG>
 (upper case, '-' as '_', e.g. CONTROLPLANE_GRPC_LISTEN); a flag on the
-command line wins.
+command line wins over the variable, the variable over the default. A list
+variable (CONTROLPLANE_ADMIN_GROUPS, _EDGE_ARGS, _WEBHOOK_HOSTS) is
+comma-separated and replaces the default. A bad value in a variable stops
+the control plane; a CONTROLPLANE_ variable that names no flag is logged as
+a warning.
 
 Flags:
 `)
 		fs.PrintDefaults()
 	}
-	var envErrs []error
-	env := func(name, def string) string {
-		if v, ok := lookupEnv(envName(name)); ok {
-			return v
-		}
-		return def
-	}
-	envBoolDefault := func(name string, def bool) bool {
-		v := env(name, strconv.FormatBool(def))
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: want true or false", envName(name), v))
-		}
-		return b
-	}
-	envBool := func(name string) bool { return envBoolDefault(name, false) }
-	envDuration := func(name string, def time.Duration) time.Duration {
-		v := env(name, def.String())
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a duration such as 50ms", envName(name), v))
-		}
-		return d
-	}
-
-	envInt := func(name string, def int) int {
-		v := env(name, strconv.Itoa(def))
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			envErrs = append(envErrs, fmt.Errorf("%s=%q: want a number", envName(name), v))
-		}
-		return n
-	}
-	envList := func(name string) []string { return splitList(env(name, "")) }
-
-	fs.BoolVar(&f.standalone, "standalone", envBool("standalone"), "run without Kubernetes: configuration, tokens and state come from --config")
-	fs.StringVar(&f.config, "config", env("config", ""), "YAML configuration: upstreams, clash, and (standalone only) adminTokens and namespaces (`FILE`; see docs/control-protocol.md and docs/clash.md); required with --standalone")
-	fs.StringVar(&f.grpcListen, "grpc-listen", env("grpc-listen", ":9090"), "address of the gRPC server: edge streams and admin API (`ADDR`)")
-	fs.StringVar(&f.stateDir, "state-dir", env("state-dir", ""), "standalone: directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
-	fs.DurationVar(&f.debounce, "debounce", envDuration("debounce", 50*time.Millisecond), "quiet period after a change before it is pushed to edges; 0 pushes at once")
-	fs.DurationVar(&f.proofTTL, "proof-ttl", envDuration("proof-ttl", 0), "how long a proof of upstream access (an upstream HEAD of a manifest, anonymous or with a namespace's credentials) lets the storage broker serve that namespace shared content before it asks again; a revoked credential stops serving after it (default 10m)")
-	fs.IntVar(&f.maxGRPCConns, "max-grpc-connections", envInt("max-grpc-connections", 0), "open gRPC connections (edges, admin clients, anyone reaching the port); more are closed as soon as they are accepted (default 1024)")
-	fs.IntVar(&f.maxGRPCStreams, "max-grpc-streams", envInt("max-grpc-streams", 0), "concurrent streams and calls per gRPC connection (an edge needs 1 config stream and a few calls); clients queue beyond it (default 64)")
-	fs.IntVar(&f.maxCallerStreams, "max-grpc-streams-per-caller", envInt("max-grpc-streams-per-caller", 0), "open gRPC streams of one caller across its connections: one namespace's edges, one admin, or all callers without a token together (health); more are refused with ResourceExhausted (default 256)")
-	fs.IntVar(&f.upstreamRPS, "namespace-max-upstream-rps", envInt("namespace-max-upstream-rps", 0), "default of every namespace's upstream requests per second through its edge (manifests, blob fills, tag lists, revalidations; beyond it pulls of uncached content get 429 with Retry-After, cached content is never limited); a namespace's maxUpstreamRequestsPerSecond (standalone YAML) wins; 0: the edge's --max-upstream-rps")
-	fs.IntVar(&f.upstreamBurst, "namespace-upstream-burst", envInt("namespace-upstream-burst", 0), "default of every namespace's upstream request burst above the rate; a namespace's upstreamBurst wins; 0: the edge's --upstream-burst")
-	level := fs.String("log-level", env("log-level", "info"), "log level: debug, info, warn, error")
-	fs.StringVar(&f.tlsCert, "tls-cert", env("tls-cert", ""), "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
-	fs.StringVar(&f.tlsKey, "tls-key", env("tls-key", ""), "private key for --tls-cert (`FILE`, PEM)")
-	fs.StringVar(&f.httpListen, "http-listen", env("http-listen", ""), "plain-HTTP address of /healthz, /readyz and /metrics (`ADDR`; default: "+DefaultHTTPListen+" in-cluster, none standalone; off: none)")
-	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", envDuration("shutdown-delay", -1), "after SIGTERM, keep serving gRPC and the webhook this long with /readyz answering 503, so the pod leaves the Service's endpoints before it stops answering (the apiserver would otherwise send webhook calls to a gone pod and admit pods untouched); default: "+DefaultShutdownDelay.String()+" in-cluster, 0 standalone")
-	grpcTLS := fs.String("grpc-tls", env("grpc-tls", "on"), "in-cluster mode: on serves gRPC over TLS with a certificate of the control plane's CA (the webhook's, in its TLS Secret) and gives each edge the CA in the ConfigMap selfhost-controlplane-ca; off serves plaintext (tests only: the stream carries credentials)")
+	fs.BoolVar(&f.standalone, "standalone", false, "run without Kubernetes: configuration, tokens and state come from --config")
+	fs.StringVar(&f.config, "config", "", "YAML configuration: upstreams, clash, and (standalone only) adminTokens and namespaces (`FILE`; see docs/control-protocol.md and docs/clash.md); required with --standalone")
+	fs.StringVar(&f.grpcListen, "grpc-listen", ":9090", "address of the gRPC server: edge streams and admin API (`ADDR`)")
+	fs.StringVar(&f.stateDir, "state-dir", "", "standalone: directory of controlplane-state.json, where admin API changes persist (`DIR`; default: the config file's directory)")
+	fs.DurationVar(&f.debounce, "debounce", 50*time.Millisecond, "quiet period after a change before it is pushed to edges; 0 pushes at once")
+	fs.DurationVar(&f.proofTTL, "proof-ttl", 0, "how long a proof of upstream access (an upstream HEAD of a manifest, anonymous or with a namespace's credentials) lets the storage broker serve that namespace shared content before it asks again; a revoked credential stops serving after it (default 10m)")
+	fs.IntVar(&f.maxGRPCConns, "max-grpc-connections", 0, "open gRPC connections (edges, admin clients, anyone reaching the port); more are closed as soon as they are accepted (default 1024)")
+	fs.IntVar(&f.maxGRPCStreams, "max-grpc-streams", 0, "concurrent streams and calls per gRPC connection (an edge needs 1 config stream and a few calls); clients queue beyond it (default 64)")
+	fs.IntVar(&f.maxCallerStreams, "max-grpc-streams-per-caller", 0, "open gRPC streams of one caller across its connections: one namespace's edges, one admin, or all callers without a token together (health); more are refused with ResourceExhausted (default 256)")
+	fs.IntVar(&f.upstreamRPS, "namespace-max-upstream-rps", 0, "default of every namespace's upstream requests per second through its edge (manifests, blob fills, tag lists, revalidations; beyond it pulls of uncached content get 429 with Retry-After, cached content is never limited); a namespace's maxUpstreamRequestsPerSecond (standalone YAML) wins; 0: the edge's --max-upstream-rps")
+	fs.IntVar(&f.upstreamBurst, "namespace-upstream-burst", 0, "default of every namespace's upstream request burst above the rate; a namespace's upstreamBurst wins; 0: the edge's --upstream-burst")
+	raw.level = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "serve gRPC over TLS with this certificate (`FILE`, PEM); default: plaintext, for loopback")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "private key for --tls-cert (`FILE`, PEM)")
+	fs.StringVar(&f.httpListen, "http-listen", "", "plain-HTTP address of /healthz, /readyz and /metrics (`ADDR`; default: "+DefaultHTTPListen+" in-cluster, none standalone; off: none)")
+	fs.DurationVar(&f.shutdownDelay, "shutdown-delay", -1, "after SIGTERM, keep serving gRPC and the webhook this long with /readyz answering 503, so the pod leaves the Service's endpoints before it stops answering (the apiserver would otherwise send webhook calls to a gone pod and admit pods untouched); default: "+DefaultShutdownDelay.String()+" in-cluster, 0 standalone")
+	raw.grpcTLS = fs.String("grpc-tls", "on", "in-cluster mode: on serves gRPC over TLS with a certificate of the control plane's CA (the webhook's, in its TLS Secret) and gives each edge the CA in the ConfigMap selfhost-controlplane-ca; off serves plaintext (tests only: the stream carries credentials)")
 
 	c := &f.cluster
-	fs.StringVar(&c.kubeconfig, "kubeconfig", env("kubeconfig", ""), "in-cluster mode: kubeconfig `FILE`; default: the pod's ServiceAccount")
-	fs.IntVar(&c.kubeQPS, "kube-api-qps", envInt("kube-api-qps", 50), "in-cluster mode: sustained requests per second to the apiserver, per API group (client-go's default of 5 makes reconciling 1000 namespaces take 10 minutes)")
-	fs.IntVar(&c.kubeBurst, "kube-api-burst", envInt("kube-api-burst", 100), "in-cluster mode: request burst to the apiserver")
-	fs.StringVar(&c.namespace, "namespace", env("namespace", ""), "in-cluster mode: the release namespace (Lease, state ConfigMap, webhook Secret; never injected) (`NS`, required)")
-	fs.StringVar(&c.podName, "pod-name", env("pod-name", ""), "in-cluster mode: this replica's pod name, for the leader-election identity (default: host name)")
-	fs.Var(newListFlag(&c.adminGroups), "admin-groups", "in-cluster mode: Kubernetes groups whose members may use the admin API without an RBAC check (`G1,G2`)")
-	c.adminGroups = envList("admin-groups")
-	fs.StringVar(&c.edgeAudience, "edge-audience", env("edge-audience", DefaultEdgeAudience), "in-cluster mode: audience of the edges' projected ServiceAccount tokens")
-	fs.StringVar(&c.edgeImage, "edge-image", env("edge-image", ""), "in-cluster mode: image of every edge Deployment (`IMAGE`, required)")
-	fs.StringVar(&c.edgePullPolicy, "edge-image-pull-policy", env("edge-image-pull-policy", "IfNotPresent"), "in-cluster mode: Always, IfNotPresent or Never")
-	fs.StringVar(&c.edgeResources, "edge-resources", env("edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi"), "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
-	fs.BoolVar(&c.mirror, "mirror", envBool("mirror"), "in-cluster mode: give the release namespace an edge of its own without the opt-in label, a cluster-wide mirror for clients the webhook does not reach (Docker registry-mirrors, prefixed pulls, containerd hosts.toml) behind its NodePort; a tenant like any other, it never serves another namespace's private content (docs/kubernetes.md)")
-	fs.BoolVar(&c.mirrorAuth, "mirror-auth", envBoolDefault("mirror-auth", true), "in-cluster mode, with --mirror: clients need the mirror's pull token (Secret selfhost-edge-pull in the release namespace, user \"selfhost\"); false serves anyone who reaches the NodePort — only on a trusted network")
-	fs.StringVar(&c.mirrorTLSSecret, "mirror-tls-secret", env("mirror-tls-secret", ""), "in-cluster mode, with --mirror: serve the mirror over TLS with this kubernetes.io/tls Secret of the release namespace (`NAME`; tls.crt, tls.key, re-read when renewed), so clients need no insecure-registries entry; default: plain HTTP")
-	fs.IntVar(&c.edgeReplicas, "edge-replicas", envInt("edge-replicas", 2), "in-cluster mode: replicas of every edge Deployment (spread across nodes, one PodDisruptionBudget per namespace lets drains take one at a time)")
-	fs.Var(newListFlag(&c.edgeArgs), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
-	c.edgeArgs = envList("edge-args")
-	fs.StringVar(&c.edgeControlPlane, "edge-control-plane", env("edge-control-plane", ""), "in-cluster mode: the gRPC address edges dial, e.g. selfhost-controlplane.selfhost-system.svc:9090 (`ADDR`, required)")
-	fs.StringVar(&c.grpcService, "grpc-service", env("grpc-service", ""), "in-cluster mode: the control plane's Service in --namespace; the gRPC certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.<cluster-domain>, and the host of --edge-control-plane (`NAME`; default: the first label of that host)")
-	fs.DurationVar(&c.tlsSyncInterval, "tls-sync-interval", envDuration("tls-sync-interval", time.Minute), "in-cluster mode: how often the TLS Secret (CA and serving certificate of the webhook and gRPC) is re-read, rotated when due and the webhook configuration repaired; another replica's rotation is picked up within this")
-	fs.DurationVar(&c.caPropagation, "tls-ca-propagation", envDuration("tls-ca-propagation", DefaultCAPropagation), "in-cluster mode: after a CA rotation, how long a replica keeps presenting its certificate of the previous CA, so that the edges' mounted CA ConfigMaps (kubelet syncs them within about a minute) and the apiservers' caBundle trust the new CA first")
-	fs.StringVar(&c.clusterDomain, "cluster-domain", env("cluster-domain", "cluster.local"), "in-cluster mode: the cluster's DNS domain, for the gRPC certificate's names")
-	fs.IntVar(&c.workers, "workers", envInt("workers", 4), "in-cluster mode: namespaces reconciled in parallel")
-	fs.DurationVar(&c.leaseDuration, "leader-lease-duration", envDuration("leader-lease-duration", 15*time.Second), "in-cluster mode: leader-election lease duration")
-	fs.DurationVar(&c.renewDeadline, "leader-renew-deadline", envDuration("leader-renew-deadline", 10*time.Second), "in-cluster mode: how long the leader keeps trying to renew before it stops leading")
-	fs.DurationVar(&c.retryPeriod, "leader-retry-period", envDuration("leader-retry-period", 2*time.Second), "in-cluster mode: interval of leader-election attempts")
-	fs.BoolVar(&c.webhookDisabled, "webhook-disabled", envBool("webhook-disabled"), "in-cluster mode: do not serve the injector webhook (pods keep their images)")
-	fs.StringVar(&c.webhookListen, "webhook-listen", env("webhook-listen", ":8443"), "in-cluster mode: HTTPS address of the injector webhook (`ADDR`)")
-	fs.StringVar(&c.webhookService, "webhook-service", env("webhook-service", ""), "in-cluster mode: the Service the apiserver calls the webhook through (`NAME:PORT` in --namespace)")
-	fs.StringVar(&c.webhookURL, "webhook-url", env("webhook-url", ""), "in-cluster mode: instead of --webhook-service, the URL the apiserver calls (`https://HOST:PORT/mutate-pods`; a control plane outside the cluster)")
-	fs.Var(newListFlag(&c.webhookHosts), "webhook-hosts", "in-cluster mode: the webhook certificate's DNS names and IPs (`H1,H2`; default: from --webhook-service or --webhook-url)")
-	c.webhookHosts = envList("webhook-hosts")
-	if err := fs.Parse(args); err != nil {
-		return f, err
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "in-cluster mode: kubeconfig `FILE`; default: the pod's ServiceAccount")
+	fs.IntVar(&c.kubeQPS, "kube-api-qps", 50, "in-cluster mode: sustained requests per second to the apiserver, per API group (client-go's default of 5 makes reconciling 1000 namespaces take 10 minutes)")
+	fs.IntVar(&c.kubeBurst, "kube-api-burst", 100, "in-cluster mode: request burst to the apiserver")
+	fs.StringVar(&c.namespace, "namespace", "", "in-cluster mode: the release namespace (Lease, state ConfigMap, webhook Secret; never injected) (`NS`, required)")
+	fs.StringVar(&c.podName, "pod-name", "", "in-cluster mode: this replica's pod name, for the leader-election identity (default: host name)")
+	fs.Var(flagenv.NewList(&c.adminGroups, ",").SplitArgs(), "admin-groups", "in-cluster mode: Kubernetes groups whose members may use the admin API without an RBAC check (`G1,G2`)")
+	fs.StringVar(&c.edgeAudience, "edge-audience", DefaultEdgeAudience, "in-cluster mode: audience of the edges' projected ServiceAccount tokens")
+	fs.StringVar(&c.edgeImage, "edge-image", "", "in-cluster mode: image of every edge Deployment (`IMAGE`, required)")
+	fs.StringVar(&c.edgePullPolicy, "edge-image-pull-policy", "IfNotPresent", "in-cluster mode: Always, IfNotPresent or Never")
+	fs.StringVar(&c.edgeResources, "edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
+	fs.BoolVar(&c.mirror, "mirror", false, "in-cluster mode: give the release namespace an edge of its own without the opt-in label, a cluster-wide mirror for clients the webhook does not reach (Docker registry-mirrors, prefixed pulls, containerd hosts.toml) behind its NodePort; a tenant like any other, it never serves another namespace's private content (docs/kubernetes.md)")
+	fs.BoolVar(&c.mirrorAuth, "mirror-auth", true, "in-cluster mode, with --mirror: clients need the mirror's pull token (Secret selfhost-edge-pull in the release namespace, user \"selfhost\"); false serves anyone who reaches the NodePort — only on a trusted network")
+	fs.StringVar(&c.mirrorTLSSecret, "mirror-tls-secret", "", "in-cluster mode, with --mirror: serve the mirror over TLS with this kubernetes.io/tls Secret of the release namespace (`NAME`; tls.crt, tls.key, re-read when renewed), so clients need no insecure-registries entry; default: plain HTTP")
+	fs.IntVar(&c.edgeReplicas, "edge-replicas", 2, "in-cluster mode: replicas of every edge Deployment (spread across nodes, one PodDisruptionBudget per namespace lets drains take one at a time)")
+	fs.Var(flagenv.NewList(&c.edgeArgs, ",").SplitArgs(), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
+	fs.StringVar(&c.edgeControlPlane, "edge-control-plane", "", "in-cluster mode: the gRPC address edges dial, e.g. selfhost-controlplane.selfhost-system.svc:9090 (`ADDR`, required)")
+	fs.StringVar(&c.grpcService, "grpc-service", "", "in-cluster mode: the control plane's Service in --namespace; the gRPC certificate names <svc>, <svc>.<ns>, <svc>.<ns>.svc and <svc>.<ns>.svc.<cluster-domain>, and the host of --edge-control-plane (`NAME`; default: the first label of that host)")
+	fs.DurationVar(&c.tlsSyncInterval, "tls-sync-interval", time.Minute, "in-cluster mode: how often the TLS Secret (CA and serving certificate of the webhook and gRPC) is re-read, rotated when due and the webhook configuration repaired; another replica's rotation is picked up within this")
+	fs.DurationVar(&c.caPropagation, "tls-ca-propagation", DefaultCAPropagation, "in-cluster mode: after a CA rotation, how long a replica keeps presenting its certificate of the previous CA, so that the edges' mounted CA ConfigMaps (kubelet syncs them within about a minute) and the apiservers' caBundle trust the new CA first")
+	fs.StringVar(&c.clusterDomain, "cluster-domain", "cluster.local", "in-cluster mode: the cluster's DNS domain, for the gRPC certificate's names")
+	fs.IntVar(&c.workers, "workers", 4, "in-cluster mode: namespaces reconciled in parallel")
+	fs.DurationVar(&c.leaseDuration, "leader-lease-duration", 15*time.Second, "in-cluster mode: leader-election lease duration")
+	fs.DurationVar(&c.renewDeadline, "leader-renew-deadline", 10*time.Second, "in-cluster mode: how long the leader keeps trying to renew before it stops leading")
+	fs.DurationVar(&c.retryPeriod, "leader-retry-period", 2*time.Second, "in-cluster mode: interval of leader-election attempts")
+	fs.BoolVar(&c.webhookDisabled, "webhook-disabled", false, "in-cluster mode: do not serve the injector webhook (pods keep their images)")
+	fs.StringVar(&c.webhookListen, "webhook-listen", ":8443", "in-cluster mode: HTTPS address of the injector webhook (`ADDR`)")
+	fs.StringVar(&c.webhookService, "webhook-service", "", "in-cluster mode: the Service the apiserver calls the webhook through (`NAME:PORT` in --namespace)")
+	fs.StringVar(&c.webhookURL, "webhook-url", "", "in-cluster mode: instead of --webhook-service, the URL the apiserver calls (`https://HOST:PORT/mutate-pods`; a control plane outside the cluster)")
+	fs.Var(flagenv.NewList(&c.webhookHosts, ",").SplitArgs(), "webhook-hosts", "in-cluster mode: the webhook certificate's DNS names and IPs (`H1,H2`; default: from --webhook-service or --webhook-url)")
+	return fs, raw
+}
+
+// parseFlags reads args, with CONTROLPLANE_<FLAG> environment variables
+// (from environ, as os.Environ gives them) under them (internal/flagenv).
+// It returns flag.ErrHelp after printing the usage for -h/--help to out.
+// The Result names the variables that match no flag, for a warning once
+// the logger exists.
+func parseFlags(args, environ []string, out io.Writer) (flags, flagenv.Result, error) {
+	var f flags
+	fs, raw := newServerFlagSet(&f, out)
+	res, err := flagenv.Parse(fs, args, environ, serverEnv())
+	if err != nil {
+		return f, res, err
 	}
-	if err := errors.Join(envErrs...); err != nil {
-		return f, err
-	}
+	level, grpcTLS := raw.level, raw.grpcTLS
+	c := &f.cluster
 	if fs.NArg() > 0 {
-		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
+		return f, res, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if err := f.logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return f, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+		return f, res, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
 	if f.proofTTL < 0 {
-		return f, errors.New("--proof-ttl must not be negative")
+		return f, res, errors.New("--proof-ttl must not be negative")
 	}
 	if f.debounce < 0 {
-		return f, errors.New("--debounce must not be negative")
+		return f, res, errors.New("--debounce must not be negative")
 	}
 	switch {
 	case f.maxGRPCConns < 0:
-		return f, errors.New("--max-grpc-connections must not be negative")
+		return f, res, errors.New("--max-grpc-connections must not be negative")
 	case f.maxGRPCStreams < 0 || f.maxGRPCStreams > math.MaxUint32:
-		return f, errors.New("--max-grpc-streams must not be negative")
+		return f, res, errors.New("--max-grpc-streams must not be negative")
 	case f.maxCallerStreams < 0:
-		return f, errors.New("--max-grpc-streams-per-caller must not be negative")
+		return f, res, errors.New("--max-grpc-streams-per-caller must not be negative")
 	case f.upstreamRPS < 0 || f.upstreamRPS > math.MaxUint32 || f.upstreamBurst < 0 || f.upstreamBurst > math.MaxUint32:
-		return f, errors.New("--namespace-max-upstream-rps and --namespace-upstream-burst must be 0 or positive")
+		return f, res, errors.New("--namespace-max-upstream-rps and --namespace-upstream-burst must be 0 or positive")
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
-		return f, errors.New("--tls-cert and --tls-key go together")
+		return f, res, errors.New("--tls-cert and --tls-key go together")
 	}
 	switch *grpcTLS {
 	case "on":
 		c.grpcTLS = true
 	case "off":
 	default:
-		return f, fmt.Errorf("--grpc-tls %q: want on or off", *grpcTLS)
+		return f, res, fmt.Errorf("--grpc-tls %q: want on or off", *grpcTLS)
 	}
 	switch {
 	case f.shutdownDelay < 0 && f.standalone:
@@ -271,66 +251,54 @@ Flags:
 		// Standalone serves plaintext on loopback unless --tls-cert.
 		c.grpcTLS = false
 		if f.config == "" {
-			return f, errors.New("--config FILE is required with --standalone")
+			return f, res, errors.New("--config FILE is required with --standalone")
 		}
 		if c.mirror || c.mirrorTLSSecret != "" {
-			return f, errors.New("--mirror and --mirror-tls-secret are for in-cluster mode; standalone, run an edge of its own (with --tls-cert) as the mirror")
+			return f, res, errors.New("--mirror and --mirror-tls-secret are for in-cluster mode; standalone, run an edge of its own (with --tls-cert) as the mirror")
 		}
-		return f, nil
+		return f, res, nil
 	}
 	switch {
 	case c.namespace == "":
-		return f, errors.New("--namespace is required in-cluster (or give --standalone)")
+		return f, res, errors.New("--namespace is required in-cluster (or give --standalone)")
 	case c.edgeImage == "":
-		return f, errors.New("--edge-image is required in-cluster")
+		return f, res, errors.New("--edge-image is required in-cluster")
 	case c.edgeControlPlane == "":
-		return f, errors.New("--edge-control-plane is required in-cluster")
+		return f, res, errors.New("--edge-control-plane is required in-cluster")
 	case c.workers < 1:
-		return f, errors.New("--workers must be at least 1")
+		return f, res, errors.New("--workers must be at least 1")
 	case c.tlsSyncInterval <= 0:
-		return f, errors.New("--tls-sync-interval must be positive")
+		return f, res, errors.New("--tls-sync-interval must be positive")
 	case c.caPropagation <= 0:
-		return f, errors.New("--tls-ca-propagation must be positive")
+		return f, res, errors.New("--tls-ca-propagation must be positive")
 	case c.mirrorTLSSecret != "" && !c.mirror:
-		return f, errors.New("--mirror-tls-secret needs --mirror")
+		return f, res, errors.New("--mirror-tls-secret needs --mirror")
 	case c.edgeReplicas < 1 || c.edgeReplicas > 100:
-		return f, errors.New("--edge-replicas must be 1-100")
+		return f, res, errors.New("--edge-replicas must be 1-100")
 	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:
-		return f, errors.New("--kube-api-qps must be at least 1 and --kube-api-burst at least as large")
+		return f, res, errors.New("--kube-api-qps must be at least 1 and --kube-api-burst at least as large")
 	case f.stateDir != "":
-		return f, errors.New("--state-dir is for --standalone; in-cluster, admin changes live in a ConfigMap")
+		return f, res, errors.New("--state-dir is for --standalone; in-cluster, admin changes live in a ConfigMap")
 	case c.grpcTLS && f.tlsCert != "":
-		return f, errors.New("--tls-cert is for --standalone or --grpc-tls=off; in-cluster, the gRPC certificate comes from the control plane's CA")
+		return f, res, errors.New("--tls-cert is for --standalone or --grpc-tls=off; in-cluster, the gRPC certificate comes from the control plane's CA")
 	case !c.webhookDisabled && (c.webhookService == "") == (c.webhookURL == ""):
-		return f, errors.New("give exactly one of --webhook-service and --webhook-url (or --webhook-disabled)")
+		return f, res, errors.New("give exactly one of --webhook-service and --webhook-url (or --webhook-disabled)")
 	}
-	return f, nil
+	return f, res, nil
 }
 
-// listFlag is a comma-separated, repeatable list flag; the first use on
-// the command line replaces the environment's default.
-type listFlag struct {
-	list *[]string
-	set  *bool
+// serverEnv maps the server's flags to CONTROLPLANE_<FLAG> variables. The
+// cleanup subcommand reads the same environment (the chart sets
+// CONTROLPLANE_NAMESPACE for both), so its variables are known here.
+func serverEnv() flagenv.Options {
+	o := flagenv.Options{Prefix: envPrefix}
+	fs, _ := newCleanupFlagSet(&cleanupFlags{}, io.Discard)
+	o.Known = cleanupEnv().Vars(fs)
+	return o
 }
 
-func newListFlag(list *[]string) listFlag { return listFlag{list: list, set: new(bool)} }
-
-func (l listFlag) String() string {
-	if l.list == nil {
-		return ""
-	}
-	return strings.Join(*l.list, ",")
-}
-
-func (l listFlag) Set(v string) error {
-	if !*l.set {
-		*l.list, *l.set = nil, true
-	}
-	*l.list = append(*l.list, splitList(v)...)
-	return nil
-}
-
+// splitList splits a comma-separated value into trimmed, non-empty items
+// (--edge-resources).
 func splitList(v string) []string {
 	var out []string
 	for _, p := range strings.Split(v, ",") {
@@ -339,8 +307,4 @@ func splitList(v string) []string {
 		}
 	}
 	return out
-}
-
-func envName(flagName string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }

@@ -87,6 +87,8 @@ func TestParseFlags(t *testing.T) {
 		{"no config", []string{"--standalone"}, nil, flags{}, "--config FILE is required"},
 		{"bad env bool", nil, map[string]string{"CONTROLPLANE_STANDALONE": "yes please"}, flags{}, "CONTROLPLANE_STANDALONE"},
 		{"bad env duration", []string{"--standalone", "--config", "c"}, map[string]string{"CONTROLPLANE_DEBOUNCE": "soon"}, flags{}, "CONTROLPLANE_DEBOUNCE"},
+		{"bad env number", []string{"--standalone", "--config", "c"}, map[string]string{"CONTROLPLANE_WORKERS": "many"}, flags{}, "CONTROLPLANE_WORKERS (flag -workers)"},
+		{"bad env bool with a default of true", []string{"--standalone", "--config", "c"}, map[string]string{"CONTROLPLANE_MIRROR_AUTH": "no thanks"}, flags{}, "CONTROLPLANE_MIRROR_AUTH"},
 		{"negative debounce", []string{"--standalone", "--config", "c", "--debounce", "-1s"}, nil, flags{}, "--debounce"},
 		{"bad level", []string{"--standalone", "--config", "c", "--log-level", "loud"}, nil, flags{}, "--log-level"},
 		{"half TLS", []string{"--standalone", "--config", "c", "--tls-cert", "c.pem"}, nil, flags{}, "--tls-cert and --tls-key"},
@@ -101,8 +103,7 @@ func TestParseFlags(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
-			got, err := parseFlags(tc.args, lookup, &bytes.Buffer{})
+			got, _, err := parseFlags(tc.args, environ(tc.env), &bytes.Buffer{})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
@@ -119,10 +120,48 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// environ is env as os.Environ gives it.
+func environ(env map[string]string) []string {
+	var kv []string
+	for k, v := range env {
+		kv = append(kv, k+"="+v)
+	}
+	return kv
+}
+
+// TestEnvironmentVariables: the server and the cleanup subcommand read one
+// environment; each knows the other's variables, and warns only about
+// variables neither has.
+func TestEnvironmentVariables(t *testing.T) {
+	t.Parallel()
+	env := environ(map[string]string{
+		"CONTROLPLANE_STANDALONE": "true", "CONTROLPLANE_CONFIG": "c.yaml", "CONTROLPLANE_NAMESPACE": "sys",
+		"CONTROLPLANE_CLEANUP_TIMEOUT": "1m", "CONTROLPLANE_EDGE_IMAGE": "e:1", "CONTROLPLANE_GRPC_LISTN": ":1",
+		"CONTROLPLANE_TIMEOUT": "1m",
+	})
+	_, res, err := parseFlags(nil, env, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"CONTROLPLANE_GRPC_LISTN", "CONTROLPLANE_TIMEOUT"}; !slices.Equal(res.Unknown, want) {
+		t.Errorf("server: unknown %v, want %v", res.Unknown, want)
+	}
+	cf, res, err := parseCleanupFlags(nil, env, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.namespace != "sys" || cf.timeout != time.Minute {
+		t.Errorf("cleanup: %+v", cf)
+	}
+	if want := []string{"CONTROLPLANE_GRPC_LISTN", "CONTROLPLANE_TIMEOUT"}; !slices.Equal(res.Unknown, want) {
+		t.Errorf("cleanup: unknown %v, want %v", res.Unknown, want)
+	}
+}
+
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	t.Parallel()
 	var out bytes.Buffer
-	_, err := parseFlags([]string{"--help"}, func(string) (string, bool) { return "", false }, &out)
+	_, _, err := parseFlags([]string{"--help"}, nil, &out)
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("err = %v", err)
 	}

@@ -44,6 +44,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
 )
 
 func main() {
@@ -51,7 +52,7 @@ func main() {
 		mainCleanup(os.Args[2:])
 		return
 	}
-	f, err := parseFlags(os.Args[1:], os.LookupEnv, os.Stderr)
+	f, env, err := parseFlags(os.Args[1:], os.Environ(), os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -60,6 +61,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	flagenv.LogUnknown(log, env)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, f, log); err != nil {
@@ -76,7 +78,7 @@ func main() {
 
 // mainCleanup is `controlplane cleanup`: the uninstall hook.
 func mainCleanup(args []string) {
-	f, err := parseCleanupFlags(args, os.LookupEnv, os.Stderr)
+	f, env, err := parseCleanupFlags(args, os.Environ(), os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -85,6 +87,7 @@ func mainCleanup(args []string) {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: f.logLevel}))
+	flagenv.LogUnknown(log, env)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := runCleanup(ctx, f, log); err != nil {

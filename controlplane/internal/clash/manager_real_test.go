@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	testharness "github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
 // TestManagerRealProxies runs the whole chain against real servers on
@@ -22,20 +20,20 @@ func TestManagerRealProxies(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			target := clashtest.StartProbeTarget(t)
-			servers := map[string]*testharness.ProxyServer{
-				"ss-aes":    testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "aes-256-gcm"}),
-				"ss-chacha": testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "chacha20-ietf-poly1305"}),
-				"socks":     testharness.StartMicrosocks(t, testharness.ProxyOptions{Username: "puller"}),
-				"http":      testharness.StartTinyproxy(t, testharness.ProxyOptions{}),
+			servers := map[string]*clashtest.Server{
+				"ss-aes":    clashtest.StartSS(t, "aes-256-gcm"),
+				"ss-chacha": clashtest.StartSS(t, "chacha20-ietf-poly1305"),
+				"socks":     clashtest.StartSOCKS5(t, "puller"),
+				"http":      clashtest.StartHTTPProxy(t),
 			}
-			wrong := servers["ss-aes"].NodeAs("wrong-password")
+			wrong := servers["ss-aes"].Node("wrong-password")
 			wrong["password"] = "wrong-Secret-pw"
-			closed := map[string]any{"name": "closed-port", "type": "socks5", "server": "127.0.0.1", "port": testkit.FreePort(t)}
+			closed := map[string]any{"name": "closed-port", "type": "socks5", "server": "127.0.0.1", "port": clashtest.ClosedPort(t)}
 			nodes := []map[string]any{closed, wrong}
 			var links []string
 			for _, name := range []string{"ss-aes", "ss-chacha", "socks", "http"} {
-				nodes = append(nodes, servers[name].NodeAs(name))
-				links = append(links, servers[name].LinkAs(name))
+				nodes = append(nodes, servers[name].Node(name))
+				links = append(links, servers[name].Link(name))
 			}
 			body := clashtest.ClashYAML(nodes...)
 			if format == "base64-links" {
@@ -65,7 +63,7 @@ func TestManagerRealProxies(t *testing.T) {
 			}
 			// Kill the selected node: the next probe round replaces it.
 			selected := h.store.Current().Proxy.Selected
-			servers[selected].Kill()
+			servers[selected].Kill(t)
 			eventually(t, "the dead node replaced", func() bool {
 				p := h.store.Current().Proxy
 				return p.Selected != selected && !strings.Contains(" "+strings.Join(p.Order, " ")+" ", " "+selected+" ")
@@ -93,8 +91,8 @@ func TestManagerRealProxies(t *testing.T) {
 func TestManagerRealSubscriptionErrors(t *testing.T) {
 	t.Parallel()
 	target := clashtest.StartProbeTarget(t)
-	socks := testharness.StartMicrosocks(t, testharness.ProxyOptions{})
-	sub := clashtest.StartSubscription(t, clashtest.Links(socks.LinkAs("only")))
+	socks := clashtest.StartSOCKS5(t, "")
+	sub := clashtest.StartSubscription(t, clashtest.Links(socks.Link("only")))
 	src, err := NewHTTPSource(sub.SubURL())
 	if err != nil {
 		t.Fatal(err)

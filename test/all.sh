@@ -29,7 +29,8 @@
 # loaded machine fails the run with "context deadline exceeded") per fuzz
 # target; TEST_TIMEOUT (default
 # 30m per test binary, so that a hung package fails well inside CI's 90 min);
-# GOTEST_FLAGS adds flags to `go test` (e.g. GOTEST_FLAGS='-run=TestPull -v').
+# GOTEST_FLAGS adds flags to `go test` (e.g. GOTEST_FLAGS='-run=TestPull -v');
+# -short is refused, because this run skips nothing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,6 +38,14 @@ ROOT=$(pwd)
 FUZZTIME=${FUZZTIME:-20000x}
 TEST_TIMEOUT=${TEST_TIMEOUT:-30m}
 START=$(date +%s)
+# The full run skips nothing: -short is a contributor's quick loop over one
+# package (testkit.Integration skips the tests that start real servers).
+case "${GOTEST_FLAGS:-}" in
+*-short* | *-test.short*)
+	echo "test/all.sh: GOTEST_FLAGS must not contain -short: this run skips nothing (test/README.md)" >&2
+	exit 2
+	;;
+esac
 
 log() { printf '\n=== %s\n' "$*"; }
 

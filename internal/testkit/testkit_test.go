@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -225,4 +227,31 @@ func TestIntegration(t *testing.T) {
 	if testing.Short() && !strings.Contains(r.skipped, "./test/all.sh") {
 		t.Fatalf("skip message %q does not say how to run it", r.skipped)
 	}
+}
+
+// TestServePipe: a request over the in-memory network inside a bubble,
+// with the handler sleeping an hour on the fake clock.
+func TestServePipe(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(time.Hour)
+			_, _ = io.WriteString(w, r.Host+r.URL.Path)
+		})
+		client := &http.Client{Transport: &http.Transport{DialContext: ServePipe(t, h)}}
+		start := time.Now()
+		resp, err := client.Get("http://anything.test/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "anything.test/x" {
+			t.Fatalf("body %q, %v", b, err)
+		}
+		if el := time.Since(start); el != time.Hour {
+			t.Fatalf("answered after %v on the fake clock, want 1h", el)
+		}
+		client.CloseIdleConnections()
+	})
 }

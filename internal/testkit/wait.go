@@ -17,7 +17,9 @@ type Cond interface {
 
 // The first retry comes after minBackoff and each later one waits twice
 // as long, up to maxBackoff: a condition that holds within a millisecond
-// costs a millisecond, one that takes seconds costs few calls.
+// costs a millisecond, one that takes seconds costs few calls. A pause is
+// never shorter than the call before it took, so an expensive condition
+// (a process spawned per check) uses at most half of a core.
 const (
 	minBackoff = time.Millisecond
 	maxBackoff = 50 * time.Millisecond
@@ -49,6 +51,7 @@ func Poll[C Cond](ctx context.Context, timeout time.Duration, cond C) error {
 	deadline := time.Now().Add(timeout)
 	backoff := minBackoff
 	for {
+		began := time.Now()
 		last := check()
 		if last == nil {
 			return nil
@@ -57,7 +60,7 @@ func Poll[C Cond](ctx context.Context, timeout time.Duration, cond C) error {
 		if left <= 0 {
 			return fmt.Errorf("not done after %v: %w", timeout, last)
 		}
-		timer := time.NewTimer(min(backoff, left))
+		timer := time.NewTimer(min(max(backoff, time.Since(began)), left))
 		select {
 		case <-ctx.Done():
 			timer.Stop()

@@ -10,8 +10,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 )
 
@@ -71,22 +73,36 @@ func TestBearerAnonymousTokenCachedPerScope(t *testing.T) {
 	}
 }
 
+// TestBearerRefreshesExpiredToken runs client and registry in a synctest
+// bubble over an in-memory network, so the token's one-second TTL passes
+// on the fake clock: a nanosecond before it the token is reused, at it
+// the registry refuses it and the client fetches a new one.
 func TestBearerRefreshesExpiredToken(t *testing.T) {
 	t.Parallel()
-	f := newFixture()
-	ta := upstreamtest.RequireBearer(f.reg, upstreamtest.WithTokenTTL(time.Second))
-	c := newTestClient(t, serve(t, ta).URL, Registry{})
-	ctx := testCtx(t)
-	if _, err := c.Manifest(ctx, testRepo, "latest", false); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	if _, err := c.Manifest(ctx, testRepo, "latest", false); err != nil {
-		t.Fatalf("after expiry: %v", err)
-	}
-	if got := ta.TokensIssued(); got != 2 {
-		t.Errorf("tokens issued = %d, want 2 (initial + refresh on 401)", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture()
+		const ttl = time.Second
+		ta := upstreamtest.RequireBearer(f.reg, upstreamtest.WithTokenTTL(ttl))
+		c := newTestClient(t, "http://registry.test", Registry{}, WithDialer(testkit.ServePipe(t, ta)))
+		ctx := t.Context()
+		start := time.Now()
+		for _, tc := range []struct {
+			at     time.Duration
+			tokens int
+		}{
+			{0, 1},
+			{ttl - time.Nanosecond, 1}, // still valid: reused
+			{ttl, 2},                   // expired: 401, refreshed
+		} {
+			time.Sleep(time.Until(start.Add(tc.at)))
+			if _, err := c.Manifest(ctx, testRepo, "latest", false); err != nil {
+				t.Fatalf("at %v: %v", tc.at, err)
+			}
+			if got := ta.TokensIssued(); got != tc.tokens {
+				t.Errorf("at %v: tokens issued = %d, want %d", tc.at, got, tc.tokens)
+			}
+		}
+	})
 }
 
 func TestBasicAuth(t *testing.T) {

@@ -5,16 +5,25 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // TestBlobBodyIdleTimeout: a blob body that stops delivering bytes ends
-// with ErrUnavailable after the idle timeout; a slow but steady one, and a
-// caller that pauses between reads, are not cut off.
+// with ErrUnavailable exactly the idle timeout after its last bytes; a
+// slow one whose chunks come a nanosecond within the timeout, and a
+// caller that pauses between reads, are not cut off. Client and registry
+// run in a synctest bubble over an in-memory network, so the timing is
+// the fake clock's, exact and free of machine load.
 func TestBlobBodyIdleTimeout(t *testing.T) {
 	t.Parallel()
+	synctest.Test(t, testBlobBodyIdleTimeout)
+}
+
+func testBlobBodyIdleTimeout(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	body := strings.Repeat("x", 3000)
 	d := oci.FromBytes([]byte(body))
@@ -41,12 +50,12 @@ func TestBlobBodyIdleTimeout(t *testing.T) {
 					return
 				}
 			case "org/slow":
-				time.Sleep(idle / 2) // steady: every chunk within the idle timeout
+				time.Sleep(idle - time.Nanosecond) // every chunk just within the idle timeout
 			}
 		}
 	})
-	c := newTestClient(t, serve(t, h).URL, Registry{}, WithBodyIdleTimeout(idle))
-	ctx := testCtx(t)
+	c := newTestClient(t, "http://registry.test", Registry{}, WithBodyIdleTimeout(idle), WithDialer(testkit.ServePipe(t, h)))
+	ctx := t.Context()
 	read := func(repo string, pause time.Duration) (string, error) {
 		b, err := c.Blob(ctx, repo, d)
 		if err != nil {
@@ -67,8 +76,8 @@ func TestBlobBodyIdleTimeout(t *testing.T) {
 	if !IsUnavailable(err) || !strings.Contains(err.Error(), "no data for") {
 		t.Fatalf("stalled body: %v", err)
 	}
-	if el := time.Since(start); el > 10*idle {
-		t.Errorf("stalled body ended after %v, idle timeout %v", el, idle)
+	if el := time.Since(start); el != idle {
+		t.Errorf("stalled body ended after %v, want the idle timeout %v", el, idle)
 	}
 	for _, tc := range []struct {
 		repo  string

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -261,10 +262,5 @@ func TestControlPlaneAdminCalls(t *testing.T) {
 // waitCPLog waits until the process log contains s.
 func waitCPLog(t *testing.T, p *harness.Process, s string) {
 	t.Helper()
-	for deadline := time.Now().Add(syncTimeout); !strings.Contains(p.LogTail(1<<30), s); {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s log has no %s within %v", p.Name, s, syncTimeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.WaitFor(t, p.Name+" logging "+s, syncTimeout, func() bool { return strings.Contains(p.LogTail(1<<30), s) })
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -202,15 +203,13 @@ func (e *cpEnv) listEdges(t *testing.T) []*selfhostv1.EdgeStatus {
 func (e *cpEnv) waitEdges(t *testing.T, what string, ok func([]*selfhostv1.EdgeStatus) bool) []*selfhostv1.EdgeStatus {
 	t.Helper()
 	var edges []*selfhostv1.EdgeStatus
-	for deadline := time.Now().Add(syncTimeout); ; {
-		if edges = e.listEdges(t); ok(edges) {
-			return edges
+	testkit.WaitFor(t, "ListEdges: "+what, syncTimeout, func() error {
+		if edges = e.listEdges(t); !ok(edges) {
+			return fmt.Errorf("edges: %v", edges)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ListEdges: %s: not within %v; edges: %v", what, syncTimeout, edges)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
+	return edges
 }
 
 // listedEdge finds the edge that reports address addr.

@@ -11,6 +11,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -247,15 +249,14 @@ func (e *kubeEnv) createPod(t *testing.T, ns string, pod *corev1.Pod, dryRun boo
 // waitUntil polls cond every 50 ms until it holds or timeout passes.
 func waitUntil(t *testing.T, what string, timeout time.Duration, cond func() bool, detail func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			d := ""
-			if detail != nil {
-				d = ": " + detail()
-			}
-			t.Fatalf("timed out after %s waiting for %s%s", timeout, what, d)
+	testkit.WaitFor(t, what, timeout, func() error {
+		switch {
+		case cond():
+			return nil
+		case detail != nil:
+			return errors.New(detail())
+		default:
+			return errors.New("not yet")
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	})
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
@@ -144,12 +146,6 @@ func assertNotStored(t *testing.T, e *env, digest string) {
 // waitStored waits for a successful fill to be committed.
 func waitStored(t *testing.T, e *env, digest string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !e.storedBlob(t, digest) {
-		if time.Now().After(deadline) {
-			t.Errorf("blob %s never became visible in the %s store after a good pull", digest, e.store)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.WaitFor(t, fmt.Sprintf("blob %s visible in the %s store after a good pull", digest, e.store), 30*time.Second,
+		func() bool { return e.storedBlob(t, digest) })
 }

@@ -3,7 +3,10 @@ package harness
 // Real proxy servers from Debian for Clash node tests (docs/edge-proxy.md,
 // "5. Tests and numbers"): each runs on a free port of its host (127.0.0.1 unless
 // ProxyOptions.Host says otherwise) and comes with the Clash node map and the
-// share link that reach it.
+// share link that reach it. They are the one set of proxy servers of the
+// repository's tests: the edge's dialer (internal/proxydial), the control
+// plane's prober and manager (controlplane/internal/clash and its server
+// tests), test/e2e and test/benchproxy all start them here.
 
 import (
 	"context"
@@ -36,8 +39,12 @@ type ProxyOptions struct {
 	Name string
 	// Host is the address the server listens on (default 127.0.0.1).
 	Host string
-	// Password for ss and trojan (default: a fixed test password).
+	// Password for ss, trojan and an authenticating SOCKS5 server
+	// (default: a fixed test password).
 	Password string
+	// Username makes microsocks require this user and Password (default:
+	// no authentication).
+	Username string
 	// Cipher for ss (default aes-256-gcm).
 	Cipher string
 	// AllowFrom are extra client networks for tinyproxy's Allow lines
@@ -62,8 +69,29 @@ type ProxyServer struct {
 	Node map[string]any
 	// Link is the share link that reaches the server.
 	Link string
+	// Password is the secret a client needs ("" for none): tests search
+	// logs and responses for it.
+	Password string
 	// Proc is the server process.
 	Proc *Process
+
+	node nodeFunc
+}
+
+// nodeFunc builds the Clash node map and the share link of a server on
+// port for a node named name.
+type nodeFunc func(port int, name string) (map[string]any, string)
+
+// NodeAs is Node under another name: one server behind several nodes.
+func (p *ProxyServer) NodeAs(name string) map[string]any {
+	m, _ := p.node(p.Port, name)
+	return m
+}
+
+// LinkAs is Link under another name.
+func (p *ProxyServer) LinkAs(name string) string {
+	_, link := p.node(p.Port, name)
+	return link
 }
 
 // NodeJSON returns Node encoded as JSON (ProxyNode.clash_json).
@@ -94,7 +122,7 @@ func proxyDefaults(o ProxyOptions) ProxyOptions {
 
 // startProxy runs one server on a free port of o.Host. args builds the
 // command line (and writes config files into dir) for a port.
-func startProxy(t testing.TB, typ, bin string, o ProxyOptions, args func(dir string, port int) ([]string, error), node func(port int) (map[string]any, string)) *ProxyServer {
+func startProxy(t testing.TB, typ, bin string, o ProxyOptions, args func(dir string, port int) ([]string, error), node nodeFunc) *ProxyServer {
 	t.Helper()
 	dir := t.TempDir()
 	var ps *ProxyServer
@@ -137,8 +165,10 @@ func startProxy(t testing.TB, typ, bin string, o ProxyOptions, args func(dir str
 			}
 			return err
 		}
-		m, link := node(port)
-		ps = &ProxyServer{Type: typ, Name: m["name"].(string), Host: o.Host, Port: port, Addr: addr, Node: m, Link: link, Proc: p}
+		name := nodeName(o, typ, port)
+		m, link := node(port, name)
+		pw, _ := m["password"].(string)
+		ps = &ProxyServer{Type: typ, Name: name, Host: o.Host, Port: port, Addr: addr, Node: m, Link: link, Password: pw, Proc: p, node: node}
 		return nil
 	})
 	if err != nil {
@@ -163,8 +193,7 @@ func StartShadowsocks(t testing.TB, o ProxyOptions) *ProxyServer {
 	bin := Binary(t, "ss-server", "SS_SERVER", hintProxies)
 	return startProxy(t, "ss", bin, o, func(_ string, port int) ([]string, error) {
 		return []string{"-s", o.Host, "-p", strconv.Itoa(port), "-k", o.Password, "-m", o.Cipher, "-t", "60"}, nil
-	}, func(port int) (map[string]any, string) {
-		name := nodeName(o, "ss", port)
+	}, func(port int, name string) (map[string]any, string) {
 		userinfo := base64.RawURLEncoding.EncodeToString([]byte(o.Cipher + ":" + o.Password))
 		link := fmt.Sprintf("ss://%s@%s#%s", userinfo, net.JoinHostPort(o.Host, strconv.Itoa(port)), url.PathEscape(name))
 		return map[string]any{"name": name, "type": "ss", "server": o.Host, "port": port,
@@ -172,17 +201,27 @@ func StartShadowsocks(t testing.TB, o ProxyOptions) *ProxyServer {
 	})
 }
 
-// StartMicrosocks starts microsocks, a SOCKS5 server without auth.
+// StartMicrosocks starts microsocks, a SOCKS5 server: without
+// authentication, or requiring o.Username and o.Password.
 func StartMicrosocks(t testing.TB, o ProxyOptions) *ProxyServer {
 	t.Helper()
 	o = proxyDefaults(o)
 	bin := Binary(t, "microsocks", "MICROSOCKS", hintProxies)
 	return startProxy(t, "socks5", bin, o, func(_ string, port int) ([]string, error) {
-		return []string{"-i", o.Host, "-p", strconv.Itoa(port)}, nil
-	}, func(port int) (map[string]any, string) {
-		name := nodeName(o, "socks5", port)
-		link := fmt.Sprintf("socks5://%s#%s", net.JoinHostPort(o.Host, strconv.Itoa(port)), url.PathEscape(name))
-		return map[string]any{"name": name, "type": "socks5", "server": o.Host, "port": port, "udp": false}, link
+		args := []string{"-i", o.Host, "-p", strconv.Itoa(port)}
+		if o.Username != "" {
+			args = append(args, "-u", o.Username, "-P", o.Password)
+		}
+		return args, nil
+	}, func(port int, name string) (map[string]any, string) {
+		m := map[string]any{"name": name, "type": "socks5", "server": o.Host, "port": port, "udp": false}
+		user := ""
+		if o.Username != "" {
+			m["username"], m["password"] = o.Username, o.Password
+			user = url.UserPassword(o.Username, o.Password).String() + "@"
+		}
+		link := fmt.Sprintf("socks5://%s%s#%s", user, net.JoinHostPort(o.Host, strconv.Itoa(port)), url.PathEscape(name))
+		return m, link
 	})
 }
 
@@ -210,8 +249,7 @@ func StartTinyproxy(t testing.TB, o ProxyOptions) *ProxyServer {
 			return nil, fmt.Errorf("write tinyproxy config: %w", err)
 		}
 		return []string{"-d", "-c", path}, nil
-	}, func(port int) (map[string]any, string) {
-		name := nodeName(o, "http", port)
+	}, func(port int, name string) (map[string]any, string) {
 		link := fmt.Sprintf("http://%s#%s", net.JoinHostPort(o.Host, strconv.Itoa(port)), url.PathEscape(name))
 		return map[string]any{"name": name, "type": "http", "server": o.Host, "port": port}, link
 	})
@@ -242,8 +280,7 @@ func StartTrojan(t testing.TB, o ProxyOptions) *ProxyServer {
 			return nil, fmt.Errorf("write trojan config: %w", err)
 		}
 		return []string{"-c", path}, nil
-	}, func(port int) (map[string]any, string) {
-		name := nodeName(o, "trojan", port)
+	}, func(port int, name string) (map[string]any, string) {
 		link := fmt.Sprintf("trojan://%s@%s?allowInsecure=1&sni=localhost#%s", url.PathEscape(o.Password),
 			net.JoinHostPort(o.Host, strconv.Itoa(port)), url.PathEscape(name))
 		return map[string]any{"name": name, "type": "trojan", "server": o.Host, "port": port,
@@ -272,8 +309,7 @@ func StartV2RayVmess(t testing.TB, o ProxyOptions) *ProxyServer {
 			return nil, fmt.Errorf("write v2ray config: %w", err)
 		}
 		return []string{"-config", path}, nil
-	}, func(port int) (map[string]any, string) {
-		name := nodeName(o, "vmess", port)
+	}, func(port int, name string) (map[string]any, string) {
 		v, _ := json.Marshal(map[string]any{"v": "2", "ps": name, "add": o.Host, "port": strconv.Itoa(port),
 			"id": vmessTestUUID, "aid": "0", "net": "tcp", "type": "none", "tls": "", "scy": "auto"})
 		return map[string]any{"name": name, "type": "vmess", "server": o.Host, "port": port,
@@ -289,7 +325,7 @@ func StartNativeClient(t testing.TB, server *ProxyServer) string {
 	t.Helper()
 	password, _ := server.Node["password"].(string)
 	o := proxyDefaults(ProxyOptions{Name: server.Type + "-client"})
-	node := func(int) (map[string]any, string) { return map[string]any{"name": o.Name}, "" }
+	node := func(int, string) (map[string]any, string) { return map[string]any{"name": o.Name}, "" }
 	writeJSON := func(dir, name string, v any) (string, error) {
 		b, _ := json.Marshal(v)
 		path := filepath.Join(dir, name)

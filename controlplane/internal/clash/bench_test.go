@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
+	testharness "github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
 // BenchmarkProbeRound200 measures one probe round of a 200-node
@@ -17,13 +18,15 @@ import (
 //	go test -run '^$' -bench ProbeRound200 ./controlplane/internal/clash/
 func BenchmarkProbeRound200(b *testing.B) {
 	target := clashtest.StartProbeTarget(b)
-	servers := []*clashtest.Server{
-		clashtest.StartSS(b, "aes-256-gcm"), clashtest.StartSS(b, "chacha20-ietf-poly1305"),
-		clashtest.StartSOCKS5(b, ""), clashtest.StartHTTPProxy(b),
+	servers := []*testharness.ProxyServer{
+		testharness.StartShadowsocks(b, testharness.ProxyOptions{Cipher: "aes-256-gcm"}),
+		testharness.StartShadowsocks(b, testharness.ProxyOptions{Cipher: "chacha20-ietf-poly1305"}),
+		testharness.StartMicrosocks(b, testharness.ProxyOptions{}),
+		testharness.StartTinyproxy(b, testharness.ProxyOptions{}),
 	}
 	var nodes []map[string]any
 	for i := range 200 {
-		nodes = append(nodes, servers[i%len(servers)].Node(fmt.Sprintf("node-%03d", i)))
+		nodes = append(nodes, servers[i%len(servers)].NodeAs(fmt.Sprintf("node-%03d", i)))
 	}
 	sub := clashtest.StartSubscription(b, clashtest.ClashYAML(nodes...))
 	src, err := NewHTTPSource(sub.SubURL())

@@ -4,9 +4,10 @@
 //
 //   - SubscriptionSource fetches the subscription (HTTPSource: size cap,
 //     timeout, the URL scrubbed from every error);
-//   - Parse reads Clash YAML (a proxies: list) or base64/plain share links
-//     and validates every node with mihomo's parser, skipping bad entries
-//     with a reason;
+//   - Parse reads the subscription with internal/clashnode (Clash YAML or
+//     base64/plain share links, every node validated by mihomo's parser,
+//     bad entries skipped with a reason) under the control plane's rules
+//     for node names;
 //   - Prober measures one node by fetching a URL through it (MihomoProber:
 //     mihomo's URLTest with a deadline);
 //   - Selector orders the nodes: the selected one first, then fallbacks
@@ -15,10 +16,8 @@
 //     edge failure reports — and commits the selection to the control
 //     plane's store, which builds and pushes the edges' snapshots.
 //
-// mihomo is used as a library: only adapter, common/convert, component/...,
-// constant and log are imported (the others pull sing-tun, which the module
-// proxy refuses). Its process-wide settings are made once, in
-// ConfigureMihomo.
+// The node model, mihomo's process-wide set-up and the redaction of node
+// secrets are internal/clashnode's, shared with the edge's dialer.
 //
 // Secrets — node passwords and UUIDs, the subscription URL — never reach a
 // log line or an error: node errors are scrubbed of the node's secret

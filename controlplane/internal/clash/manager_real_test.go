@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
+	testharness "github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
 // TestManagerRealProxies runs the whole chain against real servers on
@@ -20,20 +22,20 @@ func TestManagerRealProxies(t *testing.T) {
 		t.Run(format, func(t *testing.T) {
 			t.Parallel()
 			target := clashtest.StartProbeTarget(t)
-			servers := map[string]*clashtest.Server{
-				"ss-aes":    clashtest.StartSS(t, "aes-256-gcm"),
-				"ss-chacha": clashtest.StartSS(t, "chacha20-ietf-poly1305"),
-				"socks":     clashtest.StartSOCKS5(t, "puller"),
-				"http":      clashtest.StartHTTPProxy(t),
+			servers := map[string]*testharness.ProxyServer{
+				"ss-aes":    testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "aes-256-gcm"}),
+				"ss-chacha": testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "chacha20-ietf-poly1305"}),
+				"socks":     testharness.StartMicrosocks(t, testharness.ProxyOptions{Username: "puller"}),
+				"http":      testharness.StartTinyproxy(t, testharness.ProxyOptions{}),
 			}
-			wrong := servers["ss-aes"].Node("wrong-password")
+			wrong := servers["ss-aes"].NodeAs("wrong-password")
 			wrong["password"] = "wrong-Secret-pw"
-			closed := map[string]any{"name": "closed-port", "type": "socks5", "server": "127.0.0.1", "port": clashtest.ClosedPort(t)}
+			closed := map[string]any{"name": "closed-port", "type": "socks5", "server": "127.0.0.1", "port": testkit.FreePort(t)}
 			nodes := []map[string]any{closed, wrong}
 			var links []string
 			for _, name := range []string{"ss-aes", "ss-chacha", "socks", "http"} {
-				nodes = append(nodes, servers[name].Node(name))
-				links = append(links, servers[name].Link(name))
+				nodes = append(nodes, servers[name].NodeAs(name))
+				links = append(links, servers[name].LinkAs(name))
 			}
 			body := clashtest.ClashYAML(nodes...)
 			if format == "base64-links" {
@@ -63,7 +65,7 @@ func TestManagerRealProxies(t *testing.T) {
 			}
 			// Kill the selected node: the next probe round replaces it.
 			selected := h.store.Current().Proxy.Selected
-			servers[selected].Kill(t)
+			servers[selected].Kill()
 			eventually(t, "the dead node replaced", func() bool {
 				p := h.store.Current().Proxy
 				return p.Selected != selected && !strings.Contains(" "+strings.Join(p.Order, " ")+" ", " "+selected+" ")
@@ -91,8 +93,8 @@ func TestManagerRealProxies(t *testing.T) {
 func TestManagerRealSubscriptionErrors(t *testing.T) {
 	t.Parallel()
 	target := clashtest.StartProbeTarget(t)
-	socks := clashtest.StartSOCKS5(t, "")
-	sub := clashtest.StartSubscription(t, clashtest.Links(socks.Link("only")))
+	socks := testharness.StartMicrosocks(t, testharness.ProxyOptions{})
+	sub := clashtest.StartSubscription(t, clashtest.Links(socks.LinkAs("only")))
 	src, err := NewHTTPSource(sub.SubURL())
 	if err != nil {
 		t.Fatal(err)

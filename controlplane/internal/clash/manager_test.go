@@ -15,6 +15,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -76,14 +77,14 @@ func newFakeProber(lat map[string]time.Duration) *fakeProber {
 	return &fakeProber{lat: lat, fail: map[string]string{}, calls: map[string]int{}}
 }
 
-func (f *fakeProber) Probe(_ context.Context, n *Node, _ string) (time.Duration, error) {
+func (f *fakeProber) Probe(_ context.Context, n *clashnode.Node, _ string) (time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.calls[n.Name]++
-	if msg, ok := f.fail[n.Name]; ok {
+	f.calls[n.Name()]++
+	if msg, ok := f.fail[n.Name()]; ok {
 		return 0, errors.New(msg)
 	}
-	if d, ok := f.lat[n.Name]; ok {
+	if d, ok := f.lat[n.Name()]; ok {
 		return d, nil
 	}
 	return 0, errors.New("no latency configured")

@@ -8,18 +8,21 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
+	testharness "github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
-func mustNode(t *testing.T, m map[string]any) *Node {
+func mustNode(t *testing.T, m map[string]any) *clashnode.Node {
 	t.Helper()
-	n, err := NewNode(m)
+	n, err := clashnode.New(m)
 	if err != nil {
-		t.Fatalf("NewNode(%v): %v", m["name"], err)
+		t.Fatalf("clashnode.New(%v): %v", m["name"], err)
 	}
 	return n
 }
 
-func probeWithin(t *testing.T, n *Node, url string, timeout time.Duration) (time.Duration, time.Duration, error) {
+func probeWithin(t *testing.T, n *clashnode.Node, url string, timeout time.Duration) (time.Duration, time.Duration, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
@@ -33,21 +36,21 @@ func probeWithin(t *testing.T, n *Node, url string, timeout time.Duration) (time
 func TestProbeRealProxies(t *testing.T) {
 	t.Parallel()
 	target := clashtest.StartProbeTarget(t)
-	servers := map[string]*clashtest.Server{
-		"ss aes-256-gcm":            clashtest.StartSS(t, "aes-256-gcm"),
-		"ss chacha20-ietf-poly1305": clashtest.StartSS(t, "chacha20-ietf-poly1305"),
-		"socks5":                    clashtest.StartSOCKS5(t, ""),
-		"socks5 with auth":          clashtest.StartSOCKS5(t, "puller"),
-		"http (tinyproxy)":          clashtest.StartHTTPProxy(t),
+	servers := map[string]*testharness.ProxyServer{
+		"ss aes-256-gcm":            testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "aes-256-gcm"}),
+		"ss chacha20-ietf-poly1305": testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "chacha20-ietf-poly1305"}),
+		"socks5":                    testharness.StartMicrosocks(t, testharness.ProxyOptions{}),
+		"socks5 with auth":          testharness.StartMicrosocks(t, testharness.ProxyOptions{Username: "puller"}),
+		"http (tinyproxy)":          testharness.StartTinyproxy(t, testharness.ProxyOptions{}),
 	}
 	for name, srv := range servers {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			for _, n := range []*Node{mustNode(t, srv.Node(name)), linkNode(t, srv.Link(name))} {
+			for _, n := range []*clashnode.Node{mustNode(t, srv.NodeAs(name)), linkNode(t, srv.LinkAs(name))} {
 				before := target.Hits.Load()
 				d, _, err := probeWithin(t, n, target.V2(), 5*time.Second)
 				if err != nil {
-					t.Fatalf("probe through %s (%s): %v", n.Name, n.JSON, err)
+					t.Fatalf("probe through %s (%s): %v", n.Name(), n.JSON(), err)
 				}
 				if d <= 0 || d > 2*time.Second {
 					t.Errorf("latency %v", d)
@@ -61,7 +64,7 @@ func TestProbeRealProxies(t *testing.T) {
 }
 
 // linkNode parses a one-line share-link subscription.
-func linkNode(t *testing.T, link string) *Node {
+func linkNode(t *testing.T, link string) *clashnode.Node {
 	t.Helper()
 	sub, err := Parse([]byte(link + "\n"))
 	if err != nil || len(sub.Nodes) != 1 {
@@ -73,13 +76,13 @@ func linkNode(t *testing.T, link string) *Node {
 func TestProbeFailures(t *testing.T) {
 	t.Parallel()
 	target := clashtest.StartProbeTarget(t)
-	ss := clashtest.StartSS(t, "aes-256-gcm")
-	socks := clashtest.StartSOCKS5(t, "puller")
+	ss := testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "aes-256-gcm"})
+	socks := testharness.StartMicrosocks(t, testharness.ProxyOptions{Username: "puller"})
 	const timeout = 700 * time.Millisecond
 
 	t.Run("closed port fails fast", func(t *testing.T) {
 		t.Parallel()
-		n := mustNode(t, map[string]any{"name": "closed", "type": "socks5", "server": "127.0.0.1", "port": clashtest.ClosedPort(t)})
+		n := mustNode(t, map[string]any{"name": "closed", "type": "socks5", "server": "127.0.0.1", "port": testkit.FreePort(t)})
 		_, took, err := probeWithin(t, n, target.V2(), timeout)
 		if err == nil || took > timeout/2 {
 			t.Fatalf("err = %v after %v, want a quick failure", err, took)
@@ -87,7 +90,7 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("wrong ss password hangs until the deadline", func(t *testing.T) {
 		t.Parallel()
-		m := ss.Node("wrong")
+		m := ss.NodeAs("wrong")
 		m["password"] = "not-the-Secret-password"
 		_, took, err := probeWithin(t, mustNode(t, m), target.V2(), timeout)
 		if err == nil || took < timeout*9/10 || took > timeout+time.Second {
@@ -99,7 +102,7 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("wrong socks5 password", func(t *testing.T) {
 		t.Parallel()
-		m := socks.Node("wrong")
+		m := socks.NodeAs("wrong")
 		m["password"] = "wrong-Secret"
 		if _, _, err := probeWithin(t, mustNode(t, m), target.V2(), timeout); err == nil {
 			t.Fatal("probe succeeded with a wrong password")
@@ -107,15 +110,15 @@ func TestProbeFailures(t *testing.T) {
 	})
 	t.Run("target down through a live node", func(t *testing.T) {
 		t.Parallel()
-		n := mustNode(t, ss.Node("live"))
-		url := "http://127.0.0.1:" + strconv.Itoa(clashtest.ClosedPort(t)) + "/v2/"
+		n := mustNode(t, ss.NodeAs("live"))
+		url := "http://127.0.0.1:" + strconv.Itoa(testkit.FreePort(t)) + "/v2/"
 		if _, _, err := probeWithin(t, n, url, timeout); err == nil {
 			t.Fatal("probe of a closed target succeeded")
 		}
 	})
 	t.Run("no deadline is refused", func(t *testing.T) {
 		t.Parallel()
-		if _, err := (MihomoProber{}).Probe(t.Context(), mustNode(t, ss.Node("x")), target.V2()); err == nil {
+		if _, err := (MihomoProber{}).Probe(t.Context(), mustNode(t, ss.NodeAs("x")), target.V2()); err == nil {
 			t.Fatal("probe without a deadline ran")
 		}
 	})
@@ -124,12 +127,12 @@ func TestProbeFailures(t *testing.T) {
 func TestProbeNodeThatDies(t *testing.T) {
 	t.Parallel()
 	target := clashtest.StartProbeTarget(t)
-	ss := clashtest.StartSS(t, "aes-256-gcm")
-	n := mustNode(t, ss.Node("dies"))
+	ss := testharness.StartShadowsocks(t, testharness.ProxyOptions{Cipher: "aes-256-gcm"})
+	n := mustNode(t, ss.NodeAs("dies"))
 	if _, _, err := probeWithin(t, n, target.V2(), 2*time.Second); err != nil {
 		t.Fatalf("before: %v", err)
 	}
-	ss.Kill(t)
+	ss.Kill()
 	if _, took, err := probeWithin(t, n, target.V2(), 2*time.Second); err == nil || took > time.Second {
 		t.Fatalf("after kill: err = %v after %v, want a quick failure", err, took)
 	}

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 func TestHTTPSourceFetch(t *testing.T) {
@@ -68,7 +68,7 @@ func TestHTTPSourceErrorsHideTheURL(t *testing.T) {
 	})
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close) // after the parallel subtests
-	closed := fmt.Sprintf("http://127.0.0.1:%d", clashtest.ClosedPort(t))
+	closed := fmt.Sprintf("http://127.0.0.1:%d", testkit.FreePort(t))
 	tests := []struct {
 		name, url, want string
 	}{

@@ -2,6 +2,7 @@ package connlimit_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/connlimit"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // accepted runs Accept in a loop and hands out what it returns.
@@ -82,13 +84,12 @@ func TestListenerCapsOpenConnections(t *testing.T) {
 			server = append(server, <-conns)
 		}
 		// The count follows the close; wait for it.
-		deadline := time.Now().Add(10 * time.Second)
-		for refused.Load() != tt.wantRefused && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
-		if got := refused.Load(); got != tt.wantRefused {
-			t.Errorf("%s: refused = %d, want %d", tt.name, got, tt.wantRefused)
-		}
+		testkit.WaitFor(t, tt.name+": the refusal counted", 10*time.Second, func() error {
+			if got := refused.Load(); got != tt.wantRefused {
+				return fmt.Errorf("refused = %d, want %d", got, tt.wantRefused)
+			}
+			return nil
+		})
 		if got := l.Open(); got != tt.wantOpen {
 			t.Errorf("%s: open = %d, want %d", tt.name, got, tt.wantOpen)
 		}

@@ -1,7 +1,7 @@
 package server_test
 
 import (
-	"encoding/json"
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"strings"
@@ -13,11 +13,12 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server/servertest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
 // clashEnv is a control plane with Clash enabled over real proxy servers:
@@ -27,17 +28,17 @@ type clashEnv struct {
 	*servertest.Env
 	sub     *clashtest.Subscription
 	target  *clashtest.ProbeTarget
-	servers map[string]*clashtest.Server
+	servers map[string]*harness.ProxyServer
 }
 
 func startClash(t *testing.T, probeInterval string) *clashEnv {
 	t.Helper()
-	ce := &clashEnv{target: clashtest.StartProbeTarget(t), servers: map[string]*clashtest.Server{
-		"ss":    clashtest.StartSS(t, "aes-256-gcm"),
-		"socks": clashtest.StartSOCKS5(t, "puller"),
-		"http":  clashtest.StartHTTPProxy(t),
+	ce := &clashEnv{target: clashtest.StartProbeTarget(t), servers: map[string]*harness.ProxyServer{
+		"ss":    harness.StartShadowsocks(t, harness.ProxyOptions{Name: "ss"}),
+		"socks": harness.StartMicrosocks(t, harness.ProxyOptions{Name: "socks", Username: "puller", Password: "socks-pw-" + rand.Text()}),
+		"http":  harness.StartTinyproxy(t, harness.ProxyOptions{Name: "http"}),
 	}}
-	ce.sub = clashtest.StartSubscription(t, clashtest.ClashYAML(ce.servers["ss"].Node("ss"), ce.servers["socks"].Node("socks"), ce.servers["http"].Node("http")))
+	ce.sub = clashtest.StartSubscription(t, clashtest.ClashYAML(ce.servers["ss"].Node, ce.servers["socks"].Node, ce.servers["http"].Node))
 	cfg := servertest.DefaultConfig + fmt.Sprintf(`
 clash:
   enabled: true
@@ -105,11 +106,7 @@ func TestClashEndToEnd(t *testing.T) {
 		t.Fatalf("mode %v", cfg.GetProxy().GetMode())
 	}
 	for _, n := range cfg.GetProxy().GetNodes() {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(n.GetClashJson()), &m); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := clash.NewNode(m); err != nil { // what the edge does
+		if _, err := clashnode.FromProto(n); err != nil { // what the edge does
 			t.Fatalf("node %s does not build: %v", n.GetName(), err)
 		}
 	}
@@ -119,12 +116,12 @@ func TestClashEndToEnd(t *testing.T) {
 		t.Fatalf("ListProxyNodes = %v", list)
 	}
 	for _, n := range list.GetNodes() {
-		if !n.GetAlive() || n.GetSelected() != (n.GetName() == selected) || n.GetServer() != ce.servers[n.GetName()].Addr() || len(n.GetHistory()) == 0 || n.GetLastChecked() == nil {
+		if !n.GetAlive() || n.GetSelected() != (n.GetName() == selected) || n.GetServer() != ce.servers[n.GetName()].Addr || len(n.GetHistory()) == 0 || n.GetLastChecked() == nil {
 			t.Errorf("node %v", n)
 		}
 	}
 
-	ce.servers[selected].Kill(t)
+	ce.servers[selected].Kill()
 	next := nextConfigWhere(t, edge, "the killed node gone", func(c *selfhostv1.EdgeConfig) bool {
 		return !strings.Contains(" "+nodeNames(c)+" ", " "+selected+" ")
 	})
@@ -198,7 +195,7 @@ func TestProxyFailureReportReselects(t *testing.T) {
 	edge := servertest.OpenEdge(t, ce.Conn, servertest.EdgeToken("team-a"), servertest.Hello("team-a", "edge-0", ""))
 	cfg := nextConfigWhere(t, edge, "three nodes", func(c *selfhostv1.EdgeConfig) bool { return len(c.GetProxy().GetNodes()) == 3 })
 	selected := cfg.GetProxy().GetNodes()[0].GetName()
-	ce.servers[selected].Kill(t)
+	ce.servers[selected].Kill()
 	reported := time.Now()
 	edge.Send(t, &selfhostv1.StreamConfigRequest{Kind: &selfhostv1.StreamConfigRequest_ProxyFailure{ProxyFailure: &selfhostv1.ProxyFailure{
 		Node: selected, Prefix: "dockerhub", Error: "dial tcp: connection refused",
@@ -308,7 +305,7 @@ func TestClashAdminCalls(t *testing.T) {
 	}
 
 	// Restart on the same state: direct mode and gcr's node survive.
-	ce.sub.Set(http.StatusOK, clashtest.ClashYAML(ce.servers["ss"].Node("ss"), ce.servers["socks"].Node("socks"), ce.servers["http"].Node("http")))
+	ce.sub.Set(http.StatusOK, clashtest.ClashYAML(ce.servers["ss"].Node, ce.servers["socks"].Node, ce.servers["http"].Node))
 	ce.Stop(t)
 	again := servertest.Start(t, servertest.Options{Dir: ce.Dir, Debounce: 20 * time.Millisecond})
 	testkit.WaitFor(t, "the pool after the restart", 10*time.Second, func() bool { return len(listProxyNodes(t, again).GetNodes()) == 3 })

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 )
@@ -69,17 +71,13 @@ func TestThrottledAnswers429(t *testing.T) {
 	if resp, _ := f.do(t, "GET", "/v2/test/org/app/blobs/"+cached.String(), nil); resp.StatusCode != 200 {
 		t.Fatalf("first blob: %d", resp.StatusCode)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.WaitFor(t, "the blob committed", 30*time.Second, func() error {
 		resp, _ := f.do(t, "HEAD", "/v2/test/org/app/blobs/"+cached.String(), nil)
-		if resp.Header.Get("X-Cache") == "HIT" {
-			break
+		if x := resp.Header.Get("X-Cache"); x != "HIT" {
+			return fmt.Errorf("X-Cache %q", x)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("blob never committed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 
 	tests := []struct {
 		name, method, path string

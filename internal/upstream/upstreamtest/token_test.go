@@ -10,20 +10,27 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 )
 
 func fetchToken(t *testing.T, srvURL, scope, user, pass string) (int, string) {
 	t.Helper()
+	return fetchTokenWith(t, http.DefaultClient, srvURL, scope, user, pass)
+}
+
+func fetchTokenWith(t *testing.T, client *http.Client, srvURL, scope, user, pass string) (int, string) {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, srvURL+"/token?service=upstreamtest&scope="+url.QueryEscape(scope), nil)
 	if user != "" {
 		req.SetBasicAuth(user, pass)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,11 +45,16 @@ func fetchToken(t *testing.T, srvURL, scope, user, pass string) (int, string) {
 
 func get(t *testing.T, u, token string) *http.Response {
 	t.Helper()
+	return getWith(t, http.DefaultClient, u, token)
+}
+
+func getWith(t *testing.T, client *http.Client, u, token string) *http.Response {
+	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,16 +123,28 @@ func TestRequireBearer(t *testing.T) {
 	}
 }
 
+// TestRequireBearerExpiry runs the token service in a synctest bubble
+// over an in-memory network: the token is accepted a nanosecond before
+// its TTL and refused at it, on the fake clock.
 func TestRequireBearerExpiry(t *testing.T) {
 	t.Parallel()
-	ta := upstreamtest.RequireBearer(upstreamtest.NewRegistry(), upstreamtest.WithTokenTTL(time.Second))
-	srv := httptest.NewServer(ta)
-	defer srv.Close()
-	_, tok := fetchToken(t, srv.URL, "repository:a/b:pull", "", "")
-	time.Sleep(1100 * time.Millisecond)
-	if resp := get(t, srv.URL+"/v2/", tok); resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
-		t.Errorf("expired token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const ttl = time.Second
+		ta := upstreamtest.RequireBearer(upstreamtest.NewRegistry(), upstreamtest.WithTokenTTL(ttl))
+		client := &http.Client{Transport: &http.Transport{DialContext: testkit.ServePipe(t, ta)}}
+		const srvURL = "http://registry.test"
+		start := time.Now()
+		_, tok := fetchTokenWith(t, client, srvURL, "repository:a/b:pull", "", "")
+		time.Sleep(ttl - time.Nanosecond)
+		if resp := getWith(t, client, srvURL+"/v2/", tok); resp.StatusCode != 200 {
+			t.Errorf("1ns before expiry: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		time.Sleep(time.Until(start.Add(ttl)))
+		if resp := getWith(t, client, srvURL+"/v2/", tok); resp.StatusCode != 401 || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "invalid_token") {
+			t.Errorf("expired token: %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+		client.CloseIdleConnections()
+	})
 }
 
 // TestBehindReverseProxy fronts a separate registry server through

@@ -26,6 +26,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/rewrite"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -298,17 +299,13 @@ func mustCreatePod(ctx context.Context, t *testing.T, c kubernetes.Interface, ns
 
 func waitMutated(ctx context.Context, t *testing.T, c kubernetes.Interface) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.WaitFor(t, "the API server calling the webhook", 30*time.Second, func() error {
 		got, err := c.CoreV1().Pods(optedIn).Create(ctx, newPod("probe", "nginx"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-		if err == nil && got.Spec.Containers[0].Image != "nginx" {
-			return
+		if err == nil && got.Spec.Containers[0].Image == "nginx" {
+			err = errors.New("pod not mutated")
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the API server never called the webhook (last: %v)", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // testWriter sends log lines to t.Log.

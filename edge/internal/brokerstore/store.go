@@ -10,6 +10,10 @@
 // A refusal is blob.ErrDenied, which the cache treats as a miss (it fetches
 // from the upstream with the edge's own credentials) or as "serve without
 // caching"; an unreachable control plane is a plain error, a storage fault.
+//
+// An edge started with --storage=control-plane is built with a Deferred:
+// the Store behind a switch that stays off until the control plane's
+// configuration brings storage.brokered.
 package brokerstore
 
 import (

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
@@ -35,7 +36,7 @@ type configApplier struct {
 	// storage is set with --storage=control-plane: every configuration
 	// must then carry storage.brokered (never storage.s3), and the first
 	// one opens the storage.
-	storage *cpStorage
+	storage *brokerstore.Deferred
 	// allowInternal names the upstream prefixes whose redirects may go to
 	// more internal addresses (--allow-internal-redirects).
 	allowInternal map[string]bool
@@ -54,7 +55,7 @@ func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 	var openStorage func()
 	if a.storage != nil {
 		var err error
-		if openStorage, err = a.storage.prepare(cfg.GetStorage()); err != nil {
+		if openStorage, err = a.storage.Prepare(cfg.GetStorage()); err != nil {
 			return err
 		}
 	}

@@ -99,6 +99,15 @@ type Config struct {
 	ProxyFirstByteTimeout time.Duration
 }
 
+// StorageControlPlane is the --storage value that reaches the shared
+// storage through the control plane's storage broker
+// (brokerstore.Deferred): the edge holds no storage credentials
+// (docs/control-protocol.md, "Storage").
+const StorageControlPlane = "control-plane"
+
+// storageKindBrokered is how /readyz and the logs name brokered storage.
+const storageKindBrokered = "brokered"
+
 // Credentials are an upstream's username and password.
 type Credentials struct {
 	Username string `json:"username"`

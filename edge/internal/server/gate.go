@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
@@ -29,8 +30,8 @@ type controlStatus interface{ Status() control.Status }
 // upstreams and answer anonymously, bypassing the namespace's allow-list
 // and pull token.
 type gate struct {
-	cp  controlStatus // nil without --control-plane
-	cps *cpStorage    // nil unless --storage=control-plane
+	cp  controlStatus         // nil without --control-plane
+	cps *brokerstore.Deferred // nil unless --storage=control-plane
 	// open latches once every condition held: a configuration, once
 	// applied, is never withdrawn (a NACK keeps the last good one).
 	open atomic.Bool
@@ -44,7 +45,7 @@ func (g *gate) waiting() string {
 	if g.open.Load() {
 		return ""
 	}
-	if g.cps != nil && !g.cps.ready() {
+	if g.cps != nil && !g.cps.Ready() {
 		return "waiting for storage from the control plane"
 	}
 	if g.cp != nil && g.cp.Status().Version == "" {
@@ -138,7 +139,7 @@ func readiness(g *gate, kind string, probe *storageProbe, cp *control.Client) ht
 			if cp != nil && st.ConfigVersion == "" {
 				st.Config = "waiting"
 			}
-			if g.cps != nil && !g.cps.ready() {
+			if g.cps != nil && !g.cps.Ready() {
 				st.StorageStatus = "waiting"
 			}
 		} else {

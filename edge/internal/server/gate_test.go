@@ -15,8 +15,11 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
@@ -35,14 +38,20 @@ func (f *fakeStatus) set(v string) { f.version.Store(&v) }
 
 func TestGate(t *testing.T) {
 	t.Parallel()
-	openStorage := func() *cpStorage {
-		c := attachedCPStorage(t)
-		commit, err := c.prepare(&selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}})
+	openStorage := func() *brokerstore.Deferred {
+		conn, err := grpc.NewClient("passthrough:///unused", grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := brokerstore.NewDeferred(slog.New(slog.DiscardHandler), 0)
+		d.Attach(conn)
+		t.Cleanup(d.Close)
+		commit, err := d.Prepare(&selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		commit()
-		return c
+		return d
 	}
 	applied := &fakeStatus{}
 	applied.set("v1")
@@ -54,7 +63,7 @@ func TestGate(t *testing.T) {
 		{"standalone", &gate{}, ""},
 		{"no configuration yet", &gate{cp: &fakeStatus{}}, "configuration"},
 		{"configuration applied", &gate{cp: applied}, ""},
-		{"no storage yet", &gate{cp: applied, cps: newCPStorage(slog.New(slog.DiscardHandler))}, "waiting for storage"},
+		{"no storage yet", &gate{cp: applied, cps: brokerstore.NewDeferred(slog.New(slog.DiscardHandler), 0)}, "waiting for storage"},
 		{"storage open", &gate{cp: applied, cps: openStorage()}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,7 +110,7 @@ func TestReadiness(t *testing.T) {
 		{"ready", &gate{}, nil, false, 200, "ok", "caching"},
 		{"storage down still serves", &gate{}, storageDown, false, 200, "degraded", "degraded"},
 		{"waiting for configuration", &gate{cp: &fakeStatus{}}, nil, false, 503, "ok", "not ready"},
-		{"waiting for storage", &gate{cps: newCPStorage(slog.New(slog.DiscardHandler))}, nil, false, 503, "waiting", "not ready"},
+		{"waiting for storage", &gate{cps: brokerstore.NewDeferred(slog.New(slog.DiscardHandler), 0)}, nil, false, 503, "waiting", "not ready"},
 		{"draining", &gate{}, nil, true, 503, "ok", "draining"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
@@ -32,16 +33,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	if err != nil {
 		return err
 	}
-	var cps *cpStorage
+	var cps *brokerstore.Deferred
 	var store blob.Store
 	var kind string
 	if cfg.Storage == StorageControlPlane {
 		if cfg.ControlPlane == "" {
 			return errors.New("--storage=control-plane needs --control-plane: the storage is brokered by the control plane")
 		}
-		cps = newCPStorage(log)
-		cps.grantTTL = cfg.StorageGrantTTL
-		defer cps.close()
+		cps = brokerstore.NewDeferred(log, cfg.StorageGrantTTL)
+		defer cps.Close()
 		store, kind = cps, storageKindBrokered
 	} else if store, kind, err = cfg.OpenStore(ctx); err != nil {
 		return err
@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 
 // newControlClient wires the control-plane client to the edge and applies
 // the persisted configuration, if any.
-func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *cpStorage, allowInternal map[string]bool, log *slog.Logger) (*control.Client, error) {
+func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *brokerstore.Deferred, allowInternal map[string]bool, log *slog.Logger) (*control.Client, error) {
 	pod := cfg.PodName
 	if pod == "" {
 		pod, _ = os.Hostname()
@@ -179,7 +179,7 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 		if err != nil {
 			return nil, err
 		}
-		cps.attach(conn)
+		cps.Attach(conn)
 		// Every object is reached through the control plane: without it
 		// there is no storage to serve from, so the persisted
 		// configuration is not restored and the edge waits, not ready.

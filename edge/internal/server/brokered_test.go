@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore/brokertest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
@@ -31,65 +28,6 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream/upstreamtest"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
-
-// attachedCPStorage is a cpStorage with a connection that is never used.
-func attachedCPStorage(t *testing.T) *cpStorage {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///unused", grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := newCPStorage(slog.New(slog.DiscardHandler))
-	c.attach(conn)
-	t.Cleanup(c.close)
-	return c
-}
-
-func TestCPStoragePrepare(t *testing.T) {
-	t.Parallel()
-	s3 := &selfhostv1.S3Storage{Bucket: "edge-cache", AccessKeyId: "AKID", SecretAccessKey: "s3cr3t"}
-	tests := []struct {
-		name    string
-		cfg     *selfhostv1.StorageConfig
-		wantErr string // prefix; "" accepts
-	}{
-		{"none", nil, "storage: missing"},
-		{"empty", &selfhostv1.StorageConfig{}, "storage: missing"},
-		{"keys", &selfhostv1.StorageConfig{S3: s3}, "storage.s3: this edge no longer accepts storage credentials"},
-		{"keys and brokered", &selfhostv1.StorageConfig{S3: s3, Brokered: &selfhostv1.BrokeredStorage{}}, "storage.s3:"},
-		{"brokered", &selfhostv1.StorageConfig{Brokered: &selfhostv1.BrokeredStorage{}}, ""},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			c := attachedCPStorage(t)
-			commit, err := c.prepare(tc.cfg)
-			if tc.wantErr != "" {
-				if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) || strings.Contains(err.Error(), "s3cr3t") {
-					t.Fatalf("err = %v, want %q…", err, tc.wantErr)
-				}
-				if c.ready() {
-					t.Fatal("ready after a refused configuration")
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			if c.ready() {
-				t.Fatal("ready before commit")
-			}
-			if _, err := c.Stat(t.Context(), "tenants/team-a/x"); !errors.Is(err, errNoStorage) {
-				t.Fatalf("Stat before commit: %v", err)
-			}
-			commit()
-			commit() // a later configuration: nothing changes
-			if !c.ready() {
-				t.Fatal("not ready after commit")
-			}
-		})
-	}
-}
 
 func TestStorageControlPlaneNeedsControlPlane(t *testing.T) {
 	t.Parallel()

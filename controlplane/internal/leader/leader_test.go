@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -230,14 +231,18 @@ func testHandover(t *testing.T, cl cluster, lease string, crash bool) {
 	}
 }
 
+// The fake-cluster variants run in synctest bubbles: the fake clientset
+// does no I/O, so lease durations and retry periods pass on the fake
+// clock, in milliseconds. The real-apiserver variants are in
+// leader_kube_test.go.
 func TestHandoverOnStop(t *testing.T) {
 	t.Parallel()
-	testHandover(t, newFakeCluster(), testLease, false)
+	synctest.Test(t, func(t *testing.T) { testHandover(t, newFakeCluster(), testLease, false) })
 }
 
 func TestHandoverOnCrash(t *testing.T) {
 	t.Parallel()
-	testHandover(t, newFakeCluster(), testLease, true)
+	synctest.Test(t, func(t *testing.T) { testHandover(t, newFakeCluster(), testLease, true) })
 }
 
 // testTakenOver: a leader whose Lease is given to another holder stops
@@ -272,24 +277,26 @@ func testTakenOver(t *testing.T, cl cluster, lease string) {
 
 func TestTakenOver(t *testing.T) {
 	t.Parallel()
-	testTakenOver(t, newFakeCluster(), testLease)
+	synctest.Test(t, func(t *testing.T) { testTakenOver(t, newFakeCluster(), testLease) })
 }
 
 func TestLeadReturningEarlyStepsDown(t *testing.T) {
 	t.Parallel()
-	e, err := New(newFakeCluster().c, testNS, testLease, nil, WithPodName("cp-a"), fast())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	var calls atomic.Int32
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx, func(context.Context) { calls.Add(1) }) }()
-	waitFor(t, "a second term after the first returned", func() bool { return calls.Load() >= 2 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		e, err := New(newFakeCluster().c, testNS, testLease, nil, WithPodName("cp-a"), fast())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		var calls atomic.Int32
+		done := make(chan error, 1)
+		go func() { done <- e.Run(ctx, func(context.Context) { calls.Add(1) }) }()
+		waitFor(t, "a second term after the first returned", func() bool { return calls.Load() >= 2 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func retryOnConflict(t *testing.T, fn func() error) error {

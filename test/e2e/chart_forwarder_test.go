@@ -41,6 +41,9 @@ func TestChartForwarder(t *testing.T) {
 			sc == nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation || !reflect.DeepEqual(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || sc.Capabilities.Add != nil {
 			t.Errorf("security context: pod %+v container %+v", psc, sc)
 		}
+		if cp := decodeDoc[appsv1.Deployment](t, docs, "Deployment/"+chartName).Spec.Template.Spec.Containers[0]; !slices.Contains(cp.Args, "--node-access=auto") {
+			t.Errorf("control plane args %q lack --node-access=auto", cp.Args)
+		}
 		if !slices.Contains(c.Args, "--status-listen=127.0.0.1:9095") {
 			t.Errorf("args %q", c.Args)
 		}
@@ -81,6 +84,9 @@ func TestChartForwarder(t *testing.T) {
 
 	t.Run("nodePort", func(t *testing.T) {
 		docs := h.template(t, "nodeAccess=nodePort")
+		if cp := decodeDoc[appsv1.Deployment](t, docs, "Deployment/"+chartName).Spec.Template.Spec.Containers[0]; !slices.Contains(cp.Args, "--node-access=nodePort") {
+			t.Errorf("control plane args %q lack --node-access=nodePort", cp.Args)
+		}
 		for _, key := range []string{ds, role, "ServiceAccount/selfhost-forwarder", "ClusterRoleBinding/k8s-selfhost-repo-forwarder"} {
 			if _, ok := docs[key]; ok {
 				t.Errorf("nodeAccess=nodePort renders %s", key)

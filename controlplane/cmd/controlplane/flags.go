@@ -80,6 +80,7 @@ type clusterFlags struct {
 	mirror           bool
 	mirrorAuth       bool
 	mirrorTLSSecret  string
+	nodeAccess       string
 	grpcTLS          bool
 	grpcService      string
 	clusterDomain    string
@@ -169,6 +170,7 @@ Flags:
 	fs.StringVar(&c.edgeResources, "edge-resources", "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", "in-cluster mode: the edge container's resources (`requests.cpu=…,limits.memory=…`)")
 	fs.BoolVar(&c.mirror, "mirror", false, "in-cluster mode: give the release namespace an edge of its own without the opt-in label, a cluster-wide mirror for clients the webhook does not reach (Docker registry-mirrors, prefixed pulls, containerd hosts.toml) behind its NodePort; a tenant like any other, it never serves another namespace's private content (docs/kubernetes.md)")
 	fs.BoolVar(&c.mirrorAuth, "mirror-auth", true, "in-cluster mode, with --mirror: clients need the mirror's pull token (Secret selfhost-edge-pull in the release namespace, user \"selfhost\"); false serves anyone who reaches the NodePort — only on a trusted network")
+	fs.StringVar(&c.nodeAccess, "node-access", "nodePort", "in-cluster mode: how nodes reach 127.0.0.1:<nodePort> (the chart's nodeAccess; docs/kubernetes.md, \"Node access\"): nodePort trusts the Service proxy; forwarder and auto rewrite images only while every Ready, schedulable node runs a ready selfhost-forwarder pod in the release namespace")
 	fs.StringVar(&c.mirrorTLSSecret, "mirror-tls-secret", "", "in-cluster mode, with --mirror: serve the mirror over TLS with this kubernetes.io/tls Secret of the release namespace (`NAME`; tls.crt, tls.key, re-read when renewed), so clients need no insecure-registries entry; default: plain HTTP")
 	fs.IntVar(&c.edgeReplicas, "edge-replicas", 2, "in-cluster mode: replicas of every edge Deployment (spread across nodes, one PodDisruptionBudget per namespace lets drains take one at a time)")
 	fs.Var(flagenv.NewList(&c.edgeArgs, ",").SplitArgs(), "edge-args", "in-cluster mode: extra edge arguments, e.g. storage flags (`ARG,ARG`; repeatable)")
@@ -273,6 +275,8 @@ func parseFlags(args, environ []string, out io.Writer) (flags, flagenv.Result, e
 		return f, res, errors.New("--tls-ca-propagation must be positive")
 	case c.mirrorTLSSecret != "" && !c.mirror:
 		return f, res, errors.New("--mirror-tls-secret needs --mirror")
+	case c.nodeAccess != "nodePort" && c.nodeAccess != "forwarder" && c.nodeAccess != "auto":
+		return f, res, fmt.Errorf("--node-access %q: want nodePort, forwarder or auto", c.nodeAccess)
 	case c.edgeReplicas < 1 || c.edgeReplicas > 100:
 		return f, res, errors.New("--edge-replicas must be 1-100")
 	case c.kubeQPS < 1 || c.kubeBurst < c.kubeQPS:

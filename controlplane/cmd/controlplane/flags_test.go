@@ -20,7 +20,7 @@ import (
 func clusterDefaults(change func(*clusterFlags)) clusterFlags {
 	c := clusterFlags{
 		edgeAudience: DefaultEdgeAudience, edgePullPolicy: "IfNotPresent",
-		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2, mirrorAuth: true,
+		edgeResources: "requests.cpu=50m,requests.memory=64Mi,limits.memory=256Mi", workers: 4, kubeQPS: 50, kubeBurst: 100, edgeReplicas: 2, mirrorAuth: true, nodeAccess: "nodePort",
 		leaseDuration: 15 * time.Second, renewDeadline: 10 * time.Second, retryPeriod: 2 * time.Second,
 		webhookListen: ":8443", clusterDomain: "cluster.local", tlsSyncInterval: time.Minute, caPropagation: DefaultCAPropagation,
 	}
@@ -84,6 +84,12 @@ func TestParseFlags(t *testing.T) {
 				c.edgeReplicas = 3
 			})}, ""},
 		{"in-cluster zero edge replicas", append(slices.Clone(inCluster), "--edge-replicas", "0"), nil, flags{}, "--edge-replicas"},
+		{"in-cluster node access", append(slices.Clone(inCluster), "--node-access", "auto"), nil,
+			flags{grpcListen: ":9090", debounce: 50 * time.Millisecond, shutdownDelay: DefaultShutdownDelay, httpListen: DefaultHTTPListen, cluster: clusterDefaults(func(c *clusterFlags) {
+				*c = inClusterWant
+				c.nodeAccess = "auto"
+			})}, ""},
+		{"in-cluster bad node access", append(slices.Clone(inCluster), "--node-access", "iptables"), nil, flags{}, "--node-access"},
 		{"no config", []string{"--standalone"}, nil, flags{}, "--config FILE is required"},
 		{"bad env bool", nil, map[string]string{"CONTROLPLANE_STANDALONE": "yes please"}, flags{}, "CONTROLPLANE_STANDALONE"},
 		{"bad env duration", []string{"--standalone", "--config", "c"}, map[string]string{"CONTROLPLANE_DEBOUNCE": "soon"}, flags{}, "CONTROLPLANE_DEBOUNCE"},

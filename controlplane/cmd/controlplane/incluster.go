@@ -26,6 +26,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configmapstate"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/incluster"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/nodeaccess"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
@@ -90,6 +91,7 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 		rt, err := incluster.New(incluster.Options{
 			Client: client, ReleaseNamespace: c.namespace, PodName: c.podName, Store: srv.Store(),
 			Edge: tmpl, Workers: c.workers, Mirror: c.mirror, MirrorAuth: c.mirrorAuth, MirrorTLSSecret: c.mirrorTLSSecret,
+			NodeAccess:    nodeaccess.Mode(c.nodeAccess),
 			LeaseDuration: c.leaseDuration, RenewDeadline: c.renewDeadline, RetryPeriod: c.retryPeriod,
 			WebhookDisabled: c.webhookDisabled, WebhookListen: c.webhookListen, Webhook: wo,
 			Keeper: keeper, CABundle: caBundle, Metrics: opts.Metrics,

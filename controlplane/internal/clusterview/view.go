@@ -51,6 +51,12 @@ type Edges interface {
 	HasSynced() bool
 }
 
+// NodeAccess says why 127.0.0.1:<nodePort> may not work on every node a
+// new pod may land on ("" when it does); nodeaccess.Gate implements it.
+type NodeAccess interface {
+	NotReady() string
+}
+
 // Options configure a View.
 type Options struct {
 	Store Store
@@ -58,7 +64,11 @@ type Options struct {
 	// EndpointSlices may be restricted to the edge Service's name
 	// (discoveryv1.LabelServiceName); the caller starts it.
 	EndpointSlices discoveryinformers.EndpointSliceInformer
-	Logger         *slog.Logger
+	// NodeAccess, when set, must also say yes before the injector
+	// rewrites (nodeaccess.Gate: with nodeAccess forwarder or auto, a
+	// ready forwarder on every schedulable node).
+	NodeAccess NodeAccess
+	Logger     *slog.Logger
 	// Debounce gathers a burst of changes (a thousand namespaces labelled
 	// at once) into one recomputation; default 100 ms.
 	Debounce time.Duration
@@ -69,6 +79,7 @@ type View struct {
 	store     Store
 	edges     Edges
 	epsLister discoverylisters.EndpointSliceLister
+	nodes     NodeAccess // nil: not checked
 	synced    []cache.InformerSynced
 	log       *slog.Logger
 	debounce  time.Duration
@@ -95,6 +106,7 @@ func New(opts Options) (*View, error) {
 		store:     opts.Store,
 		edges:     opts.Edges,
 		epsLister: opts.EndpointSlices.Lister(),
+		nodes:     opts.NodeAccess,
 		log:       log,
 		debounce:  opts.Debounce,
 		kick:      make(chan struct{}, 1),
@@ -207,6 +219,8 @@ func (v *View) Namespace(_ context.Context, name string) (webhook.Namespace, boo
 		e.NotReady = "cannot read the edge's endpoints: " + err.Error()
 	case !ready:
 		e.NotReady = "the edge " + kubecontract.EdgeName + " has no ready endpoint yet"
+	case v.nodes != nil:
+		e.NotReady = v.nodes.NotReady()
 	}
 	return e, true
 }

@@ -64,6 +64,12 @@ type fixture struct {
 
 func newFixture(t *testing.T, edges ...controller.Edge) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, edges...)
+}
+
+// newFixtureWith is newFixture with a node-access check.
+func newFixtureWith(t *testing.T, nodes NodeAccess, edges ...controller.Edge) *fixture {
+	t.Helper()
 	client := fake.NewClientset()
 	st := &config.State{
 		Upstreams:  []*selfhostv1.Upstream{{Prefix: "dockerhub", Url: "https://registry-1.docker.io", Hosts: []string{"docker.io"}}},
@@ -76,7 +82,7 @@ func newFixture(t *testing.T, edges ...controller.Edge) *fixture {
 	}
 	f := informers.NewSharedInformerFactory(client, 0)
 	fe := &fakeEdges{edges: edges}
-	v, err := New(Options{Store: s, Edges: fe, EndpointSlices: f.Discovery().V1().EndpointSlices(), Logger: log, Debounce: time.Millisecond})
+	v, err := New(Options{Store: s, Edges: fe, EndpointSlices: f.Discovery().V1().EndpointSlices(), NodeAccess: nodes, Logger: log, Debounce: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,5 +165,41 @@ func TestViewEdgeReadiness(t *testing.T) {
 	})
 	if len(e.Rules.Upstreams) != 1 || e.Rules.Upstreams[0].Prefix != "dockerhub" {
 		t.Fatalf("rules upstreams = %+v", e.Rules.Upstreams)
+	}
+}
+
+// nodeAccessFunc is a NodeAccess answer set by the test (the real one,
+// nodeaccess.Gate, has its own tests on a real apiserver).
+type nodeAccessFunc func() string
+
+func (f nodeAccessFunc) NotReady() string { return f() }
+
+// TestViewNodeAccess: a ready edge is not enough while the node-access
+// check says no; its reason becomes the injector's warning.
+func TestViewNodeAccess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var mu sync.Mutex
+	why := "nodeAccess auto: no ready forwarder (selfhost-forwarder) on node n2"
+	f := newFixtureWith(t, nodeAccessFunc(func() string { mu.Lock(); defer mu.Unlock(); return why }),
+		controller.Edge{Namespace: "a", Address: "127.0.0.1:30500", PullToken: "tok-a"})
+	waitFor(t, "a configured", func(s *snapshot.Set) bool { _, ok := s.Namespace("a"); return ok }, f.store)
+	if e, _ := f.view.Namespace(ctx, "a"); !strings.Contains(e.NotReady, "no ready endpoint") {
+		t.Fatalf("before endpoints: %q (the edge's own readiness comes first)", e.NotReady)
+	}
+	if _, err := f.client.DiscoveryV1().EndpointSlices("a").Create(ctx, readySlice("a", true), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, "the node-access reason", 30*time.Second, func() error {
+		if e, _ := f.view.Namespace(ctx, "a"); e.NotReady != why {
+			return fmt.Errorf("NotReady %q", e.NotReady)
+		}
+		return nil
+	})
+	mu.Lock()
+	why = ""
+	mu.Unlock()
+	if e, _ := f.view.Namespace(ctx, "a"); e.NotReady != "" {
+		t.Fatalf("every node has a path: %q", e.NotReady)
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/leader"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/nodeaccess"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
@@ -88,6 +89,11 @@ type Options struct {
 	// CABundle, when set, is the CA bundle the controller writes into
 	// every opted-in namespace's CA ConfigMap (the keeper fills it).
 	CABundle *controller.CABundle
+	// NodeAccess is the chart value nodeAccess (--node-access): with
+	// forwarder or auto the injector rewrites only while every
+	// schedulable node has a ready forwarder (package nodeaccess); ""
+	// means nodePort.
+	NodeAccess nodeaccess.Mode
 	// Metrics, when set, counts reconciles and admissions.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
@@ -99,6 +105,8 @@ type Runtime struct {
 	log        *slog.Logger
 	informers  *controller.Informers
 	slices     informers.SharedInformerFactory
+	nodeInfs   []informers.SharedInformerFactory // nodes, forwarder pods; none with nodePort
+	gate       *nodeaccess.Gate
 	controller *controller.Controller
 	view       *clusterview.View
 	elector    *leader.Elector
@@ -161,9 +169,12 @@ func New(opts Options) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("namespace controller: %w", err)
 	}
+	if err := r.newGate(opts); err != nil {
+		return nil, err
+	}
 	view, err = clusterview.New(clusterview.Options{
 		Store: opts.Store, Edges: ctl, EndpointSlices: r.slices.Discovery().V1().EndpointSlices(),
-		Logger: log.With("component", "clusterview"),
+		NodeAccess: r.gate, Logger: log.With("component", "clusterview"),
 	})
 	if err != nil {
 		return nil, err
@@ -225,6 +236,30 @@ func (r *Runtime) Ready() error {
 	return nil
 }
 
+// newGate builds the node-access gate; with forwarder or auto it reads
+// the nodes and the forwarder's pods in the release namespace.
+func (r *Runtime) newGate(opts Options) error {
+	mode := cmp.Or(opts.NodeAccess, nodeaccess.ModeNodePort)
+	if mode == nodeaccess.ModeNodePort {
+		g, err := nodeaccess.New(mode, opts.ReleaseNamespace, nil, nil)
+		r.gate = g
+		return err
+	}
+	nodes := informers.NewSharedInformerFactory(opts.Client, opts.Resync)
+	pods := informers.NewSharedInformerFactoryWithOptions(opts.Client, opts.Resync, informers.WithNamespace(opts.ReleaseNamespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = nodeaccess.ForwarderSelector().String() }))
+	g, err := nodeaccess.New(mode, opts.ReleaseNamespace, nodes.Core().V1().Nodes(), pods.Core().V1().Pods())
+	if err != nil {
+		return err
+	}
+	r.gate, r.nodeInfs = g, []informers.SharedInformerFactory{nodes, pods}
+	return nil
+}
+
+// NodeAccess is the node-access gate: its mode and, per node, whether
+// 127.0.0.1:<nodePort> works there (the admin API reports it).
+func (r *Runtime) NodeAccess() *nodeaccess.Gate { return r.gate }
+
 // Elector is the leader elector, for status and tests.
 func (r *Runtime) Elector() *leader.Elector { return r.elector }
 
@@ -244,13 +279,18 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer r.events.Shutdown()
 	r.informers.Start(ctx.Done())
 	r.slices.Start(ctx.Done())
+	for _, f := range r.nodeInfs {
+		f.Start(ctx.Done())
+	}
 	g.Go(func() error {
 		if !r.informers.WaitForCacheSync(ctx.Done()) {
 			return nil // ctx ended first
 		}
-		for _, ok := range r.slices.WaitForCacheSync(ctx.Done()) {
-			if !ok {
-				return nil
+		for _, f := range append([]informers.SharedInformerFactory{r.slices}, r.nodeInfs...) {
+			for _, ok := range f.WaitForCacheSync(ctx.Done()) {
+				if !ok {
+					return nil
+				}
 			}
 		}
 		r.synced.Store(true)
@@ -260,6 +300,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer func() {
 		r.informers.Shutdown()
 		r.slices.Shutdown()
+		for _, f := range r.nodeInfs {
+			f.Shutdown()
+		}
 	}()
 	g.Go(func() error { return r.view.Run(ctx) })
 	g.Go(func() error {

@@ -43,6 +43,7 @@ type Error struct {
 	Reason string
 }
 
+// Error implements error: the node's name and the reason.
 func (e *Error) Error() string {
 	if e.Name == "" {
 		return ErrInvalid.Error() + ": " + e.Reason

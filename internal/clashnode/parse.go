@@ -66,7 +66,7 @@ func Parse(data []byte, opts ParseOptions) (*List, error) {
 	if err := yaml.Unmarshal(trimmed, &doc); err != nil {
 		if bytes.Contains(trimmed, []byte("proxies:")) || !bytes.Contains(trimmed, []byte("://")) {
 			// Meant as YAML; the YAML error says where it breaks.
-			return nil, fmt.Errorf("Clash YAML does not parse: %s", yamlError(err))
+			return nil, fmt.Errorf("the Clash YAML does not parse: %s", yamlError(err))
 		}
 		// Share links that happen not to be YAML.
 		doc = nil
@@ -137,7 +137,7 @@ func (p *parser) yamlMapping(doc map[string]any) error {
 	raw, ok := doc["proxies"]
 	if !ok {
 		if _, providers := doc["proxy-providers"]; providers {
-			return errors.New("Clash YAML without a proxies: list (proxy-providers are not followed)")
+			return errors.New("the Clash YAML has no proxies: list (proxy-providers are not followed)")
 		}
 		return errors.New("YAML without a proxies: list")
 	}

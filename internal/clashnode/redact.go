@@ -73,14 +73,6 @@ func (r Redactor) Redact(s string) string {
 	return s
 }
 
-// RedactError is err's message, redacted; "" for nil.
-func (r Redactor) RedactError(err error) string {
-	if err == nil {
-		return ""
-	}
-	return r.Redact(err.Error())
-}
-
 func collectSecrets(v any, secret bool, out *[]string) {
 	var s string
 	switch x := v.(type) {

@@ -323,13 +323,13 @@ func (m *Manager) probeURL() string {
 	return strings.TrimSuffix(ups[0].GetUrl(), "/") + "/v2/"
 }
 
-// reselect commits the pool and the order the Selector picks now, when
-// either changed; the store pushes it when a snapshot changed.
 // Reselect recomputes the proxy selection from the committed mode and
 // pinned node, for changes that reached the store without going through
 // SetMode or Select (another replica's, reloaded from shared state).
 func (m *Manager) Reselect(ctx context.Context, why string) { m.reselect(ctx, why) }
 
+// reselect commits the pool and the order the Selector picks now, when
+// either changed; the store pushes it when a snapshot changed.
 func (m *Manager) reselect(ctx context.Context, why string) {
 	before := m.opts.Store.Current().Proxy
 	after, err := m.opts.Store.UpdateRuntime(ctx, "proxy selection ("+why+")", func(st *config.State) bool {

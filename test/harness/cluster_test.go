@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // podTimeout bounds a pod's way to Running on a loaded 2-core machine.
@@ -98,21 +100,20 @@ func testDeployment(t *testing.T, c *Cluster, ref string) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(podTimeout)
-	for {
+	var name string
+	testkit.WaitFor(t, "the deployment's one pod", podTimeout, func() error {
 		pods, err := c.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=sleeper"})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		if len(pods.Items) == 1 {
-			p := c.WaitPod(t, "default", pods.Items[0].Name, time.Until(deadline), PodRunning)
-			t.Logf("deployment pod %s Running (image %s)", p.Name, p.Status.ContainerStatuses[0].ImageID)
-			return
+		if len(pods.Items) != 1 {
+			return fmt.Errorf("%d pods", len(pods.Items))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("deployment made %d pods", len(pods.Items))
-		}
-		time.Sleep(100 * time.Millisecond) // polling the ReplicaSet controller's result
-	}
+		name = pods.Items[0].Name
+		return nil
+	})
+	p := c.WaitPod(t, "default", name, time.Until(deadline), PodRunning)
+	t.Logf("deployment pod %s Running (image %s)", p.Name, p.Status.ContainerStatuses[0].ImageID)
 }
 
 // createPod creates a pod of one container and its NodePort Service (when
@@ -159,22 +160,21 @@ func createPod(t *testing.T, c *Cluster, name, image string, pull corev1.PullPol
 // Service's rules follow the pod's readiness a moment later).
 func getFromNode(t *testing.T, c *Cluster, url string) string {
 	client := c.Netns.HTTPClient()
-	deadline := time.Now().Add(podTimeout)
-	for {
+	var body string
+	testkit.WaitFor(t, "GET "+url+" from the node", podTimeout, func() error {
 		resp, err := client.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return string(b)
-			}
-			err = fmt.Errorf("status %s", resp.Status)
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET %s from the node: %v", url, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
 		}
-		time.Sleep(100 * time.Millisecond) // polling kube-proxy's next sync
-	}
+		body = string(b)
+		return nil
+	})
+	return body
 }
 
 func testNodePortHTTP(t *testing.T, c *Cluster, ref string) {

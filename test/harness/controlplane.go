@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // ControlPlaneBinary returns the control plane: $HARNESS_CONTROLPLANE_BIN
@@ -158,12 +160,12 @@ func (c *ControlPlane) Kill() { c.Proc.Kill() }
 func (c *ControlPlane) Start(t testing.TB) {
 	t.Helper()
 	var err error
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if err = c.start(); err == nil || !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
-			break
+	_ = testkit.Poll(context.Background(), 20*time.Second, func() error {
+		if err = c.start(); err != nil && strings.Contains(err.Error(), "address already in use") {
+			return err // taken: try again
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil // started, or failed for good
+	})
 	if err != nil {
 		t.Fatalf("start control plane again on %s: %v", c.Addr, err)
 	}
@@ -313,15 +315,13 @@ func (e *Edge) Readiness(t testing.TB) EdgeReadiness {
 func (e *Edge) WaitReadiness(t testing.TB, what string, timeout time.Duration, ok func(EdgeReadiness) bool) EdgeReadiness {
 	t.Helper()
 	var r EdgeReadiness
-	for deadline := time.Now().Add(timeout); ; {
-		if r = e.Readiness(t); ok(r) {
-			return r
+	testkit.WaitFor(t, fmt.Sprintf("edge %s: %s", e.Addr, what), timeout, func() error {
+		if r = e.Readiness(t); !ok(r) {
+			return fmt.Errorf("/readyz is %+v", r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("edge %s: %s: not within %v; /readyz is %+v", e.Addr, what, timeout, r)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
+	return r
 }
 
 // DockerConfig writes a Docker config.json that gives user:password for

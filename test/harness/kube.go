@@ -27,6 +27,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 const hintKube = "run test/all.sh once, or: apt-get install etcd-server and build tools/k8s (see test/all.sh)"
@@ -273,12 +275,12 @@ func (k *Kube) StartAPIServer(t testing.TB) {
 		t.Fatalf("kube: StartAPIServer while the apiserver on %s is running", k.URL)
 	}
 	var err error
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		if err = k.start(false); err == nil || !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
-			break
+	_ = testkit.Poll(context.Background(), 20*time.Second, func() error {
+		if err = k.start(false); err != nil && strings.Contains(err.Error(), "address already in use") {
+			return err // taken: try again
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil // started, or failed for good
+	})
 	if err != nil {
 		t.Fatalf("start kube-apiserver again on %s: %v", k.URL, err)
 	}

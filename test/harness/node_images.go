@@ -27,6 +27,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 const hintBusybox = "run test/all.sh once, or: apt-get install -y busybox-static"
@@ -214,17 +216,10 @@ func (c *Cluster) ImportImage(t testing.TB, ref string, img v1.Image) {
 // asks the CRI.
 func (c *Cluster) waitCRIImage(t testing.TB, ref string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.WaitFor(t, "cluster: the CRI listing the imported "+ref, 30*time.Second, func() error {
 		_, err := c.Containerd.Crictl(t, "inspecti", ref)
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cluster: imported %s, but the CRI does not list it: %v", ref, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling the CRI's image store
-	}
+		return err
+	})
 }
 
 func (c *Cluster) importImage(ref string, img v1.Image) error {

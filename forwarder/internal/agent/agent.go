@@ -50,6 +50,10 @@ type Options struct {
 	ProbeWait time.Duration
 	// Reprobe is how often every port is probed again; default 5 min.
 	Reprobe time.Duration
+	// Rebind is how often a port that could not be bound is tried again
+	// (and probed once bound); default 1 s. A replaced forwarder pod
+	// starts while the old one may still hold the ports.
+	Rebind time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -68,6 +72,9 @@ type Agent struct {
 type probeResult struct {
 	path relay.Path
 	err  string
+	// listening is whether the relay held the port when it was probed:
+	// once that changes the result is stale.
+	listening bool
 }
 
 // New is an Agent; Run starts it.
@@ -80,6 +87,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.Reprobe <= 0 {
 		o.Reprobe = 5 * time.Minute
+	}
+	if o.Rebind <= 0 {
+		o.Rebind = time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -115,6 +125,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	lister := svcs.Lister()
 	reprobe := time.NewTicker(a.o.Reprobe)
 	defer reprobe.Stop()
+	rebind := time.NewTicker(a.o.Rebind)
+	defer rebind.Stop()
 	all := false
 	for {
 		list, err := lister.List(labels.Everything())
@@ -129,8 +141,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-kick:
 		case <-reprobe.C:
 			all = true
+		case <-rebind.C:
+			if !a.anyUnbound() {
+				continue
+			}
 		}
 	}
+}
+
+// anyUnbound reports whether a route's port is not held by the relay.
+func (a *Agent) anyUnbound() bool {
+	for _, p := range a.o.Relay.Status() {
+		if !p.Listening {
+			return true
+		}
+	}
+	return false
 }
 
 // Status is what the agent knows about its node.
@@ -193,6 +219,10 @@ func (a *Agent) sync(ctx context.Context, list []*corev1.Service, all bool, kick
 		a.log.Warn("Services matching the edge selectors that are not forwarded", "why", why)
 	}
 	a.o.Relay.Set(routes)
+	listening := map[int]bool{}
+	for _, p := range a.o.Relay.Status() {
+		listening[p.Route.Port] = p.Listening
+	}
 	a.mu.Lock()
 	a.synced = true
 	keep := map[int]probeResult{}
@@ -202,7 +232,7 @@ func (a *Agent) sync(ctx context.Context, list []*corev1.Service, all bool, kick
 		if ok {
 			keep[r.Port] = res
 		}
-		if !ok || all || res.err != "" {
+		if !ok || all || res.err != "" || res.listening != listening[r.Port] {
 			todo = append(todo, r.Port)
 		}
 	}
@@ -215,7 +245,7 @@ func (a *Agent) sync(ctx context.Context, list []*corev1.Service, all bool, kick
 		pctx, cancel := context.WithTimeout(ctx, a.o.ProbeWait+10*time.Second)
 		path, err := a.o.Relay.Probe(pctx, port, a.o.ProbeWait)
 		cancel()
-		res := probeResult{path: path}
+		res := probeResult{path: path, listening: listening[port]}
 		if err != nil {
 			res.err = err.Error()
 			a.log.Warn("probe of the loopback node port", "port", port, "err", err)

@@ -37,7 +37,9 @@ import (
 // an image pulls through 127.0.0.1:<nodePort> of each edge Service; a
 // Service with the edge labels but another name, and one named like the
 // edge without its labels, get no listener; a deleted edge Service's port
-// closes; the loopback status endpoint reports the node's path.
+// closes; a port another process holds at start (the old pod of a
+// replaced forwarder) is taken, and probed again, once it is free; the
+// loopback status endpoint reports the node's path.
 func TestKubeForwardsEdgeServices(t *testing.T) {
 	testkit.Integration(t)
 	t.Parallel()
@@ -96,6 +98,17 @@ func TestKubeForwardsEdgeServices(t *testing.T) {
 		return c.(*net.TCPConn), nil
 	}
 
+	// A replaced forwarder's old pod still holds team-a's port (here: a
+	// registry answering on it) when the agent starts.
+	old := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusUnauthorized) }),
+		ReadHeaderTimeout: 5 * time.Second}
+	oldLn, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(int(svc["team-a/selfhost-edge"].Spec.Ports[0].NodePort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = old.Serve(oldLn) }()
+	t.Cleanup(func() { _ = old.Close() })
+
 	logs := &testkit.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	rl := relay.New(relay.Options{Dial: dial, Logger: log})
@@ -123,6 +136,19 @@ func TestKubeForwardsEdgeServices(t *testing.T) {
 	status := httptest.NewServer(a.Handler())
 	t.Cleanup(status.Close)
 
+	portA := int(svc["team-a/selfhost-edge"].Spec.Ports[0].NodePort)
+	testkit.WaitFor(t, "team-a's port answered by its old holder", time.Minute, func() error {
+		st := a.Status()
+		for _, p := range st.Ports {
+			if p.NodePort == portA && !p.Listening && p.BindError != "" && p.Path == relay.PathNodePort && st.Ready {
+				return nil
+			}
+		}
+		return fmt.Errorf("status %+v", st)
+	})
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
 	testkit.WaitFor(t, "both edge Services forwarded, the node path found", time.Minute, func() error {
 		st := a.Status()
 		if !st.Ready || st.Path != relay.PathForwarder || len(st.Ports) != 2 {

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/imagebuild"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // TestImages builds the real images of HEAD twice (both targets, both
@@ -27,6 +28,7 @@ import (
 // a push to docker-registry read back by crane and skopeo and an import
 // into containerd.
 func TestImages(t *testing.T) {
+	testkit.Integration(t) // minutes of cross-compiling, docker-registry, containerd
 	ctx := t.Context()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	src := exportHead(t, ctx)

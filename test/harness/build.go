@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
 
 // builds caches the commands of this repository built for this test
@@ -45,6 +47,7 @@ func Main(m *testing.M) int {
 // binary.
 func goBinary(t testing.TB, envVar, pkg string) string {
 	t.Helper()
+	testkit.Integration(t) // a test that runs a built binary starts a real process
 	if p := os.Getenv(envVar); p != "" {
 		if _, err := os.Stat(p); err != nil {
 			t.Fatalf("%s=%s: %v", envVar, p, err)

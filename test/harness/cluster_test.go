@@ -31,6 +31,7 @@ const podTimeout = 2 * time.Minute
 // behind a NodePort on 127.0.0.1, DNS names of Services) and then checks
 // that nothing of the cluster is left on the machine.
 func TestCluster(t *testing.T) {
+	testkit.Integration(t)
 	var c *Cluster
 	var socket string
 	t.Run("cluster", func(t *testing.T) {

@@ -154,6 +154,11 @@ func TestKubeForwardsEdgeServices(t *testing.T) {
 		if !st.Ready || st.Path != relay.PathForwarder || len(st.Ports) != 2 {
 			return fmt.Errorf("status %+v", st)
 		}
+		for _, p := range st.Ports {
+			if !p.Listening || p.Path != relay.PathForwarder {
+				return fmt.Errorf("status %+v", st)
+			}
+		}
 		return nil
 	})
 	if code, body := get(t, status.URL+"/readyz"); code != http.StatusOK {

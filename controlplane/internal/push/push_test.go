@@ -231,29 +231,36 @@ func TestDebounceTiming(t *testing.T) {
 	})
 }
 
+// TestOnlyChangedNamespacesArePushed runs server and edges in a synctest
+// bubble (gRPC over bufconn blocks durably): synctest.Wait returns once
+// every push that will happen has happened, so "no push" is checked, not
+// hoped for after a pause.
 func TestOnlyChangedNamespacesArePushed(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, build(t, state(0)), push.WithDebounce(0))
-	a, b := collect(h.open(t, "team-a")), collect(h.open(t, "team-b"))
-	next(t, a)
-	b1 := next(t, b)
-	h.srv.ConfigChanged(build(t, state(0, "ghcr"))) // team-a's policy only
-	if got := next(t, a).GetPolicy().GetAllowedPrefixes(); len(got) != 1 || got[0] != "ghcr" {
-		t.Fatalf("team-a got allowed prefixes %v", got)
-	}
-	// An upstream: every namespace that may use it, so not team-a (ghcr
-	// only), whose edges never hold other upstreams.
-	h.srv.ConfigChanged(build(t, state(1, "ghcr")))
-	if b2 := next(t, b); b2.GetVersion() == b1.GetVersion() {
-		t.Fatal("team-b got the same version again")
-	}
-	select {
-	case c := <-b:
-		t.Fatalf("team-b got a push for team-a's policy change: %v", c)
-	case c := <-a:
-		t.Fatalf("team-a got a push for an upstream it may not use: %v", c)
-	case <-time.After(100 * time.Millisecond):
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, build(t, state(0)), push.WithDebounce(0))
+		a, b := collect(h.open(t, "team-a")), collect(h.open(t, "team-b"))
+		next(t, a)
+		b1 := next(t, b)
+		h.srv.ConfigChanged(build(t, state(0, "ghcr"))) // team-a's policy only
+		if got := next(t, a).GetPolicy().GetAllowedPrefixes(); len(got) != 1 || got[0] != "ghcr" {
+			t.Fatalf("team-a got allowed prefixes %v", got)
+		}
+		// An upstream: every namespace that may use it, so not team-a (ghcr
+		// only), whose edges never hold other upstreams.
+		h.srv.ConfigChanged(build(t, state(1, "ghcr")))
+		if b2 := next(t, b); b2.GetVersion() == b1.GetVersion() {
+			t.Fatal("team-b got the same version again")
+		}
+		synctest.Wait()
+		select {
+		case c := <-b:
+			t.Fatalf("team-b got a push for team-a's policy change: %v", c)
+		case c := <-a:
+			t.Fatalf("team-a got a push for an upstream it may not use: %v", c)
+		default:
+		}
+	})
 }
 
 func TestSlowEdgeBlocksNobody(t *testing.T) {

@@ -61,11 +61,13 @@ declare -A PKG_OF=(
 	# cluster: test/harness StartCluster's node (pods' network, kube-proxy,
 	# nsenter into the node's namespace, the test images' busybox)
 	[iptables]=iptables [conntrack]=conntrack [nsenter]=util-linux [busybox]=busybox-static
+	[nft]=nftables # cluster: kube-proxy in nftables mode (the forwarder's test)
 )
 PACKAGES=(docker-registry skopeo containerd runc nginx-light wrk iproute2 curl ca-certificates
 	shadowsocks-libev microsocks tinyproxy trojan v2ray
 	etcd-server # kube: etcd for test/harness StartKube
-	containernetworking-plugins iptables conntrack util-linux busybox-static) # cluster: StartCluster
+	containernetworking-plugins iptables conntrack util-linux busybox-static # cluster: StartCluster
+	nftables) # cluster: kube-proxy's nftables mode
 # Services those packages may start on installation.
 SERVICES=(nginx docker-registry containerd shadowsocks-libev tinyproxy trojan v2ray
 	etcd) # kube: etcd-server's unit

@@ -61,7 +61,14 @@ type clusterEnv struct {
 // newClusterEnv starts the cluster and its servers and pushes the images.
 func newClusterEnv(t *testing.T) *clusterEnv {
 	t.Helper()
-	c := harness.StartCluster(t, harness.ClusterOptions{})
+	return newClusterEnvWith(t, harness.ClusterOptions{})
+}
+
+// newClusterEnvWith is newClusterEnv with the cluster's options (kube-proxy
+// mode).
+func newClusterEnvWith(t *testing.T, opts harness.ClusterOptions) *clusterEnv {
+	t.Helper()
+	c := harness.StartCluster(t, opts)
 	e := &clusterEnv{c: c, h: newHelm(t)}
 	// lab/secret is private: only a namespace's own credentials open it.
 	e.upstreamPass = "lab-" + cpSecret(t)

@@ -24,7 +24,9 @@ const hintNode = "run test/all.sh once: it installs containerd, runc, containern
 // ClusterOptions configures StartCluster.
 type ClusterOptions struct {
 	// ProxyMode is kube-proxy's mode: "iptables" (the default) forwards
-	// NodePorts on 127.0.0.1; "nftables" and "ipvs" do not.
+	// NodePorts on 127.0.0.1; "nftables" (its loopback gate off) and
+	// "ipvs" do not, so StartCluster then checks the NodePort on the
+	// node's address instead.
 	ProxyMode string
 }
 
@@ -55,6 +57,8 @@ type Cluster struct {
 	RegistryNodePort int
 	// Dir holds every component's configuration, state and log.
 	Dir string
+	// ProxyMode is kube-proxy's mode (ClusterOptions.ProxyMode).
+	ProxyMode string
 
 	ctr, snapshotter string
 	hostBefore       HostState // taken under the lock, restored at the end
@@ -145,6 +149,7 @@ func StartCluster(t testing.TB, opts ClusterOptions) *Cluster {
 		RegistryAddr:     net.JoinHostPort(ns.NSAddr, strconv.Itoa(RegistryPort)),
 		RegistryNodeAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(RegistryPort)),
 		ctr:              ctrBin(t), snapshotter: "native", hostBefore: hostBefore,
+		ProxyMode: opts.ProxyMode,
 	}
 	c.procs = append(c.procs, kube.Etcd)
 	c.startNode(t, bins, opts)

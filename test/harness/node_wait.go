@@ -47,7 +47,7 @@ func (c *Cluster) waitReady(t testing.TB) {
 	}{
 		{"node Ready", c.nodeReady},
 		{"ServiceAccount default/default and ConfigMap kube-root-ca.crt", c.defaultServiceAccount},
-		{"kube-proxy forwarding 127.0.0.1:<nodePort> to the registry", c.registryNodePortReady(t)},
+		{"kube-proxy forwarding the registry's NodePort (127.0.0.1 in iptables mode, else the node's address)", c.registryNodePortReady(t)},
 		{"DNS answering kubernetes.default.svc", c.dnsReady},
 	}
 	for _, s := range steps {
@@ -111,7 +111,9 @@ func (c *Cluster) defaultServiceAccount(ctx context.Context) error {
 
 // registryNodePortReady creates the registry's NodePort Service with a
 // hand-made EndpointSlice (the registry is a node process, not a pod) and
-// returns a check that GETs /v2/ through 127.0.0.1:<nodePort> on the node.
+// returns a check that GETs /v2/ through 127.0.0.1:<nodePort> on the node
+// — in iptables mode; the other modes do not forward loopback NodePorts,
+// so there it goes through <NodeIP>:<nodePort>.
 func (c *Cluster) registryNodePortReady(t testing.TB) func(context.Context) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -140,7 +142,11 @@ func (c *Cluster) registryNodePortReady(t testing.TB) func(context.Context) erro
 	}
 	c.RegistryNodePort = int(svc.Spec.Ports[0].NodePort)
 	client := c.Netns.HTTPClient()
-	url := fmt.Sprintf("http://127.0.0.1:%d/v2/", c.RegistryNodePort)
+	host := "127.0.0.1"
+	if c.ProxyMode != "iptables" {
+		host = c.NodeIP
+	}
+	url := fmt.Sprintf("http://%s/v2/", net.JoinHostPort(host, strconv.Itoa(c.RegistryNodePort)))
 	return func(ctx context.Context) error {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if err != nil {

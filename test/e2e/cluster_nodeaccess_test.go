@@ -163,7 +163,7 @@ func (e *clusterEnv) forwarderStatus(t *testing.T) forwarderStatus {
 	if err != nil {
 		return st
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	if resp.StatusCode == http.StatusOK {
 		_ = json.NewDecoder(resp.Body).Decode(&st)
 	}

@@ -15,11 +15,12 @@ import (
 type Path string
 
 const (
-	// PathNodePort: the Service proxy (kube-proxy in iptables mode, or
-	// nftables with its loopback NodePort gate) answers 127.0.0.1:<nodePort>
-	// before the forwarder's listener sees the connection.
+	// PathNodePort means the Service proxy (kube-proxy in iptables mode,
+	// or nftables with its loopback NodePort gate) answers
+	// 127.0.0.1:<nodePort> before the forwarder's listener sees the
+	// connection.
 	PathNodePort Path = "nodePort"
-	// PathForwarder: the connection reached the forwarder's own
+	// PathForwarder means the connection reached the forwarder's own
 	// listener; the forwarder carries it to the edge.
 	PathForwarder Path = "forwarder"
 )
@@ -52,7 +53,7 @@ func (r *Relay) Probe(ctx context.Context, portNum int, wait time.Duration) (Pat
 	if err != nil {
 		return "", fmt.Errorf("probe %s: %w", addr, err)
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()

@@ -225,7 +225,7 @@ func (r *Relay) untrack(c *net.TCPConn) {
 
 // serve copies c to rt's target and back until both directions end.
 func (r *Relay) serve(c *net.TCPConn, rt Route) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	// The dial is bounded by the dialer's timeout; the relay's lifetime
 	// is Close, which closes c.
 	up, err := r.dial(context.Background(), rt.Target)
@@ -233,7 +233,7 @@ func (r *Relay) serve(c *net.TCPConn, rt Route) {
 		r.log.Warn("dial the edge Service", "service", rt.Name, "target", rt.Target.String(), "err", err)
 		return
 	}
-	defer up.Close()
+	defer func() { _ = up.Close() }()
 	sent, received, err := Pipe(c, up)
 	if err != nil {
 		r.log.Debug("connection ended with an error", "service", rt.Name, "sent", sent, "received", received, "err", err)

@@ -38,7 +38,7 @@ func echoServer(t *testing.T, prefix string) netip.AddrPort {
 				return
 			}
 			go func() {
-				defer c.Close()
+				defer func() { _ = c.Close() }()
 				b, err := io.ReadAll(c)
 				if err != nil {
 					return
@@ -56,7 +56,7 @@ func roundTrip(addr string, body []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Write(body); err != nil {
 		return nil, err

@@ -47,7 +47,10 @@ func TestChartForwarder(t *testing.T) {
 		if !slices.Contains(c.Args, "--status-listen=127.0.0.1:9095") {
 			t.Errorf("args %q", c.Args)
 		}
-		for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		if c.StartupProbe == nil || c.StartupProbe.InitialDelaySeconds < 2 {
+			t.Errorf("startup probe %+v: want a first try after 2 s (no Warning event on a normal start)", c.StartupProbe)
+		}
+		for _, p := range []*corev1.Probe{c.StartupProbe, c.ReadinessProbe, c.LivenessProbe} {
 			if p == nil || p.HTTPGet == nil || p.HTTPGet.Host != "127.0.0.1" || p.HTTPGet.Port.IntValue() != 9095 {
 				t.Errorf("probe %+v: want HTTP on 127.0.0.1:9095", p)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -195,30 +196,36 @@ func TestPolicyChangeReachesOnlyItsNamespace(t *testing.T) {
 	b.ExpectNothing(t, quiet)
 }
 
+// TestDebounceCoalescesChanges runs the whole server and an edge in a
+// synctest bubble (gRPC over bufconn blocks durably): 20 admin changes
+// within one quiet period reach the edge as one push of the final
+// version, not a nanosecond before the quiet period ends.
 func TestDebounceCoalescesChanges(t *testing.T) {
 	t.Parallel()
-	// Saves are skipped: an fsync can take longer than the quiet period on
-	// a busy disk, and this test is about the debouncer, not the disk.
-	// A quiet period long enough that 20 admin calls fit in it even on a
-	// loaded machine; the assertion allows some splitting anyway, since
-	// it is about coalescing, not about timing.
-	env := servertest.Start(t, servertest.Options{Debounce: 2 * time.Second, Server: func(o *server.Options) {
-		o.Source = noSave{o.Source}
-	}})
-	edge := servertest.OpenEdge(t, env.Conn, servertest.EdgeToken("team-a"), servertest.Hello("team-a", "a", ""))
-	edge.NextConfig(t)
-	var last *selfhostv1.PutUpstreamResponse
-	for i := range 20 {
-		last = putUpstream(t, env, &selfhostv1.Upstream{Prefix: "gcr", Url: "https://gcr.io", Hosts: []string{"h" + string(rune('a'+i)) + ".example"}})
-	}
-	msgs := edge.Drain(5 * time.Second)
-	if len(msgs) == 0 || len(msgs) > 5 {
-		t.Fatalf("20 changes gave %d pushes, want them coalesced into a few", len(msgs))
-	}
-	ns, _ := env.Server.Store().Current().Namespace("team-a")
-	if got := msgs[len(msgs)-1].GetConfig().GetVersion(); got != ns.Config.GetVersion() {
-		t.Fatalf("last push has version %s, want the final %s (global %s)", got, ns.Config.GetVersion(), last.GetConfigVersion())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		const debounce = 2 * time.Second
+		// Saves are skipped: this test is about the debouncer, not the disk.
+		env := servertest.Start(t, servertest.Options{Debounce: debounce, Server: func(o *server.Options) {
+			o.Source = noSave{o.Source}
+		}})
+		edge := servertest.OpenEdge(t, env.Conn, servertest.EdgeToken("team-a"), servertest.Hello("team-a", "a", ""))
+		edge.NextConfig(t)
+		var last *selfhostv1.PutUpstreamResponse
+		for i := range 20 {
+			last = putUpstream(t, env, &selfhostv1.Upstream{Prefix: "gcr", Url: "https://gcr.io", Hosts: []string{"h" + string(rune('a'+i)) + ".example"}})
+		}
+		if msgs := edge.Drain(debounce - time.Nanosecond); len(msgs) != 0 {
+			t.Fatalf("%d pushes within the quiet period", len(msgs))
+		}
+		msgs := edge.Drain(time.Minute)
+		if len(msgs) != 1 {
+			t.Fatalf("20 changes gave %d pushes, want one", len(msgs))
+		}
+		ns, _ := env.Server.Store().Current().Namespace("team-a")
+		if got := msgs[0].GetConfig().GetVersion(); got != ns.Config.GetVersion() {
+			t.Fatalf("the push has version %s, want the final %s (global %s)", got, ns.Config.GetVersion(), last.GetConfigVersion())
+		}
+	})
 }
 
 func TestInvalidateTag(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
@@ -205,12 +206,8 @@ func regDataPath(b layoutBlob) string {
 // waitFor polls cond until it holds or the deadline passes: fills and the
 // registry's proxy writes commit after the client got its bytes.
 func waitFor(what string, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not reached after %v", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testkit.Poll(context.Background(), timeout, cond); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }

@@ -86,6 +86,10 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 	} else {
 		log.Warn("--grpc-tls=off: edges' configuration streams, with their credentials, are plaintext")
 	}
+	// The admin API is built before the runtime that owns the node-access
+	// check; it answers from it once it exists.
+	nodes := &nodeaccess.Late{}
+	opts.NodeAccess = nodes
 	p := probes.New(opts.Metrics.Handler(), log.With("component", "probes"))
 	return serve(ctx, f, opts, p, func(ctx context.Context, srv *server.Server) []func() error {
 		rt, err := incluster.New(incluster.Options{
@@ -100,6 +104,7 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 		if err != nil {
 			return []func() error{func() error { return err }}
 		}
+		nodes.Set(rt.NodeAccess())
 		p.AddCheck("kubernetes", rt.Ready)
 		return []func() error{
 			func() error { return rt.Run(ctx) },

@@ -37,7 +37,8 @@ type Service struct {
 	selfhostv1.UnimplementedAdminServiceServer
 	config  Config
 	edges   Edges
-	proxies Proxies // nil: Clash is disabled
+	proxies Proxies    // nil: Clash is disabled
+	nodes   NodeAccess // nil: standalone
 	log     *slog.Logger
 }
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -217,4 +218,37 @@ func podReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// Late is a Gate set after it is made: the admin API is built before the
+// in-cluster runtime that owns the Gate. Until Set, it has no mode.
+type Late struct {
+	gate atomic.Pointer[Gate]
+}
+
+// Set makes l answer from g.
+func (l *Late) Set(g *Gate) { l.gate.Store(g) }
+
+// Mode is the Gate's mode, "" before Set.
+func (l *Late) Mode() Mode {
+	if g := l.gate.Load(); g != nil {
+		return g.Mode()
+	}
+	return ""
+}
+
+// Nodes is the Gate's Nodes (none before Set).
+func (l *Late) Nodes() ([]Node, error) {
+	if g := l.gate.Load(); g != nil {
+		return g.Nodes()
+	}
+	return nil, nil
+}
+
+// NotReady is the Gate's NotReady.
+func (l *Late) NotReady() string {
+	if g := l.gate.Load(); g != nil {
+		return g.NotReady()
+	}
+	return "the control plane has not started its cluster view yet"
 }

@@ -127,6 +127,9 @@ type Options struct {
 	// is asked again (0: proof's default). A revoked credential stops
 	// serving shared content after it.
 	ProofTTL time.Duration
+	// NodeAccess, when set (in-cluster), answers the admin API's
+	// ListNodes; standalone it answers FailedPrecondition.
+	NodeAccess admin.NodeAccess
 }
 
 // Server is a control plane. Serve it once.
@@ -176,6 +179,9 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	}
 	pushOpts := []push.Option{push.WithDebounce(opts.Debounce)}
 	var adminOpts []admin.Option
+	if opts.NodeAccess != nil {
+		adminOpts = append(adminOpts, admin.WithNodeAccess(opts.NodeAccess))
+	}
 	if mgr != nil {
 		pushOpts = append(pushOpts, push.WithProxyFailures(mgr))
 		adminOpts = append(adminOpts, admin.WithProxies(mgr))

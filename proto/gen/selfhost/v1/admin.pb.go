@@ -1611,6 +1611,184 @@ func (x *InvalidateTagResponse) GetEdgesNotified() uint32 {
 	return 0
 }
 
+// ListNodesRequest has no fields.
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+// ListNodesResponse is the node-access check of the injector.
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// NodeAccess is the control plane's --node-access: nodePort, forwarder
+	// or auto.
+	NodeAccess string `protobuf:"bytes,1,opt,name=node_access,json=nodeAccess,proto3" json:"node_access,omitempty"`
+	// Nodes by name; empty with nodePort (the Service proxy is trusted and
+	// nothing is read).
+	Nodes []*NodeAccessStatus `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// NotReady says why the injector leaves images untouched now; empty
+	// when every schedulable node has a path.
+	NotReady      string `protobuf:"bytes,3,opt,name=not_ready,json=notReady,proto3" json:"not_ready,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ListNodesResponse) GetNodeAccess() string {
+	if x != nil {
+		return x.NodeAccess
+	}
+	return ""
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeAccessStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetNotReady() string {
+	if x != nil {
+		return x.NotReady
+	}
+	return ""
+}
+
+// NodeAccessStatus is one node.
+type NodeAccessStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name of the node.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Schedulable: Ready and not cordoned, so a new pod may land there.
+	Schedulable bool `protobuf:"varint,2,opt,name=schedulable,proto3" json:"schedulable,omitempty"`
+	// ForwarderPod is the selfhost-forwarder pod on the node, empty if none.
+	ForwarderPod string `protobuf:"bytes,3,opt,name=forwarder_pod,json=forwarderPod,proto3" json:"forwarder_pod,omitempty"`
+	// ForwarderReady: that pod is Ready (every edge port on the node is
+	// held by it or answered by the Service proxy).
+	ForwarderReady bool `protobuf:"varint,4,opt,name=forwarder_ready,json=forwarderReady,proto3" json:"forwarder_ready,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *NodeAccessStatus) Reset() {
+	*x = NodeAccessStatus{}
+	mi := &file_selfhost_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAccessStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAccessStatus) ProtoMessage() {}
+
+func (x *NodeAccessStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_selfhost_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAccessStatus.ProtoReflect.Descriptor instead.
+func (*NodeAccessStatus) Descriptor() ([]byte, []int) {
+	return file_selfhost_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *NodeAccessStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeAccessStatus) GetSchedulable() bool {
+	if x != nil {
+		return x.Schedulable
+	}
+	return false
+}
+
+func (x *NodeAccessStatus) GetForwarderPod() string {
+	if x != nil {
+		return x.ForwarderPod
+	}
+	return ""
+}
+
+func (x *NodeAccessStatus) GetForwarderReady() bool {
+	if x != nil {
+		return x.ForwarderReady
+	}
+	return false
+}
+
 var File_selfhost_v1_admin_proto protoreflect.FileDescriptor
 
 const file_selfhost_v1_admin_proto_rawDesc = "" +
@@ -1709,7 +1887,18 @@ const file_selfhost_v1_admin_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12,\n" +
 	"\x03tag\x18\x02 \x01(\v2\x1a.selfhost.v1.InvalidateTagR\x03tag\">\n" +
 	"\x15InvalidateTagResponse\x12%\n" +
-	"\x0eedges_notified\x18\x01 \x01(\rR\redgesNotified2\xb4\b\n" +
+	"\x0eedges_notified\x18\x01 \x01(\rR\redgesNotified\"\x12\n" +
+	"\x10ListNodesRequest\"\x86\x01\n" +
+	"\x11ListNodesResponse\x12\x1f\n" +
+	"\vnode_access\x18\x01 \x01(\tR\n" +
+	"nodeAccess\x123\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x1d.selfhost.v1.NodeAccessStatusR\x05nodes\x12\x1b\n" +
+	"\tnot_ready\x18\x03 \x01(\tR\bnotReady\"\x96\x01\n" +
+	"\x10NodeAccessStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vschedulable\x18\x02 \x01(\bR\vschedulable\x12#\n" +
+	"\rforwarder_pod\x18\x03 \x01(\tR\fforwarderPod\x12'\n" +
+	"\x0fforwarder_ready\x18\x04 \x01(\bR\x0eforwarderReady2\x80\t\n" +
 	"\fAdminService\x12J\n" +
 	"\tListEdges\x12\x1d.selfhost.v1.ListEdgesRequest\x1a\x1e.selfhost.v1.ListEdgesResponse\x12V\n" +
 	"\rListUpstreams\x12!.selfhost.v1.ListUpstreamsRequest\x1a\".selfhost.v1.ListUpstreamsResponse\x12P\n" +
@@ -1722,7 +1911,8 @@ const file_selfhost_v1_admin_proto_rawDesc = "" +
 	"\x0eListProxyNodes\x12\".selfhost.v1.ListProxyNodesRequest\x1a#.selfhost.v1.ListProxyNodesResponse\x12\\\n" +
 	"\x0fSelectProxyNode\x12#.selfhost.v1.SelectProxyNodeRequest\x1a$.selfhost.v1.SelectProxyNodeResponse\x12S\n" +
 	"\fSetProxyMode\x12 .selfhost.v1.SetProxyModeRequest\x1a!.selfhost.v1.SetProxyModeResponse\x12h\n" +
-	"\x13RefreshSubscription\x12'.selfhost.v1.RefreshSubscriptionRequest\x1a(.selfhost.v1.RefreshSubscriptionResponseBQZOgithub.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1;selfhostv1b\x06proto3"
+	"\x13RefreshSubscription\x12'.selfhost.v1.RefreshSubscriptionRequest\x1a(.selfhost.v1.RefreshSubscriptionResponse\x12J\n" +
+	"\tListNodes\x12\x1d.selfhost.v1.ListNodesRequest\x1a\x1e.selfhost.v1.ListNodesResponseBQZOgithub.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1;selfhostv1b\x06proto3"
 
 var (
 	file_selfhost_v1_admin_proto_rawDescOnce sync.Once
@@ -1736,7 +1926,7 @@ func file_selfhost_v1_admin_proto_rawDescGZIP() []byte {
 	return file_selfhost_v1_admin_proto_rawDescData
 }
 
-var file_selfhost_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_selfhost_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_selfhost_v1_admin_proto_goTypes = []any{
 	(*ListProxyNodesRequest)(nil),       // 0: selfhost.v1.ListProxyNodesRequest
 	(*ListProxyNodesResponse)(nil),      // 1: selfhost.v1.ListProxyNodesResponse
@@ -1766,65 +1956,71 @@ var file_selfhost_v1_admin_proto_goTypes = []any{
 	(*GetCacheStatsResponse)(nil),       // 25: selfhost.v1.GetCacheStatsResponse
 	(*InvalidateTagRequest)(nil),        // 26: selfhost.v1.InvalidateTagRequest
 	(*InvalidateTagResponse)(nil),       // 27: selfhost.v1.InvalidateTagResponse
-	(ProxyMode)(0),                      // 28: selfhost.v1.ProxyMode
-	(*timestamppb.Timestamp)(nil),       // 29: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),         // 30: google.protobuf.Duration
-	(*EdgeStats)(nil),                   // 31: selfhost.v1.EdgeStats
-	(*Upstream)(nil),                    // 32: selfhost.v1.Upstream
-	(*EdgeConfig)(nil),                  // 33: selfhost.v1.EdgeConfig
-	(*InvalidateTag)(nil),               // 34: selfhost.v1.InvalidateTag
+	(*ListNodesRequest)(nil),            // 28: selfhost.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),           // 29: selfhost.v1.ListNodesResponse
+	(*NodeAccessStatus)(nil),            // 30: selfhost.v1.NodeAccessStatus
+	(ProxyMode)(0),                      // 31: selfhost.v1.ProxyMode
+	(*timestamppb.Timestamp)(nil),       // 32: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),         // 33: google.protobuf.Duration
+	(*EdgeStats)(nil),                   // 34: selfhost.v1.EdgeStats
+	(*Upstream)(nil),                    // 35: selfhost.v1.Upstream
+	(*EdgeConfig)(nil),                  // 36: selfhost.v1.EdgeConfig
+	(*InvalidateTag)(nil),               // 37: selfhost.v1.InvalidateTag
 }
 var file_selfhost_v1_admin_proto_depIdxs = []int32{
-	28, // 0: selfhost.v1.ListProxyNodesResponse.mode:type_name -> selfhost.v1.ProxyMode
+	31, // 0: selfhost.v1.ListProxyNodesResponse.mode:type_name -> selfhost.v1.ProxyMode
 	2,  // 1: selfhost.v1.ListProxyNodesResponse.nodes:type_name -> selfhost.v1.ProxyNodeStatus
 	3,  // 2: selfhost.v1.ListProxyNodesResponse.skipped:type_name -> selfhost.v1.SkippedNode
-	29, // 3: selfhost.v1.ListProxyNodesResponse.subscription_fetched:type_name -> google.protobuf.Timestamp
-	30, // 4: selfhost.v1.ProxyNodeStatus.latency:type_name -> google.protobuf.Duration
-	29, // 5: selfhost.v1.ProxyNodeStatus.last_checked:type_name -> google.protobuf.Timestamp
-	30, // 6: selfhost.v1.ProxyNodeStatus.history:type_name -> google.protobuf.Duration
+	32, // 3: selfhost.v1.ListProxyNodesResponse.subscription_fetched:type_name -> google.protobuf.Timestamp
+	33, // 4: selfhost.v1.ProxyNodeStatus.latency:type_name -> google.protobuf.Duration
+	32, // 5: selfhost.v1.ProxyNodeStatus.last_checked:type_name -> google.protobuf.Timestamp
+	33, // 6: selfhost.v1.ProxyNodeStatus.history:type_name -> google.protobuf.Duration
 	2,  // 7: selfhost.v1.SelectProxyNodeResponse.selected:type_name -> selfhost.v1.ProxyNodeStatus
-	28, // 8: selfhost.v1.SetProxyModeRequest.mode:type_name -> selfhost.v1.ProxyMode
-	28, // 9: selfhost.v1.SetProxyModeResponse.mode:type_name -> selfhost.v1.ProxyMode
+	31, // 8: selfhost.v1.SetProxyModeRequest.mode:type_name -> selfhost.v1.ProxyMode
+	31, // 9: selfhost.v1.SetProxyModeResponse.mode:type_name -> selfhost.v1.ProxyMode
 	3,  // 10: selfhost.v1.RefreshSubscriptionResponse.skipped:type_name -> selfhost.v1.SkippedNode
 	12, // 11: selfhost.v1.ListEdgesResponse.edges:type_name -> selfhost.v1.EdgeStatus
-	29, // 12: selfhost.v1.EdgeStatus.connected_since:type_name -> google.protobuf.Timestamp
-	31, // 13: selfhost.v1.EdgeStatus.stats:type_name -> selfhost.v1.EdgeStats
+	32, // 12: selfhost.v1.EdgeStatus.connected_since:type_name -> google.protobuf.Timestamp
+	34, // 13: selfhost.v1.EdgeStatus.stats:type_name -> selfhost.v1.EdgeStats
 	15, // 14: selfhost.v1.ListUpstreamsResponse.upstreams:type_name -> selfhost.v1.UpstreamInfo
-	30, // 15: selfhost.v1.UpstreamInfo.tag_ttl:type_name -> google.protobuf.Duration
-	32, // 16: selfhost.v1.PutUpstreamRequest.upstream:type_name -> selfhost.v1.Upstream
+	33, // 15: selfhost.v1.UpstreamInfo.tag_ttl:type_name -> google.protobuf.Duration
+	35, // 16: selfhost.v1.PutUpstreamRequest.upstream:type_name -> selfhost.v1.Upstream
 	15, // 17: selfhost.v1.PutUpstreamResponse.upstream:type_name -> selfhost.v1.UpstreamInfo
-	33, // 18: selfhost.v1.GetNamespaceConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
-	31, // 19: selfhost.v1.GetCacheStatsResponse.total:type_name -> selfhost.v1.EdgeStats
-	34, // 20: selfhost.v1.InvalidateTagRequest.tag:type_name -> selfhost.v1.InvalidateTag
-	10, // 21: selfhost.v1.AdminService.ListEdges:input_type -> selfhost.v1.ListEdgesRequest
-	13, // 22: selfhost.v1.AdminService.ListUpstreams:input_type -> selfhost.v1.ListUpstreamsRequest
-	16, // 23: selfhost.v1.AdminService.PutUpstream:input_type -> selfhost.v1.PutUpstreamRequest
-	18, // 24: selfhost.v1.AdminService.DeleteUpstream:input_type -> selfhost.v1.DeleteUpstreamRequest
-	20, // 25: selfhost.v1.AdminService.GetNamespaceConfig:input_type -> selfhost.v1.GetNamespaceConfigRequest
-	22, // 26: selfhost.v1.AdminService.Resolve:input_type -> selfhost.v1.ResolveRequest
-	24, // 27: selfhost.v1.AdminService.GetCacheStats:input_type -> selfhost.v1.GetCacheStatsRequest
-	26, // 28: selfhost.v1.AdminService.InvalidateTag:input_type -> selfhost.v1.InvalidateTagRequest
-	0,  // 29: selfhost.v1.AdminService.ListProxyNodes:input_type -> selfhost.v1.ListProxyNodesRequest
-	4,  // 30: selfhost.v1.AdminService.SelectProxyNode:input_type -> selfhost.v1.SelectProxyNodeRequest
-	6,  // 31: selfhost.v1.AdminService.SetProxyMode:input_type -> selfhost.v1.SetProxyModeRequest
-	8,  // 32: selfhost.v1.AdminService.RefreshSubscription:input_type -> selfhost.v1.RefreshSubscriptionRequest
-	11, // 33: selfhost.v1.AdminService.ListEdges:output_type -> selfhost.v1.ListEdgesResponse
-	14, // 34: selfhost.v1.AdminService.ListUpstreams:output_type -> selfhost.v1.ListUpstreamsResponse
-	17, // 35: selfhost.v1.AdminService.PutUpstream:output_type -> selfhost.v1.PutUpstreamResponse
-	19, // 36: selfhost.v1.AdminService.DeleteUpstream:output_type -> selfhost.v1.DeleteUpstreamResponse
-	21, // 37: selfhost.v1.AdminService.GetNamespaceConfig:output_type -> selfhost.v1.GetNamespaceConfigResponse
-	23, // 38: selfhost.v1.AdminService.Resolve:output_type -> selfhost.v1.ResolveResponse
-	25, // 39: selfhost.v1.AdminService.GetCacheStats:output_type -> selfhost.v1.GetCacheStatsResponse
-	27, // 40: selfhost.v1.AdminService.InvalidateTag:output_type -> selfhost.v1.InvalidateTagResponse
-	1,  // 41: selfhost.v1.AdminService.ListProxyNodes:output_type -> selfhost.v1.ListProxyNodesResponse
-	5,  // 42: selfhost.v1.AdminService.SelectProxyNode:output_type -> selfhost.v1.SelectProxyNodeResponse
-	7,  // 43: selfhost.v1.AdminService.SetProxyMode:output_type -> selfhost.v1.SetProxyModeResponse
-	9,  // 44: selfhost.v1.AdminService.RefreshSubscription:output_type -> selfhost.v1.RefreshSubscriptionResponse
-	33, // [33:45] is the sub-list for method output_type
-	21, // [21:33] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	36, // 18: selfhost.v1.GetNamespaceConfigResponse.config:type_name -> selfhost.v1.EdgeConfig
+	34, // 19: selfhost.v1.GetCacheStatsResponse.total:type_name -> selfhost.v1.EdgeStats
+	37, // 20: selfhost.v1.InvalidateTagRequest.tag:type_name -> selfhost.v1.InvalidateTag
+	30, // 21: selfhost.v1.ListNodesResponse.nodes:type_name -> selfhost.v1.NodeAccessStatus
+	10, // 22: selfhost.v1.AdminService.ListEdges:input_type -> selfhost.v1.ListEdgesRequest
+	13, // 23: selfhost.v1.AdminService.ListUpstreams:input_type -> selfhost.v1.ListUpstreamsRequest
+	16, // 24: selfhost.v1.AdminService.PutUpstream:input_type -> selfhost.v1.PutUpstreamRequest
+	18, // 25: selfhost.v1.AdminService.DeleteUpstream:input_type -> selfhost.v1.DeleteUpstreamRequest
+	20, // 26: selfhost.v1.AdminService.GetNamespaceConfig:input_type -> selfhost.v1.GetNamespaceConfigRequest
+	22, // 27: selfhost.v1.AdminService.Resolve:input_type -> selfhost.v1.ResolveRequest
+	24, // 28: selfhost.v1.AdminService.GetCacheStats:input_type -> selfhost.v1.GetCacheStatsRequest
+	26, // 29: selfhost.v1.AdminService.InvalidateTag:input_type -> selfhost.v1.InvalidateTagRequest
+	0,  // 30: selfhost.v1.AdminService.ListProxyNodes:input_type -> selfhost.v1.ListProxyNodesRequest
+	4,  // 31: selfhost.v1.AdminService.SelectProxyNode:input_type -> selfhost.v1.SelectProxyNodeRequest
+	6,  // 32: selfhost.v1.AdminService.SetProxyMode:input_type -> selfhost.v1.SetProxyModeRequest
+	8,  // 33: selfhost.v1.AdminService.RefreshSubscription:input_type -> selfhost.v1.RefreshSubscriptionRequest
+	28, // 34: selfhost.v1.AdminService.ListNodes:input_type -> selfhost.v1.ListNodesRequest
+	11, // 35: selfhost.v1.AdminService.ListEdges:output_type -> selfhost.v1.ListEdgesResponse
+	14, // 36: selfhost.v1.AdminService.ListUpstreams:output_type -> selfhost.v1.ListUpstreamsResponse
+	17, // 37: selfhost.v1.AdminService.PutUpstream:output_type -> selfhost.v1.PutUpstreamResponse
+	19, // 38: selfhost.v1.AdminService.DeleteUpstream:output_type -> selfhost.v1.DeleteUpstreamResponse
+	21, // 39: selfhost.v1.AdminService.GetNamespaceConfig:output_type -> selfhost.v1.GetNamespaceConfigResponse
+	23, // 40: selfhost.v1.AdminService.Resolve:output_type -> selfhost.v1.ResolveResponse
+	25, // 41: selfhost.v1.AdminService.GetCacheStats:output_type -> selfhost.v1.GetCacheStatsResponse
+	27, // 42: selfhost.v1.AdminService.InvalidateTag:output_type -> selfhost.v1.InvalidateTagResponse
+	1,  // 43: selfhost.v1.AdminService.ListProxyNodes:output_type -> selfhost.v1.ListProxyNodesResponse
+	5,  // 44: selfhost.v1.AdminService.SelectProxyNode:output_type -> selfhost.v1.SelectProxyNodeResponse
+	7,  // 45: selfhost.v1.AdminService.SetProxyMode:output_type -> selfhost.v1.SetProxyModeResponse
+	9,  // 46: selfhost.v1.AdminService.RefreshSubscription:output_type -> selfhost.v1.RefreshSubscriptionResponse
+	29, // 47: selfhost.v1.AdminService.ListNodes:output_type -> selfhost.v1.ListNodesResponse
+	35, // [35:48] is the sub-list for method output_type
+	22, // [22:35] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_selfhost_v1_admin_proto_init() }
@@ -1839,7 +2035,7 @@ func file_selfhost_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_selfhost_v1_admin_proto_rawDesc), len(file_selfhost_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	AdminService_SelectProxyNode_FullMethodName     = "/selfhost.v1.AdminService/SelectProxyNode"
 	AdminService_SetProxyMode_FullMethodName        = "/selfhost.v1.AdminService/SetProxyMode"
 	AdminService_RefreshSubscription_FullMethodName = "/selfhost.v1.AdminService/RefreshSubscription"
+	AdminService_ListNodes_FullMethodName           = "/selfhost.v1.AdminService/ListNodes"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -69,6 +70,9 @@ type AdminServiceClient interface {
 	SetProxyMode(ctx context.Context, in *SetProxyModeRequest, opts ...grpc.CallOption) (*SetProxyModeResponse, error)
 	// RefreshSubscription fetches the subscription now and re-probes.
 	RefreshSubscription(ctx context.Context, in *RefreshSubscriptionRequest, opts ...grpc.CallOption) (*RefreshSubscriptionResponse, error)
+	// ListNodes shows how each node reaches the edges at the address the
+	// injector writes (docs/kubernetes.md, "Node access").
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
 type adminServiceClient struct {
@@ -199,6 +203,16 @@ func (c *adminServiceClient) RefreshSubscription(ctx context.Context, in *Refres
 	return out, nil
 }
 
+func (c *adminServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -235,6 +249,9 @@ type AdminServiceServer interface {
 	SetProxyMode(context.Context, *SetProxyModeRequest) (*SetProxyModeResponse, error)
 	// RefreshSubscription fetches the subscription now and re-probes.
 	RefreshSubscription(context.Context, *RefreshSubscriptionRequest) (*RefreshSubscriptionResponse, error)
+	// ListNodes shows how each node reaches the edges at the address the
+	// injector writes (docs/kubernetes.md, "Node access").
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -280,6 +297,9 @@ func (UnimplementedAdminServiceServer) SetProxyMode(context.Context, *SetProxyMo
 }
 func (UnimplementedAdminServiceServer) RefreshSubscription(context.Context, *RefreshSubscriptionRequest) (*RefreshSubscriptionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RefreshSubscription not implemented")
+}
+func (UnimplementedAdminServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -518,6 +538,24 @@ func _AdminService_RefreshSubscription_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -572,6 +610,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RefreshSubscription",
 			Handler:    _AdminService_RefreshSubscription_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _AdminService_ListNodes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -52,10 +52,10 @@ const (
 	NameValue      = "selfhost-edge"
 )
 
-// The injector's own objects in the release namespace (its webhook TLS
-// Secret and MutatingWebhookConfiguration) carry
-// ManagedByLabel=ManagedByValue and ComponentLabel=WebhookComponent, so
-// nothing that selects ComponentLabel=EdgeComponent ever touches them.
+// WebhookComponent is the ComponentLabel value of the injector's own objects
+// in the release namespace (its webhook TLS Secret and
+// MutatingWebhookConfiguration); with ManagedByLabel=ManagedByValue it keeps
+// anything that selects ComponentLabel=EdgeComponent from touching them.
 const WebhookComponent = "webhook"
 
 // LeaseName is the coordination.k8s.io Lease in the release namespace

@@ -194,10 +194,10 @@ func (r *Rewriter) Rewrite(image string) Result {
 	return res
 }
 
-func (res Result) untouched(reason Reason, format string, args ...any) Result {
-	res.Reason, res.Detail = reason, fmt.Sprintf(format, args...)
-	res.Rewritten, res.Prefix, res.UpstreamURL = res.Image, "", ""
-	return res
+func (r Result) untouched(reason Reason, format string, args ...any) Result {
+	r.Reason, r.Detail = reason, fmt.Sprintf(format, args...)
+	r.Rewritten, r.Prefix, r.UpstreamURL = r.Image, "", ""
+	return r
 }
 
 // ref is a parsed reference. tag is "" when the input had none and a digest;

@@ -376,10 +376,10 @@ func podName(pod *corev1.Pod, reqName string) string {
 }
 
 func clip(s string) string {
-	const max = 80
+	const maxRunes = 80
 	r := []rune(s)
-	if len(r) > max {
-		return string(r[:max]) + "…"
+	if len(r) > maxRunes {
+		return string(r[:maxRunes]) + "…"
 	}
 	return s
 }

@@ -81,15 +81,15 @@ func Package(dir string, modTime time.Time) (*Chart, error) {
 
 func (m chartYAML) validate() error {
 	if m.APIVersion != "v2" {
-		return fmt.Errorf("Chart.yaml: apiVersion %q, want v2", m.APIVersion)
+		return fmt.Errorf("chart metadata (Chart.yaml): apiVersion %q, want v2", m.APIVersion)
 	}
 	if m.Name == "" || m.Version == "" {
-		return fmt.Errorf("Chart.yaml: name and version are required")
+		return fmt.Errorf("chart metadata (Chart.yaml): name and version are required")
 	}
 	// Helm tags the artifact with the version, replacing "+" (not allowed in
 	// a tag) by "_"; keep to versions that are tags as written.
 	if _, err := name.NewTag("example.invalid/"+m.Name+":"+m.Version, name.StrictValidation); err != nil {
-		return fmt.Errorf("Chart.yaml: name %q or version %q is not usable in an OCI reference: %w", m.Name, m.Version, err)
+		return fmt.Errorf("chart metadata (Chart.yaml): name %q or version %q is not usable in an OCI reference: %w", m.Name, m.Version, err)
 	}
 	return nil
 }

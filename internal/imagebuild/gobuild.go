@@ -88,7 +88,7 @@ func CheckStaticELF(path, arch string) error {
 	if err != nil {
 		return fmt.Errorf("check static binary %s: %w", path, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only
 	if want, ok := elfMachine(arch); !ok || f.Machine != want {
 		return fmt.Errorf("check static binary %s: machine %s, want one for %s", path, f.Machine, arch)
 	}

@@ -100,7 +100,7 @@ func writeArchiveFile(path string, ref name.Reference, idx v1.ImageIndex) error 
 		return fmt.Errorf("create archive: %w", err)
 	}
 	if err := WriteArchive(f, ref, idx); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return err
 	}
 	if err := f.Close(); err != nil {

@@ -72,9 +72,9 @@ func (d Digest) Matches(h hash.Hash) bool {
 }
 
 func truncate(s string) string {
-	const max = 80
-	if len(s) > max {
-		return s[:max] + "…"
+	const maxLen = 80
+	if len(s) > maxLen {
+		return s[:maxLen] + "…"
 	}
 	return s
 }

@@ -109,8 +109,8 @@ func (g *addrGuard) allowed(ctx context.Context) addrClass {
 
 // check refuses ip for a connection to another host than the upstream's.
 func (g *addrGuard) check(ctx context.Context, host string, ip netip.Addr) error {
-	if c, max := classOf(ip), g.allowed(ctx); c > max {
-		return fmt.Errorf("%w: %s is %s (%s), the upstream %s is %s", ErrInternalAddress, host, ip, c, g.host, max)
+	if c, allowed := classOf(ip), g.allowed(ctx); c > allowed {
+		return fmt.Errorf("%w: %s is %s (%s), the upstream %s is %s", ErrInternalAddress, host, ip, c, g.host, allowed)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ type StaticTokens struct {
 
 var _ Authenticator = (*StaticTokens)(nil)
 
-// ErrDuplicate: the same token was given twice.
+// ErrDuplicate means the same token was given twice.
 var ErrDuplicate = errors.New("duplicate token")
 
 // NewStaticTokens builds the authenticator. edge maps a namespace to its

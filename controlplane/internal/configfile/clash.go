@@ -42,7 +42,7 @@ const (
 	DefaultProbeInterval    = time.Minute
 	DefaultProbeTimeout     = 5 * time.Second
 	DefaultTolerancePercent = 30
-	DefaultToleranceMin     = 20 * time.Millisecond
+	DefaultToleranceMin     = 20 * time.Millisecond //nolint:revive // time-naming: Min is the minimum (tolerance.min), not minutes
 
 	minRefreshInterval = time.Second
 	minProbeInterval   = 100 * time.Millisecond

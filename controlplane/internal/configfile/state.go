@@ -139,15 +139,15 @@ func writeFileAtomic(path string, data []byte) error {
 	defer os.Remove(tmp) // no-op after the rename
 	// CreateTemp already uses 0600; Chmod states it, whatever the umask.
 	if err := f.Chmod(0o600); err != nil {
-		f.Close()
+		_ = f.Close() // the error above is the one to report
 		return err
 	}
 	if _, err := f.Write(data); err != nil {
-		f.Close()
+		_ = f.Close() // the error above is the one to report
 		return err
 	}
 	if err := f.Sync(); err != nil {
-		f.Close()
+		_ = f.Close() // the error above is the one to report
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -160,6 +160,6 @@ func writeFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // read-only handle; Sync's error is the one that matters
 	return d.Sync()
 }

@@ -13,7 +13,8 @@ import (
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
-// ErrCannotWatch: Watch needs a StateStore that is a StateWatcher.
+// ErrCannotWatch means Watch was given a StateStore that is not a
+// StateWatcher.
 var ErrCannotWatch = errors.New("state store cannot watch for changes")
 
 // Reload is called by Watch after another writer changed the persisted

@@ -50,8 +50,8 @@ const (
 	SecretComponentValue = "controlplane-credentials"
 )
 
-// ErrConflict: Write lost the race against other writers MaxAttempts
-// times in a row.
+// ErrConflict means Write lost the race against other writers
+// MaxAttempts times in a row.
 var ErrConflict = errors.New("the state ConfigMap or credentials Secret kept changing under the write")
 
 // Options configure a Store.

@@ -33,11 +33,11 @@ import (
 type Access int
 
 const (
-	// Denied: no proof.
+	// Denied means there is no proof.
 	Denied Access = iota
-	// Public: proven anonymously.
+	// Public means proven anonymously.
 	Public
-	// Namespace: proven with the namespace's own credentials.
+	// Namespace means proven with the namespace's own credentials.
 	Namespace
 )
 

@@ -32,7 +32,7 @@ type grantCache struct {
 	m   map[string]grant
 }
 
-func newGrantCache(max int) *grantCache { return &grantCache{max: max, m: map[string]grant{}} }
+func newGrantCache(limit int) *grantCache { return &grantCache{max: limit, m: map[string]grant{}} }
 
 func (c *grantCache) get(id string, now time.Time) (grant, bool) {
 	c.mu.Lock()

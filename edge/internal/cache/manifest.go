@@ -333,7 +333,7 @@ func (c *Cache) noteStoreErr(op string, err error) {
 // do runs fn once for all concurrent callers with the same key. fn runs
 // detached from any one caller's cancellation (a client that disconnects
 // must not fail the others), bounded by the upstream request timeout.
-func (c *Cache) do(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error, bool) {
+func (c *Cache) do(ctx context.Context, key string, fn func(context.Context) (any, error)) (any, error, bool) { //nolint:revive // error-return: the results of singleflight.Group.Do, in its order
 	ch := c.flights.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.requestTTL)
 		defer cancel()

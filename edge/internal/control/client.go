@@ -242,11 +242,11 @@ func WithStateDir(dir string) Option { return func(o *options) { o.stateDir = di
 func WithStatsInterval(d time.Duration) Option { return func(o *options) { o.statsInterval = d } }
 
 // WithBackoff sets the first and the largest reconnect delay (default
-// 200 ms and 30 s). Each delay is drawn uniformly from [0, min(max,
+// 200 ms and 30 s). Each delay is drawn uniformly from [0, min(limit,
 // base·2^attempt)] ("full jitter"), so a fleet of edges does not reconnect
 // in lockstep after a control-plane restart.
-func WithBackoff(base, max time.Duration) Option {
-	return func(o *options) { o.backoffBase, o.backoffMax = base, max }
+func WithBackoff(base, limit time.Duration) Option {
+	return func(o *options) { o.backoffBase, o.backoffMax = base, limit }
 }
 
 // WithHealthyAfter sets how long a stream must stay up before the backoff

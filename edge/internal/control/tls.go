@@ -86,7 +86,8 @@ func (c *caFileCredentials) ServerHandshake(net.Conn) (net.Conn, credentials.Aut
 
 // Info implements credentials.TransportCredentials.
 func (c *caFileCredentials) Info() credentials.ProtocolInfo {
-	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2", ServerName: c.serverName}
+	// ServerName is deprecated, but grpc-go still takes the channel's authority from it.
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", ServerName: c.serverName} //nolint:staticcheck // SA1019, see above
 }
 
 // Clone implements credentials.TransportCredentials.

@@ -252,9 +252,10 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, rt route.Route, e
 func (h *Handler) classify(rt route.Route, err error) *oci.Error {
 	unknown := oci.CodeManifestUnknown
 	what := "manifest"
-	if rt.Kind == route.KindBlob {
+	switch rt.Kind {
+	case route.KindBlob:
 		unknown, what = oci.CodeBlobUnknown, "blob"
-	} else if rt.Kind == route.KindTags {
+	case route.KindTags:
 		unknown, what = oci.CodeNameUnknown, "repository"
 	}
 	ref := rt.Prefix + "/" + rt.Repository

@@ -165,7 +165,7 @@ func testCommitVisible(t *testing.T, s blob.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Abort(ctx)
+	defer abort(t, ctx, w)
 	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}

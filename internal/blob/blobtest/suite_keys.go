@@ -78,7 +78,7 @@ func testInvalidKeys(t *testing.T, s blob.Store) {
 			if w, err := s.Create(ctx, key, ExpectFor(data, "")); !errors.Is(err, blob.ErrInvalidKey) {
 				t.Errorf("Create error = %v", err)
 				if err == nil {
-					w.Abort(ctx)
+					abort(t, ctx, w)
 				}
 			}
 			if err := s.Put(ctx, key, data, ""); !errors.Is(err, blob.ErrInvalidKey) {

@@ -151,19 +151,19 @@ func (s *Store) Open(ctx context.Context, key string, offset, length int64) (io.
 	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		f.Close()
+		_ = f.Close() // read-only; the error below is the one to report
 		return nil, s.statErr("open", key, err)
 	}
 	size := fi.Size()
 	if offset < 0 || offset > size {
-		f.Close()
+		_ = f.Close() // read-only; the error below is the one to report
 		return nil, fmt.Errorf("fs open %s: offset %d outside object of %d bytes", key, offset, size)
 	}
 	if offset == 0 && length < 0 {
 		return f, nil
 	}
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
-		f.Close()
+		_ = f.Close() // read-only; the error below is the one to report
 		return nil, fmt.Errorf("fs open %s: %w", key, err)
 	}
 	n := size - offset
@@ -303,7 +303,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(key string, inf
 				return nil
 			}
 			dir := key + "/"
-			if strings.HasPrefix(key, "_") || !(strings.HasPrefix(dir, prefix) || strings.HasPrefix(prefix, dir)) {
+			if strings.HasPrefix(key, "_") || !strings.HasPrefix(dir, prefix) && !strings.HasPrefix(prefix, dir) {
 				return filepath.SkipDir
 			}
 			return nil

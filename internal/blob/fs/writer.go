@@ -90,7 +90,7 @@ func (w *writer) Abort(context.Context) error {
 		return nil
 	}
 	w.state = blob.WriterClosed
-	w.f.Close()
+	_ = w.f.Close() // the data is being thrown away; removing it is what matters
 	if err := os.Remove(w.f.Name()); err != nil && !isNotExist(err) {
 		return fmt.Errorf("fs abort %s: %w", w.key, err)
 	}

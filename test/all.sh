@@ -263,13 +263,43 @@ run_fuzz() {
 	return $status
 }
 
-# proto/: lint, breaking changes against the previous commit, and the
-# committed generated code must be what buf generates now.
+# The commit whose proto/ the working tree must stay wire-compatible with:
+#   - the newest v* tag reachable from HEAD, when there is one: a release is
+#     the contract deployed edges and control planes hold, and changes made
+#     since it (not yet released) may still be reworked;
+#   - else, on a branch: its merge-base with main, so that every change the
+#     branch brings is checked, not only its last commit;
+#   - else (on main, which is what CI's clean clone checks out, and there is
+#     no release yet): the parent of the last commit that changed proto/, so
+#     the latest protocol change (plus any uncommitted edit) is checked even
+#     when later commits did not touch proto/. HEAD~1 would compare nothing
+#     then.
+# BUF_AGAINST=<git ref> overrides the choice (e.g. the commit a series of
+# submitted commits started from).
+proto_baseline() {
+	local ref
+	if [[ -n ${BUF_AGAINST:-} ]]; then
+		echo "$BUF_AGAINST"
+	elif ref=$(git describe --tags --abbrev=0 --match 'v[0-9]*' HEAD 2>/dev/null); then
+		echo "$ref"
+	elif [[ $(git rev-parse --abbrev-ref HEAD) != main ]] && git rev-parse -q --verify main >/dev/null &&
+		ref=$(git merge-base HEAD main) && [[ $ref != "$(git rev-parse HEAD)" ]]; then
+		echo "$ref"
+	elif ref=$(git log -1 --format=%H -- proto) && [[ -n $ref ]] && git rev-parse -q --verify "$ref~1" >/dev/null; then
+		echo "$ref~1"
+	else
+		echo HEAD
+	fi
+}
+
+# proto/: lint, breaking changes against proto_baseline, and the committed
+# generated code must be what buf generates now.
 check_proto() {
-	local against=HEAD tmp status=0
-	git rev-parse -q --verify HEAD~1 >/dev/null && against=HEAD~1
+	local against tmp status=0
+	against=$(proto_baseline)
 	buf lint || status=1
-	buf breaking --against ".git#ref=$against" || { echo "buf breaking: proto changes break $against"; status=1; }
+	echo "buf breaking: against $against ($(git log -1 --format='%h %s' "$against" | cut -c1-80))"
+	buf breaking --against ".git#ref=$(git rev-parse "$against")" || { echo "buf breaking: proto changes break $against"; status=1; }
 	tmp=$(mktemp -d)
 	sed "s#out: proto/gen#out: $tmp#" buf.gen.yaml >"$tmp/buf.gen.yaml"
 	if buf generate --template "$tmp/buf.gen.yaml" && diff -r "$tmp" proto/gen --exclude=buf.gen.yaml >/dev/null; then

@@ -30,6 +30,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
@@ -548,9 +549,9 @@ func TestChartInstall(t *testing.T) {
 		}
 	}
 
-	grpcAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	httpAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
-	webhookAddr := fmt.Sprintf("127.0.0.1:%d", harness.FreePort(t))
+	grpcAddr := testkit.FreeAddr(t)
+	httpAddr := testkit.FreeAddr(t)
+	webhookAddr := testkit.FreeAddr(t)
 	kubeconfig := kube.KubeconfigFor(t, "chart-controlplane", kube.ServiceAccountToken(t, releaseNS, chartName, nil, time.Hour))
 	args := []string{"--kubeconfig=" + kubeconfig}
 	for _, a := range c.Args {

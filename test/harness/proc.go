@@ -180,19 +180,11 @@ func waitReady(p *Process, check func(context.Context) error) error {
 	}
 }
 
-// FreePort returns a 127.0.0.1 TCP port that was free a moment ago. Another
-// process may take it before the server binds it, so servers started here
-// retry with a new port when that happens (see startWithPorts).
-func FreePort(t testing.TB) int {
-	t.Helper()
-	return testkit.FreePort(t)
-}
-
 // errPortInUse marks a start attempt that lost the race for its port.
 var errPortInUse = errors.New("address already in use")
 
-// startWithPorts calls start with n fresh ports, again when the attempt
-// failed because a port was taken in the meantime.
+// startWithPorts calls start with n fresh ports (testkit.FreePortErr), again
+// when the attempt failed because a port was taken in the meantime.
 func startWithPorts(n int, start func(ports []int) error) error {
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {

@@ -113,6 +113,7 @@ type Runtime struct {
 	keeper     *webhookconfig.Keeper // nil when the webhook is disabled
 	handler    http.Handler          // nil when the webhook is disabled
 	events     record.EventBroadcaster
+	recorder   record.EventRecorder
 	synced     atomic.Bool // the informers' caches are filled
 }
 
@@ -144,6 +145,7 @@ func New(opts Options) (*Runtime, error) {
 	// where `kubectl describe` shows them.
 	r.events = record.NewBroadcaster()
 	recorder := r.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: kubecontract.ManagedByValue})
+	r.recorder = recorder
 	var view *clusterview.View
 	ctlOpts := []controller.Option{controller.WithEventRecorder(recorder), controller.WithOnEdgeChange(func(ns string) {
 		if view != nil {
@@ -236,6 +238,10 @@ func (r *Runtime) Ready() error {
 	return nil
 }
 
+// nodeEventInterval is how often the leader compares each node's access
+// with the last check and records the changes as events.
+const nodeEventInterval = 5 * time.Second
+
 // newGate builds the node-access gate; with forwarder or auto it reads
 // the nodes and the forwarder's pods in the release namespace.
 func (r *Runtime) newGate(opts Options) error {
@@ -307,9 +313,19 @@ func (r *Runtime) Run(ctx context.Context) error {
 	g.Go(func() error { return r.view.Run(ctx) })
 	g.Go(func() error {
 		return r.elector.Run(ctx, func(leaderCtx context.Context) {
+			// The leader alone records node-access events, so replicas
+			// do not repeat each other.
+			evCtx, stopEvents := context.WithCancel(leaderCtx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r.gate.ReportEvents(evCtx, r.recorder, nodeEventInterval)
+			}()
 			if err := r.controller.Run(leaderCtx); err != nil {
 				r.log.Error("namespace controller stopped", "err", err)
 			}
+			stopEvents()
+			<-done
 		})
 	})
 	if r.keeper != nil {

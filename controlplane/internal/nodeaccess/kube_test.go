@@ -1,6 +1,7 @@
 package nodeaccess
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -13,6 +14,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
@@ -22,7 +26,8 @@ const releaseNS = "selfhost-system"
 
 // TestKubeGate runs the gate on a real kube-apiserver as a ServiceAccount
 // holding exactly PolicyRules: a new Ready node without a forwarder
-// closes it, the forwarder's pod turning ready opens it, a pod with the
+// closes it (a Warning event on the node), the forwarder's pod turning
+// ready opens it (a Normal event), a pod with the
 // forwarder's labels in a tenant namespace counts for nothing, the
 // forwarder's pod deleted closes it again, and cordoning that node opens
 // it.
@@ -60,6 +65,29 @@ func TestKubeGate(t *testing.T) {
 		})
 	}
 	wait("no node yet", "no node is Ready and schedulable")
+	b := record.NewBroadcaster(record.WithContext(ctx))
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: client.CoreV1().Events("")})
+	t.Cleanup(b.Shutdown)
+	evCtx, evStop := context.WithCancel(ctx)
+	evDone := make(chan struct{})
+	go func() {
+		defer close(evDone)
+		g.ReportEvents(evCtx, b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "k8s-selfhost-repo-controlplane"}), 50*time.Millisecond)
+	}()
+	t.Cleanup(func() { evStop(); <-evDone })
+	event := func(reason string) {
+		t.Helper()
+		testkit.WaitFor(t, "event "+reason+" on node-1", time.Minute, func() error {
+			l, err := admin.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=node-1,reason=" + reason})
+			if err != nil {
+				return err
+			}
+			if len(l.Items) == 0 {
+				return fmt.Errorf("none yet")
+			}
+			return nil
+		})
+	}
 
 	n, err := admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}}, metav1.CreateOptions{})
 	if err != nil {
@@ -70,6 +98,7 @@ func TestKubeGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("a Ready node without a forwarder", "on node node-1")
+	event(EventNoForwarder)
 
 	// A tenant cannot stand in for the forwarder.
 	readyPod(t, admin, "team-a", "selfhost-forwarder-fake", "node-1")
@@ -77,6 +106,7 @@ func TestKubeGate(t *testing.T) {
 
 	fw := readyPod(t, admin, releaseNS, "selfhost-forwarder-abcde", "node-1")
 	wait("the forwarder ready", "")
+	event(EventForwarderReady)
 	nodes, err := g.Nodes()
 	if err != nil || len(nodes) != 1 || nodes[0] != (Node{Name: "node-1", Schedulable: true, Forwarder: fw.Name, ForwarderReady: true}) {
 		t.Fatalf("Nodes = %+v, %v", nodes, err)

@@ -54,10 +54,14 @@ func ForwarderLabels() labels.Set {
 // ForwarderSelector selects the forwarder's pods.
 func ForwarderSelector() labels.Selector { return labels.SelectorFromSet(ForwarderLabels()) }
 
-// PolicyRules are what the gate reads: the nodes (cluster-wide) and the
-// forwarder's pods (release namespace only: bind them with a Role there).
+// PolicyRules are what the gate needs: read the nodes and record events
+// on them (cluster-wide), and read the forwarder's pods (release
+// namespace only: bind them with a Role there).
 func PolicyRules() (cluster, releaseNamespace []rbacv1.PolicyRule) {
-	return []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}}},
+	return []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"list", "watch"}},
+			{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		},
 		[]rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"list", "watch"}}}
 }
 

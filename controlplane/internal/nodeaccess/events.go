@@ -21,9 +21,10 @@ const (
 
 // ReportEvents records an event on each Node whose node access changes,
 // checking every interval until ctx ends; run it on the leader only, so
-// replicas do not repeat each other. The first check reports only the
-// nodes that lack a forwarder (why rewriting is paused). With ModeNodePort
-// it returns at once.
+// replicas do not repeat each other. The first check is the baseline and
+// reports nothing: at install time every node lacks a forwarder for a few
+// seconds, which is no news (the admission warning and ListNodes say why
+// while it lasts). With ModeNodePort it returns at once.
 func (g *Gate) ReportEvents(ctx context.Context, rec record.EventRecorder, interval time.Duration) {
 	if g.mode == ModeNodePort {
 		return
@@ -60,10 +61,11 @@ func (g *Gate) report(rec record.EventRecorder, last map[string]bool) map[string
 		was, seen := last[n.Name]
 		ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: "", Namespace: metav1.NamespaceNone}
 		switch {
-		case !works && (last == nil || !seen || was):
+		case last == nil:
+		case !works && (!seen || was):
 			rec.Eventf(ref, corev1.EventTypeWarning, EventNoForwarder,
 				"nodeAccess %s: no ready selfhost-forwarder on this node; the injector leaves images untouched until there is", g.mode)
-		case works && last != nil && seen && !was:
+		case works && seen && !was:
 			rec.Eventf(ref, corev1.EventTypeNormal, EventForwarderReady,
 				"nodeAccess %s: selfhost-forwarder %s is ready; 127.0.0.1:<nodePort> reaches the edges on this node", g.mode, n.Forwarder)
 		}

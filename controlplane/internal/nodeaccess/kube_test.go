@@ -26,10 +26,10 @@ const releaseNS = "selfhost-system"
 
 // TestKubeGate runs the gate on a real kube-apiserver as a ServiceAccount
 // holding exactly PolicyRules: a new Ready node without a forwarder
-// closes it (a Warning event on the node), the forwarder's pod turning
-// ready opens it (a Normal event), a pod with the
+// closes it, the forwarder's pod turning ready opens it (a Normal event
+// on the node), a pod with the
 // forwarder's labels in a tenant namespace counts for nothing, the
-// forwarder's pod deleted closes it again, and cordoning that node opens
+// forwarder's pod deleted closes it again (a Warning event), and cordoning that node opens
 // it.
 func TestKubeGate(t *testing.T) {
 	testkit.Integration(t)
@@ -98,7 +98,6 @@ func TestKubeGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("a Ready node without a forwarder", "on node node-1")
-	event(EventNoForwarder)
 
 	// A tenant cannot stand in for the forwarder.
 	readyPod(t, admin, "team-a", "selfhost-forwarder-fake", "node-1")
@@ -116,6 +115,7 @@ func TestKubeGate(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("the forwarder deleted", "on node node-1")
+	event(EventNoForwarder)
 
 	n.Spec.Unschedulable = true
 	if _, err := admin.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {

@@ -26,11 +26,10 @@ const releaseNS = "selfhost-system"
 
 // TestKubeGate runs the gate on a real kube-apiserver as a ServiceAccount
 // holding exactly PolicyRules: a new Ready node without a forwarder
-// closes it, the forwarder's pod turning ready opens it (a Normal event
-// on the node), a pod with the
-// forwarder's labels in a tenant namespace counts for nothing, the
-// forwarder's pod deleted closes it again (a Warning event), and cordoning that node opens
-// it.
+// closes it; the forwarder's pod turning ready opens it (a Normal event
+// on the node); a pod with the forwarder's labels in a tenant namespace
+// counts for nothing; the forwarder's pod deleted closes it again (a
+// Warning event); cordoning that node leaves no schedulable node.
 func TestKubeGate(t *testing.T) {
 	testkit.Integration(t)
 	t.Parallel()

@@ -6,7 +6,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 )
@@ -73,4 +79,59 @@ func BenchmarkPull512MiB(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkPull100Concurrent runs 100 concurrent 512 MiB pulls through
+// the relay and reports the test process's peak RSS: an upper bound of
+// the relay's, since the server and the clients live in the same process.
+func BenchmarkPull100Concurrent(b *testing.B) {
+	srv := blobServer(b)
+	r := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	b.Cleanup(func() { _ = r.Close(context.Background()) })
+	port := testkit.FreePort(b)
+	r.Set([]Route{{Name: "bench/selfhost-edge", Port: port, Target: srv}})
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if kib := vmRSSKiB(); kib > peak.Load() {
+				peak.Store(kib)
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	b.SetBytes(100 * benchBytes)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for range 100 {
+			wg.Go(func() { pull(b, addr(port)) })
+		}
+		wg.Wait()
+	}
+	close(stop)
+	<-sampled
+	b.ReportMetric(float64(peak.Load())/1024, "peak-RSS-MiB")
+}
+
+// vmRSSKiB is this process's resident set size from /proc/self/status.
+func vmRSSKiB() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

@@ -1,5 +1,5 @@
 # Thin shortcuts; test/all.sh is the real test command (and what CI runs).
-.PHONY: test e2e tools
+.PHONY: test e2e tools lint
 
 # Everything: packages, tools, gofmt, vet, race tests, fuzz.
 test:
@@ -13,3 +13,10 @@ e2e:
 # The Go tools pinned in tools/go.mod.
 tools:
 	cd tools && go build -o ../bin/tools/ tool
+
+# golangci-lint (pinned in tools/lint/go.mod) over the module, and the
+# layer order of test/archtest: the architecture checks alone, in a minute.
+lint:
+	cd tools/lint && go build -o ../../bin/tools/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+	bin/tools/golangci-lint run ./...
+	go test -count=1 ./test/archtest

@@ -32,7 +32,7 @@ fi
 export BENCH_OUT=${BENCH_OUT:-$work/table.md}
 
 status=0
-go test -tags bench -run '^TestControlPlaneBenchTable$' -count=1 -v -timeout 20m ./test/benchcp/ || status=$?
+go test -tags bench -run '^TestControlPlaneBenchTable$' -count=1 -v -timeout 20m ./test/bench/controlplane/ || status=$?
 
 echo
 if [[ -s $BENCH_OUT ]]; then

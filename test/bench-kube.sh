@@ -65,7 +65,7 @@ trap 'rm -rf "$work"' EXIT
 export BENCH_OUT=${BENCH_OUT:-$work/table.md}
 
 status=0
-go test -tags bench -run '^TestKubeBenchTable$' -count=1 -v -timeout 40m ./test/benchkube/ || status=$?
+go test -tags bench -run '^TestKubeBenchTable$' -count=1 -v -timeout 40m ./test/bench/kube/ || status=$?
 
 echo
 if [[ -s $BENCH_OUT ]]; then

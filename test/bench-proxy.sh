@@ -40,7 +40,7 @@ fi
 export BENCH_OUT=${BENCH_OUT:-$work/table.md}
 
 status=0
-go test -tags bench -run '^TestProxyBenchTable$' -count=1 -v -timeout 30m ./test/benchproxy/ || status=$?
+go test -tags bench -run '^TestProxyBenchTable$' -count=1 -v -timeout 30m ./test/bench/proxy/ || status=$?
 
 echo
 if [[ -s $BENCH_OUT ]]; then

@@ -55,7 +55,7 @@ fi
 export BENCH_OUT=${BENCH_OUT:-$work/table.md}
 
 status=0
-go test -tags bench -run '^TestBenchmarkTable$' -count=1 -v -timeout 40m ./test/bench/ || status=$?
+go test -tags bench -run '^TestBenchmarkTable$' -count=1 -v -timeout 40m ./test/bench/edge/ || status=$?
 
 echo
 if [[ -s $BENCH_OUT ]]; then

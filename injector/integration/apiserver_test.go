@@ -26,8 +26,8 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/rewrite"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 

@@ -15,8 +15,8 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")

@@ -35,11 +35,11 @@ func layerTables() []group {
 			root: "controlplane/internal",
 			doc:  "controlplane/README.md#layout",
 			layers: [][]string{
-				{"server", "incluster", "uninstall"},
+				{"grpcserver", "incluster", "uninstall"},
 				{"admin", "metrics"},
-				{"push", "broker", "calllimit", "store", "clash", "clusterview"},
-				{"snapshot", "controller", "configfile", "proof"},
-				{"config", "auth", "connlimit", "leader", "probes", "configmapstate", "nodeaccess"},
+				{"push", "broker", "calllimit", "configstore", "clash", "clusterview"},
+				{"snapshot", "controller", "config/configfile", "proof"},
+				{"config", "auth", "connlimit", "leader", "probes", "config/configmapstate", "nodeaccess"},
 			},
 		},
 		{
@@ -47,7 +47,7 @@ func layerTables() []group {
 			doc:  "docs/architecture.md#8-package-dependencies",
 			layers: [][]string{
 				{"server"},
-				{"registry", "control", "brokerstore"},
+				{"registry", "configclient", "brokerstore"},
 				{"cache"},
 				{"route", "metrics"},
 			},
@@ -58,7 +58,7 @@ func layerTables() []group {
 			layers: [][]string{
 				{"blob/fs", "blob/s3", "upstream", "proxydial", "chartpush", "imagebuild"},
 				{"blob"},
-				{"oci", "clashnode", "flagenv"},
+				{"oci", "clashnode", "flagenv", "configspec", "kubecontract"},
 			},
 		},
 		{

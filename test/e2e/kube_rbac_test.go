@@ -14,11 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
-// The release namespace's state objects (controlplane/internal/configmapstate).
+// The release namespace's state objects (controlplane/internal/config/configmapstate).
 const (
 	stateConfigMap    = "selfhost-controlplane-state"
 	credentialsSecret = "selfhost-controlplane-credentials"

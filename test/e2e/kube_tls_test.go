@@ -29,7 +29,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/certs"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 

@@ -1,6 +1,6 @@
 package harness
 
-// The peers the benchmark (test/bench) compares the edge with, and what it
+// The peers the benchmark (test/bench/edge) compares the edge with, and what it
 // reads of a running process. They live here because they need the
 // unexported process helpers of this package.
 

@@ -6,7 +6,7 @@ package harness
 // share link that reach it. They are the one set of proxy servers of the
 // repository's tests: the edge's dialer (internal/proxydial), the control
 // plane's prober and manager (controlplane/internal/clash and its server
-// tests), test/e2e and test/benchproxy all start them here.
+// tests), test/e2e and test/bench/proxy all start them here.
 
 import (
 	"context"

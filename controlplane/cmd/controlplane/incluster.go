@@ -22,20 +22,20 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configfile"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configmapstate"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config/configfile"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config/configmapstate"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/grpcserver"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/incluster"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/nodeaccess"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
 )
 
 // runInCluster wires the in-cluster parts: Kubernetes client, ConfigMap
 // state, TokenReview authentication, and the incluster runtime next to the
 // gRPC server.
-func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.Logger) error {
+func runInCluster(ctx context.Context, f flags, opts grpcserver.Options, log *slog.Logger) error {
 	c := f.cluster
 	// client-go logs (leader election, informers) through klog: route them
 	// into the same structured log.
@@ -91,7 +91,7 @@ func runInCluster(ctx context.Context, f flags, opts server.Options, log *slog.L
 	nodes := &nodeaccess.Late{}
 	opts.NodeAccess = nodes
 	p := probes.New(opts.Metrics.Handler(), log.With("component", "probes"))
-	return serve(ctx, f, opts, p, func(ctx context.Context, srv *server.Server) []func() error {
+	return serve(ctx, f, opts, p, func(ctx context.Context, srv *grpcserver.Server) []func() error {
 		rt, err := incluster.New(incluster.Options{
 			Client: client, ReleaseNamespace: c.namespace, PodName: c.podName, Store: srv.Store(),
 			Edge: tmpl, Workers: c.workers, Mirror: c.mirror, MirrorAuth: c.mirrorAuth, MirrorTLSSecret: c.mirrorTLSSecret,

@@ -18,7 +18,7 @@
 // plain HTTP on --http-listen (:9091).
 //
 // main only wires flags to constructors; the work is in
-// controlplane/internal/server and the packages it assembles.
+// controlplane/internal/grpcserver and the packages it assembles.
 package main
 
 import (
@@ -39,10 +39,10 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configfile"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config/configfile"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/grpcserver"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/server"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
 )
@@ -98,7 +98,7 @@ func mainCleanup(args []string) {
 
 func run(ctx context.Context, f flags, log *slog.Logger) error {
 	m := metrics.New()
-	opts := server.Options{Logger: log, Debounce: f.debounce, Metrics: m, ProofTTL: f.proofTTL,
+	opts := grpcserver.Options{Logger: log, Debounce: f.debounce, Metrics: m, ProofTTL: f.proofTTL,
 		MaxConnections: f.maxGRPCConns, MaxConcurrentStreams: uint32(f.maxGRPCStreams), MaxStreamsPerCaller: f.maxCallerStreams,
 		UpstreamLimits: snapshot.UpstreamLimits{RPS: uint32(f.upstreamRPS), Burst: uint32(f.upstreamBurst)}}
 	if f.tlsCert != "" {
@@ -117,10 +117,10 @@ func run(ctx context.Context, f flags, log *slog.Logger) error {
 
 // serve runs the gRPC server, the HTTP probes (when --http-listen) and
 // next to them the jobs in extra, until ctx ends or one of them fails.
-func serve(ctx context.Context, f flags, opts server.Options, p *probes.Server, extra func(context.Context, *server.Server) []func() error) error {
+func serve(ctx context.Context, f flags, opts grpcserver.Options, p *probes.Server, extra func(context.Context, *grpcserver.Server) []func() error) error {
 	ctx, stopRun := drainOnCancel(ctx, f.shutdownDelay, p, opts.Logger)
 	defer stopRun()
-	srv, err := server.New(ctx, opts)
+	srv, err := grpcserver.New(ctx, opts)
 	if err != nil {
 		return err
 	}

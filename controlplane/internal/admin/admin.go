@@ -18,7 +18,7 @@ import (
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
-// Config is the committed configuration and its changes (store.Store).
+// Config is the committed configuration and its changes (configstore.Store).
 type Config interface {
 	Current() *snapshot.Set
 	PutUpstream(ctx context.Context, u *selfhostv1.Upstream) (*snapshot.Set, error)

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -64,8 +64,8 @@ func TestErrorsBecomeCodes(t *testing.T) {
 		code codes.Code
 	}{
 		{fmt.Errorf("put upstream: %w: upstream.url: bad", configspec.ErrInvalid), codes.InvalidArgument},
-		{fmt.Errorf("delete upstream x: %w: prefix: no upstream", store.ErrNotFound), codes.NotFound},
-		{fmt.Errorf("delete upstream x: %w", store.ErrInUse), codes.FailedPrecondition},
+		{fmt.Errorf("delete upstream x: %w: prefix: no upstream", configstore.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("delete upstream x: %w", configstore.ErrInUse), codes.FailedPrecondition},
 		{fmt.Errorf("save: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
 		{errors.New("save state /var/x: disk on fire"), codes.Internal},
 	}

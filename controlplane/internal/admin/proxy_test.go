@@ -13,7 +13,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

@@ -17,8 +17,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/auth"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 

@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // The SubjectAccessReview that authorises an admin: may the user "use"

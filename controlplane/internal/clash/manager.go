@@ -17,11 +17,11 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
-// Store is where the Manager commits the pool and the selection
-// (store.Store): Update for the operator's choices, which are persisted,
+// ConfigStore is where the Manager commits the pool and the selection
+// (configstore.Store): Update for the operator's choices, which are persisted,
 // UpdateRuntime for the pool and the order, which are not. Both build the
 // snapshots and push them when their versions change.
-type Store interface {
+type ConfigStore interface {
 	Current() *snapshot.Set
 	Update(ctx context.Context, op string, mutate func(st *config.State) error) (*snapshot.Set, error)
 	UpdateRuntime(ctx context.Context, op string, mutate func(st *config.State) bool) (*snapshot.Set, error)
@@ -36,14 +36,14 @@ const (
 	DefaultRetryInterval   = 10 * time.Second
 )
 
-// Options configure a Manager. Source and Store are required; zero values
+// Options configure a Manager. Source and ConfigStore are required; zero values
 // elsewhere mean the defaults.
 type Options struct {
-	Source   SubscriptionSource
-	Store    Store
-	Prober   Prober   // default MihomoProber
-	Selector Selector // default ToleranceSelector with 30 % / 20 ms
-	Logger   *slog.Logger
+	Source      SubscriptionSource
+	ConfigStore ConfigStore
+	Prober      Prober   // default MihomoProber
+	Selector    Selector // default ToleranceSelector with 30 % / 20 ms
+	Logger      *slog.Logger
 
 	// RefreshInterval between subscription fetches.
 	RefreshInterval time.Duration
@@ -98,7 +98,7 @@ type entry struct {
 
 // NewManager returns a Manager; Run starts its work.
 func NewManager(opts Options) (*Manager, error) {
-	if opts.Source == nil || opts.Store == nil {
+	if opts.Source == nil || opts.ConfigStore == nil {
 		return nil, errors.New("clash: Options.Source and Options.Store are required")
 	}
 	if opts.Prober == nil {
@@ -316,7 +316,7 @@ func (m *Manager) probeURL() string {
 	if m.opts.ProbeURL != "" {
 		return m.opts.ProbeURL
 	}
-	ups := m.opts.Store.Current().Upstreams
+	ups := m.opts.ConfigStore.Current().Upstreams
 	if len(ups) == 0 {
 		return ""
 	}
@@ -331,8 +331,8 @@ func (m *Manager) Reselect(ctx context.Context, why string) { m.reselect(ctx, wh
 // reselect commits the pool and the order the Selector picks now, when
 // either changed; the store pushes it when a snapshot changed.
 func (m *Manager) reselect(ctx context.Context, why string) {
-	before := m.opts.Store.Current().Proxy
-	after, err := m.opts.Store.UpdateRuntime(ctx, "proxy selection ("+why+")", func(st *config.State) bool {
+	before := m.opts.ConfigStore.Current().Proxy
+	after, err := m.opts.ConfigStore.UpdateRuntime(ctx, "proxy selection ("+why+")", func(st *config.State) bool {
 		v := m.view(st)
 		if v == nil || (st.Proxy != nil && st.Proxy.Generation == v.Generation && slices.Equal(st.Proxy.Order, v.Order)) {
 			return false

@@ -13,10 +13,10 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/clash/clashtest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -110,7 +110,7 @@ func socksNode(name string, port int) map[string]any {
 }
 
 type harness struct {
-	store   *store.Store
+	store   *configstore.Store
 	source  *memSource
 	commits *commits
 	sub     *fakeSource
@@ -149,14 +149,14 @@ func newHarness(t *testing.T, mutate func(*Options)) *harness {
 	h := &harness{source: &memSource{}, commits: &commits{}, sub: &fakeSource{}, logs: &syncLog{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
-	if h.store, err = store.New(st, h.source, snapshot.Builder{}, log); err != nil {
+	if h.store, err = configstore.New(st, h.source, snapshot.Builder{}, log); err != nil {
 		t.Fatal(err)
 	}
 	h.store.Subscribe(h.commits)
 	h.sub.set(clashtest.ClashYAML(socksNode("a", 1001), socksNode("b", 1002), socksNode("c", 1003),
 		map[string]any{"name": "broken", "type": "ss", "server": "x", "port": 1, "cipher": "nope", "password": "broken-Secret"}), nil)
 	h.prober = newFakeProber(map[string]time.Duration{"a": 100 * time.Millisecond, "b": 50 * time.Millisecond, "c": 200 * time.Millisecond})
-	opts := Options{Source: h.sub, Store: h.store, Prober: h.prober, Logger: log, ProbeURL: "http://probe.invalid/v2/",
+	opts := Options{Source: h.sub, ConfigStore: h.store, Prober: h.prober, Logger: log, ProbeURL: "http://probe.invalid/v2/",
 		Selector: ToleranceSelector{Tolerance: Tolerance{Percent: 30, Min: 20 * time.Millisecond}}}
 	if mutate != nil {
 		mutate(&opts)
@@ -171,11 +171,11 @@ func newHarness(t *testing.T, mutate func(*Options)) *harness {
 func newBenchHarness(b *testing.B, opts Options) *Manager {
 	b.Helper()
 	st := &config.State{Upstreams: configspec.DefaultUpstreams(), Namespaces: map[string]*config.Namespace{"team-a": {}}, Clash: config.Clash{Enabled: true}}
-	s, err := store.New(st, &memSource{}, snapshot.Builder{}, slog.New(slog.DiscardHandler))
+	s, err := configstore.New(st, &memSource{}, snapshot.Builder{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)
 	}
-	opts.Store = s
+	opts.ConfigStore = s
 	m, err := NewManager(opts)
 	if err != nil {
 		b.Fatal(err)

@@ -41,7 +41,7 @@ type RefreshResult struct {
 
 // Status returns the pool, its health and the committed selection.
 func (m *Manager) Status() Status {
-	sel := m.opts.Store.Current().Proxy
+	sel := m.opts.ConfigStore.Current().Proxy
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := Status{Skipped: slices.Clone(m.skipped), Fetched: m.fetched, FetchError: m.fetchErr}
@@ -73,7 +73,7 @@ func (m *Manager) Refresh(ctx context.Context) (RefreshResult, error) {
 
 // Select pins the named node: the mode becomes pinned, persisted.
 func (m *Manager) Select(ctx context.Context, name string) (NodeStatus, error) {
-	set, err := m.opts.Store.Update(ctx, "select proxy node", func(st *config.State) error {
+	set, err := m.opts.ConfigStore.Update(ctx, "select proxy node", func(st *config.State) error {
 		if !m.hasNode(name) {
 			return fmt.Errorf("%w: %q is not in the subscription (ListProxyNodes shows the names)", ErrUnknownNode, name)
 		}
@@ -105,7 +105,7 @@ func (m *Manager) SetMode(ctx context.Context, mode selfhostv1.ProxyMode) (selfh
 	default:
 		return 0, fmt.Errorf("mode %v: want auto, pinned or direct", mode)
 	}
-	set, err := m.opts.Store.Update(ctx, "set proxy mode", func(st *config.State) error {
+	set, err := m.opts.ConfigStore.Update(ctx, "set proxy mode", func(st *config.State) error {
 		if mode == selfhostv1.ProxyMode_PROXY_MODE_PINNED {
 			switch {
 			case st.Clash.Pinned == "":

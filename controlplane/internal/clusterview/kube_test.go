@@ -23,11 +23,11 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -62,7 +62,7 @@ func TestKubeTenantCredentials(t *testing.T) {
 		{Prefix: "ghcr", Url: "https://ghcr.io", Credentials: op("operator-ghcr")},
 		{Prefix: "quay", Url: "https://quay.io"},
 	}, Namespaces: map[string]*config.Namespace{}}
-	s, err := store.New(st, memSource{st}, snapshot.Builder{}, log)
+	s, err := configstore.New(st, memSource{st}, snapshot.Builder{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestKubeTenantCredentials(t *testing.T) {
 	slicesF := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 		o.LabelSelector = discoveryv1.LabelServiceName + "=" + kubecontract.EdgeName
 	}))
-	view, err = New(Options{Store: s, Edges: ctl, EndpointSlices: slicesF.Discovery().V1().EndpointSlices(), Logger: log, Debounce: 10 * time.Millisecond})
+	view, err = New(Options{ConfigStore: s, Edges: ctl, EndpointSlices: slicesF.Discovery().V1().EndpointSlices(), Logger: log, Debounce: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

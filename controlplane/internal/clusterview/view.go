@@ -32,13 +32,13 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
-// Store is the committed configuration (store.Store): the view replaces
+// ConfigStore is the committed configuration (configstore.Store): the view replaces
 // State.Namespaces with UpdateRuntime, which never persists — the cluster
 // is where namespaces live.
-type Store interface {
+type ConfigStore interface {
 	Current() *snapshot.Set
 	UpdateRuntime(ctx context.Context, op string, mutate func(st *config.State) bool) (*snapshot.Set, error)
 }
@@ -59,8 +59,8 @@ type NodeAccess interface {
 
 // Options configure a View.
 type Options struct {
-	Store Store
-	Edges Edges
+	ConfigStore ConfigStore
+	Edges       Edges
 	// EndpointSlices may be restricted to the edge Service's name
 	// (discoveryv1.LabelServiceName); the caller starts it.
 	EndpointSlices discoveryinformers.EndpointSliceInformer
@@ -76,7 +76,7 @@ type Options struct {
 
 // View keeps the store's namespaces in line with the cluster.
 type View struct {
-	store     Store
+	store     ConfigStore
 	edges     Edges
 	epsLister discoverylisters.EndpointSliceLister
 	nodes     NodeAccess // nil: not checked
@@ -91,7 +91,7 @@ type View struct {
 // the informers.
 func New(opts Options) (*View, error) {
 	switch {
-	case opts.Store == nil:
+	case opts.ConfigStore == nil:
 		return nil, fmt.Errorf("clusterview: Options.Store is required")
 	case opts.Edges == nil:
 		return nil, fmt.Errorf("clusterview: Options.Edges is required")
@@ -103,7 +103,7 @@ func New(opts Options) (*View, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	v := &View{
-		store:     opts.Store,
+		store:     opts.ConfigStore,
 		edges:     opts.Edges,
 		epsLister: opts.EndpointSlices.Lister(),
 		nodes:     opts.NodeAccess,

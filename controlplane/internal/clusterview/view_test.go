@@ -19,11 +19,11 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/controller"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/snapshot"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/store"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -57,7 +57,7 @@ func (f *fakeEdges) set(v *View, edges ...controller.Edge) {
 
 type fixture struct {
 	client kubernetes.Interface
-	store  *store.Store
+	store  *configstore.Store
 	view   *View
 	edges  *fakeEdges
 }
@@ -76,13 +76,13 @@ func newFixtureWith(t *testing.T, nodes NodeAccess, edges ...controller.Edge) *f
 		Namespaces: map[string]*config.Namespace{},
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := store.New(st, memSource{st}, snapshot.Builder{}, log)
+	s, err := configstore.New(st, memSource{st}, snapshot.Builder{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := informers.NewSharedInformerFactory(client, 0)
 	fe := &fakeEdges{edges: edges}
-	v, err := New(Options{Store: s, Edges: fe, EndpointSlices: f.Discovery().V1().EndpointSlices(), NodeAccess: nodes, Logger: log, Debounce: time.Millisecond})
+	v, err := New(Options{ConfigStore: s, Edges: fe, EndpointSlices: f.Discovery().V1().EndpointSlices(), NodeAccess: nodes, Logger: log, Debounce: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func readySlice(ns string, ready bool) *discoveryv1.EndpointSlice {
 
 // waitFor polls the store until cond holds; generous, because the machine
 // is shared.
-func waitFor(t *testing.T, what string, cond func(*snapshot.Set) bool, s *store.Store) {
+func waitFor(t *testing.T, what string, cond func(*snapshot.Set) bool, s *configstore.Store) {
 	t.Helper()
 	testkit.WaitFor(t, what, 30*time.Second, func() error {
 		if set := s.Current(); !cond(set) {

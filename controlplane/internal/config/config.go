@@ -1,7 +1,10 @@
 // Package config is the control plane's model of its configuration — the
 // upstreams, each namespace's policy and the standalone tokens — and the
-// Source interface it is loaded from and saved to. Standalone mode reads a
-// YAML file (package configfile); in-cluster mode will read a ConfigMap.
+// Source interface it is loaded from and saved to. Its subpackages are the
+// one Source: configfile reads the operator's YAML file and keeps what the
+// admin API changes in a state document, stored in a file standalone or, in
+// a cluster, in a ConfigMap through configmapstate. The committed
+// configuration built from it lives in package configstore.
 package config
 
 import (
@@ -15,7 +18,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

@@ -15,7 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // The edge's own shutdown defaults (edge --shutdown-delay and

@@ -19,8 +19,8 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 )
 
 func testTemplate() EdgeTemplate {

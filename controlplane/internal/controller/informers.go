@@ -8,7 +8,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // Informers are the informer factories a Controller reads from. Every one

@@ -17,8 +17,8 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/leader"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 

@@ -3,7 +3,7 @@ package controller
 import (
 	rbacv1 "k8s.io/api/rbac/v1"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // PolicyRules are the permissions the controller needs, cluster-wide (a

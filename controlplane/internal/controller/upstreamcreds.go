@@ -12,8 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // ErrUpstreamCredentials is wrapped by every ParseUpstreamCredentials

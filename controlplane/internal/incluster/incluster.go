@@ -39,7 +39,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/nodeaccess"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhook"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // Options configure a Runtime. Client, ReleaseNamespace, Store, Edge and
@@ -54,7 +54,7 @@ type Options struct {
 	PodName string
 	// Store is the configuration store the cluster view writes
 	// namespaces into.
-	Store clusterview.Store
+	Store clusterview.ConfigStore
 	// Edge is every namespace's edge Deployment template.
 	Edge controller.EdgeTemplate
 	// Workers reconcile namespaces in parallel (default
@@ -175,7 +175,7 @@ func New(opts Options) (*Runtime, error) {
 		return nil, err
 	}
 	view, err = clusterview.New(clusterview.Options{
-		Store: opts.Store, Edges: ctl, EndpointSlices: r.slices.Discovery().V1().EndpointSlices(),
+		ConfigStore: opts.Store, Edges: ctl, EndpointSlices: r.slices.Discovery().V1().EndpointSlices(),
 		NodeAccess: r.gate, Logger: log.With("component", "clusterview"),
 	})
 	if err != nil {

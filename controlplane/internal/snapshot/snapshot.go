@@ -20,7 +20,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/rewrite"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 

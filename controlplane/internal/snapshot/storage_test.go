@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/configspec"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/configspec"
 )
 
 func TestBuildStorage(t *testing.T) {

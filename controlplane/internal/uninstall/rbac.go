@@ -5,8 +5,8 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/configmapstate"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/config/configmapstate"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // ClusterPolicyRules are what Run needs cluster-wide beyond the

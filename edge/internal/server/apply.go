@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/configclient"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
@@ -24,7 +24,7 @@ type fillLimiter interface {
 	SetUpstreamRate(rate, burst int)
 }
 
-// configApplier applies control-plane snapshots (control.Applier): it
+// configApplier applies control-plane snapshots (configclient.Applier): it
 // builds a whole upstreamSnapshot, swaps it in with one pointer store, then
 // sets the fill limit.
 type configApplier struct {
@@ -46,9 +46,9 @@ type configApplier struct {
 	mu     sync.Mutex // one Apply at a time: each builds on the previous snapshot
 }
 
-var _ control.Applier = (*configApplier)(nil)
+var _ configclient.Applier = (*configApplier)(nil)
 
-// Apply implements control.Applier. Its errors name the offending field.
+// Apply implements configclient.Applier. Its errors name the offending field.
 func (a *configApplier) Apply(cfg *selfhostv1.EdgeConfig) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()

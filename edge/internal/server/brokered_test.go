@@ -18,7 +18,7 @@ import (
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore/brokertest"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control/controltest"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/configclient/controltest"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
 	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"

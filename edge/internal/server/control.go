@@ -9,16 +9,16 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/configclient"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
 // metricStats reports the edge's Prometheus counters to the control plane
-// (control.StatsSource), so the admin API and /metrics never disagree.
+// (configclient.StatsSource), so the admin API and /metrics never disagree.
 type metricStats struct{ m *metrics.Metrics }
 
-var _ control.StatsSource = metricStats{}
+var _ configclient.StatsSource = metricStats{}
 
 func (s metricStats) Stats() *selfhostv1.EdgeStats {
 	return &selfhostv1.EdgeStats{
@@ -62,7 +62,7 @@ func labelsMatch(labels []*dto.LabelPair, want map[string]string) bool {
 }
 
 // tagInvalidator resolves an invalidation against the current routing table
-// before deleting the record (control.TagInvalidator): an alias names its
+// before deleting the record (configclient.TagInvalidator): an alias names its
 // upstream's records, and a one-segment Docker Hub name its "library/" one,
 // exactly as a pull of the same reference would store them.
 type tagInvalidator struct {
@@ -70,7 +70,7 @@ type tagInvalidator struct {
 	cache *cache.Cache
 }
 
-var _ control.TagInvalidator = tagInvalidator{}
+var _ configclient.TagInvalidator = tagInvalidator{}
 
 func (t tagInvalidator) InvalidateTag(ctx context.Context, prefix, repository, tag string) error {
 	table := t.set.cur.Load().table

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/configclient"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/oci"
 )
 
@@ -18,8 +18,8 @@ import (
 // trip to the store (an S3 HEAD).
 const storageProbeTTL = 3 * time.Second
 
-// controlStatus is the part of control.Client the gate reads.
-type controlStatus interface{ Status() control.Status }
+// controlStatus is the part of configclient.Client the gate reads.
+type controlStatus interface{ Status() configclient.Status }
 
 // gate is the edge's one "may serve" switch. An edge with --control-plane
 // fails closed: until its own namespace's configuration is applied (from
@@ -123,7 +123,7 @@ type readyStatus struct {
 // clients to the public registries; the body says "degraded". A lost
 // control plane does not either: the edge serves its last good
 // configuration.
-func readiness(g *gate, kind string, probe *storageProbe, cp *control.Client) http.Handler {
+func readiness(g *gate, kind string, probe *storageProbe, cp *configclient.Client) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := readyStatus{Storage: kind, StorageStatus: "ok", Mode: "caching", Config: "flags", ControlPlane: "disabled"}
 		code := http.StatusOK

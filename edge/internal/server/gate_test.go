@@ -20,18 +20,18 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/configclient"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
 type fakeStatus struct{ version atomic.Pointer[string] }
 
-func (f *fakeStatus) Status() control.Status {
+func (f *fakeStatus) Status() configclient.Status {
 	v := ""
 	if p := f.version.Load(); p != nil {
 		v = *p
 	}
-	return control.Status{Version: v}
+	return configclient.Status{Version: v}
 }
 
 func (f *fakeStatus) set(v string) { f.version.Store(&v) }

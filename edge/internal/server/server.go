@@ -16,7 +16,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/brokerstore"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/cache"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/control"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/configclient"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 	// The listener is open but not yet served: the persisted configuration
 	// is applied before the first request is answered.
-	var cp *control.Client
+	var cp *configclient.Client
 	g := &gate{cps: cps}
 	if cfg.ControlPlane != "" {
 		if cp, err = newControlClient(cfg, kind, ln.Addr().String(), ups, c, m, px, cps, allowInternal, log); err != nil {
@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 
 // newControlClient wires the control-plane client to the edge and applies
 // the persisted configuration, if any.
-func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *brokerstore.Deferred, allowInternal map[string]bool, log *slog.Logger) (*control.Client, error) {
+func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *cache.Cache, m *metrics.Metrics, px *proxies, cps *brokerstore.Deferred, allowInternal map[string]bool, log *slog.Logger) (*configclient.Client, error) {
 	pod := cfg.PodName
 	if pod == "" {
 		pod, _ = os.Hostname()
@@ -157,19 +157,19 @@ func newControlClient(cfg Config, kind, boundAddr string, ups *upstreamSet, c *c
 		return nil, err
 	}
 	applier := &configApplier{set: ups, fills: c, proxies: px, storage: cps, log: log, allowInternal: allowInternal, limits: cfg.Limits}
-	copts := []control.Option{
-		control.WithTokenFile(cfg.ControlPlaneTokenFile), control.WithPod(pod), control.WithAddress(addr),
-		control.WithEdgeVersion(cfg.Version), control.WithStateDir(stateDir),
-		control.WithStatsInterval(cfg.StatsInterval), control.WithLogger(log.With("component", "control")),
+	copts := []configclient.Option{
+		configclient.WithTokenFile(cfg.ControlPlaneTokenFile), configclient.WithPod(pod), configclient.WithAddress(addr),
+		configclient.WithEdgeVersion(cfg.Version), configclient.WithStateDir(stateDir),
+		configclient.WithStatsInterval(cfg.StatsInterval), configclient.WithLogger(log.With("component", "control")),
 	}
 	if cfg.ControlPlaneCAFile != "" {
-		creds, err := control.NewCAFileCredentials(cfg.ControlPlaneCAFile)
+		creds, err := configclient.NewCAFileCredentials(cfg.ControlPlaneCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("--control-plane-ca-file: %w", err)
 		}
-		copts = append(copts, control.WithTransportCredentials(creds))
+		copts = append(copts, configclient.WithTransportCredentials(creds))
 	}
-	cp, err := control.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c}, copts...)
+	cp, err := configclient.New(cfg.ControlPlane, cfg.Namespace, applier, metricStats{m}, tagInvalidator{set: ups, cache: c}, copts...)
 	if err != nil {
 		return nil, err
 	}

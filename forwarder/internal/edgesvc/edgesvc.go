@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/forwarder/internal/relay"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 // LabelSelector selects the edge Services in a list or watch. RBAC

@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/forwarder/internal/relay"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/kubecontract"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubecontract"
 )
 
 func edgeService(ns string, mut func(*corev1.Service)) *corev1.Service {

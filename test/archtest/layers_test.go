@@ -58,7 +58,7 @@ func layerTables() []group {
 			layers: [][]string{
 				{"blob/fs", "blob/s3", "upstream", "proxydial", "chartpush", "imagebuild"},
 				{"blob"},
-				{"oci", "clashnode", "flagenv", "configspec", "kubecontract"},
+				{"oci", "clashnode", "flagenv", "configspec", "kubecontract", "kubeclient"},
 			},
 		},
 		{

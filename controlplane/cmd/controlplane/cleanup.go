@@ -9,10 +9,9 @@ import (
 	"log/slog"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/uninstall"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubeclient"
 )
 
 // cleanupFlags are the flags of `controlplane cleanup`.
@@ -96,14 +95,9 @@ func parseCleanupFlags(args, environ []string, out io.Writer) (cleanupFlags, fla
 
 // runCleanup wires the cleanup flags to uninstall.Run.
 func runCleanup(ctx context.Context, f cleanupFlags, log *slog.Logger) error {
-	restCfg, err := restConfig(f.kubeconfig)
+	client, err := kubeclient.New(kubeclient.Options{Kubeconfig: f.kubeconfig, UserAgent: "k8s-selfhost-repo-controlplane-cleanup"})
 	if err != nil {
 		return err
-	}
-	restCfg.UserAgent = "k8s-selfhost-repo-controlplane-cleanup"
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()

@@ -13,8 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
 	"google.golang.org/grpc"
@@ -30,6 +28,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/nodeaccess"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/controlplane/internal/probes"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/injector/webhookconfig"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubeclient"
 )
 
 // runInCluster wires the in-cluster parts: Kubernetes client, ConfigMap
@@ -40,15 +39,10 @@ func runInCluster(ctx context.Context, f flags, opts grpcserver.Options, log *sl
 	// client-go logs (leader election, informers) through klog: route them
 	// into the same structured log.
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	restCfg, err := restConfig(c.kubeconfig)
+	client, err := kubeclient.New(kubeclient.Options{Kubeconfig: c.kubeconfig, UserAgent: "k8s-selfhost-repo-controlplane",
+		QPS: float32(c.kubeQPS), Burst: c.kubeBurst})
 	if err != nil {
 		return err
-	}
-	restCfg.QPS, restCfg.Burst = float32(c.kubeQPS), c.kubeBurst
-	restCfg.UserAgent = "k8s-selfhost-repo-controlplane"
-	client, err := kubernetes.NewForConfig(restCfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	state, err := configmapstate.New(client, configmapstate.Options{Namespace: c.namespace, Log: log.With("component", "state")})
 	if err != nil {
@@ -161,21 +155,6 @@ func grpcHosts(c clusterFlags) ([]string, error) {
 		hosts = append(hosts, svc, ns, ns+".svc", ns+".svc."+strings.TrimSuffix(c.clusterDomain, "."))
 	}
 	return hosts, nil
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster Kubernetes config (outside a pod, give --kubeconfig): %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
-	}
-	return cfg, nil
 }
 
 func edgeTemplate(c clusterFlags) (controller.EdgeTemplate, error) {

@@ -24,12 +24,9 @@ import (
 	"syscall"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/forwarder/internal/agent"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/forwarder/internal/relay"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubeclient"
 )
 
 // config is the parsed command line.
@@ -97,14 +94,9 @@ func main() {
 // run wires the relay, the agent and the status endpoint until ctx ends,
 // then drains open connections for the grace period.
 func run(ctx context.Context, c config, log *slog.Logger) error {
-	cfg, err := restConfig(c.kubeconfig)
+	client, err := kubeclient.New(kubeclient.Options{Kubeconfig: c.kubeconfig, UserAgent: "selfhost-forwarder"})
 	if err != nil {
 		return err
-	}
-	cfg.UserAgent = "selfhost-forwarder"
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
 	}
 	rl := relay.New(relay.Options{Host: c.host, DialTimeout: c.dialTimeout, Logger: log})
 	a, err := agent.New(agent.Options{Client: client, Relay: rl, ProbeWait: c.probeWait, Reprobe: c.reprobe, Logger: log})
@@ -129,19 +121,4 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	closeErr := rl.Close(grace)
 	_ = srv.Close()
 	return errors.Join(runErr, closeErr)
-}
-
-func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig == "" {
-		cfg, err := rest.InClusterConfig()
-		if err != nil {
-			return nil, fmt.Errorf("in-cluster Kubernetes config (outside a pod, give --kubeconfig): %w", err)
-		}
-		return cfg, nil
-	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		return nil, fmt.Errorf("--kubeconfig %s: %w", kubeconfig, err)
-	}
-	return cfg, nil
 }

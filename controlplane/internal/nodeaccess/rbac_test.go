@@ -1,15 +1,11 @@
 package nodeaccess
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
@@ -19,28 +15,7 @@ import (
 // ClusterRole, the pod rules in its Role of the release namespace.
 func TestPolicyRulesInDeploy(t *testing.T) {
 	t.Parallel()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "deploy", "rbac.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	granted := map[string][]rbacv1.PolicyRule{}
-	for _, doc := range regexp.MustCompile(`(?m)^---[ \t]*$`).Split(string(raw), -1) {
-		var r struct {
-			Kind     string `json:"kind"`
-			Metadata struct {
-				Name string `json:"name"`
-			} `json:"metadata"`
-			Rules []rbacv1.PolicyRule `json:"rules"`
-		}
-		if err := yaml.Unmarshal([]byte(doc), &r); err != nil {
-			t.Fatal(err)
-		}
-		granted[r.Kind+"/"+r.Metadata.Name] = r.Rules
-	}
+	granted := harness.DeployRBACRules(t)
 	cluster, ns := PolicyRules()
 	for key, want := range map[string][]rbacv1.PolicyRule{
 		"ClusterRole/k8s-selfhost-repo-controlplane": cluster,

@@ -52,7 +52,7 @@ func readSpecFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidNode, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read-only: the data is already read
 	data, err := io.ReadAll(io.LimitReader(f, maxSpecFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: read %s: %w", ErrInvalidNode, path, err)

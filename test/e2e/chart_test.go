@@ -667,7 +667,9 @@ func startChartControlPlane(t *testing.T, args, env []string, dir, httpAddr stri
 	})
 	t.Cleanup(func() {
 		stop()
-		logFile.Close()
+		if err := logFile.Close(); err != nil {
+			t.Errorf("close control plane log: %v", err)
+		}
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			t.Logf("---- control plane log (args %q) ----\n%s\n---- end ----", args, b)

@@ -182,7 +182,7 @@ func TestKubernetes(t *testing.T) {
 	}
 	cp1.Kill()
 	waitUntil(t, "cp-2 to take the lease", kubeTimeout, func() bool { return strings.HasPrefix(holder(), "cp-2") },
-		func() string { return "holder " + holder() + "; " + leaseString(e, ctx) })
+		func() string { return "holder " + holder() + "; " + leaseString(ctx, e) })
 	e.labelNamespace(t, "team-c", kubecontract.OptInValue)
 	e.waitEdgeObjects(t, "team-c")
 
@@ -232,7 +232,7 @@ func checkEdgeDeployment(t *testing.T, spec corev1.PodSpec) {
 	}
 }
 
-func leaseString(e *kubeEnv, ctx context.Context) string {
+func leaseString(ctx context.Context, e *kubeEnv) string {
 	l, err := e.kube.Client.CoordinationV1().Leases(releaseNS).Get(ctx, kubecontract.LeaseName, metav1.GetOptions{})
 	if err != nil {
 		return err.Error()

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 
@@ -78,7 +77,7 @@ func goBuild(pkg string) (string, error) {
 	}
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("go build %s: %w (test/all.sh puts go on PATH)", pkg, err)
 	}
 	builds.mu.Lock()
 	if builds.dir == "" {

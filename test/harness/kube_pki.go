@@ -210,6 +210,6 @@ contexts:
     namespace: default
 current-context: selfhost-test
 `
-	b := fmt.Sprintf(tmpl, cfg.Host, base64.StdEncoding.EncodeToString(cfg.TLSClientConfig.CAData), cfg.BearerToken)
+	b := fmt.Sprintf(tmpl, cfg.Host, base64.StdEncoding.EncodeToString(cfg.CAData), cfg.BearerToken)
 	return os.WriteFile(path, []byte(b), 0o600)
 }

@@ -65,7 +65,7 @@ func takeClusterLock(t testing.TB) {
 			break
 		}
 		if err != syscall.EWOULDBLOCK {
-			f.Close()
+			_ = f.Close() // the Flock error is the one to report
 			t.Fatalf("cluster lock %s: %v", ClusterLockPath, err)
 		}
 		if !logged {
@@ -74,7 +74,7 @@ func takeClusterLock(t testing.TB) {
 			logged = true
 		}
 		if time.Now().After(deadline) {
-			f.Close()
+			_ = f.Close() // nothing was written; the timeout is the error
 			t.Fatalf("cluster lock %s: still held after %v", ClusterLockPath, clusterLockWait)
 		}
 		time.Sleep(250 * time.Millisecond) // polling the lock: flock cannot wait with a deadline
@@ -84,7 +84,7 @@ func takeClusterLock(t testing.TB) {
 	t.Cleanup(func() {
 		_ = f.Truncate(0)
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-		f.Close()
+		_ = f.Close() // best effort like the two above: only a pid was written
 	})
 }
 

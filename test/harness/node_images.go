@@ -233,7 +233,7 @@ func (c *Cluster) importImage(ref string, img v1.Image) error {
 	}
 	defer os.Remove(f.Name())
 	if err := tarball.Write(tag, img, f); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report; the file is removed
 		return fmt.Errorf("import %s: write archive: %w", ref, err)
 	}
 	if err := f.Close(); err != nil {

@@ -96,11 +96,12 @@ func (c *Cluster) RSS() int64 {
 		}
 	}
 	c.mu.Unlock()
-	c.Kube.mu.Lock()
-	if c.Kube.api != nil && !c.Kube.api.Exited() {
-		pids[c.Kube.api.Pid()] = true
+	k := c.Kube // its own lock guards its apiserver
+	k.mu.Lock()
+	if k.api != nil && !k.api.Exited() {
+		pids[k.api.Pid()] = true
 	}
-	c.Kube.mu.Unlock()
+	k.mu.Unlock()
 	for _, pid := range append(procsWithArg(c.Containerd.Socket), cgroupProcs()...) {
 		pids[pid] = true
 	}

@@ -229,12 +229,12 @@ func (n *Netns) dialIn(ctx context.Context, network, addr string) (conn net.Conn
 	if err != nil {
 		return nil, true, fmt.Errorf("dial in %s: %w", n.Name, err)
 	}
-	defer orig.Close()
+	defer func() { _ = orig.Close() }() // a namespace handle for setns, never written
 	target, err := os.Open("/run/netns/" + n.Name)
 	if err != nil {
 		return nil, true, fmt.Errorf("dial in %s: %w", n.Name, err)
 	}
-	defer target.Close()
+	defer func() { _ = target.Close() }() // a namespace handle for setns, never written
 	if err := setns(target); err != nil {
 		return nil, true, fmt.Errorf("dial in %s: setns: %w", n.Name, err)
 	}

@@ -69,13 +69,15 @@ func startProcess(name, bin string, args, env []string, logDir string) (*Process
 	cmd.Stderr = f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close() // the start error is the one to report
 		return nil, fmt.Errorf("start %s (%s): %w", name, bin, err)
 	}
 	p := &Process{Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.waitErr = cmd.Wait()
-		f.Close()
+		// The child wrote through its own descriptor, now closed; ours
+		// wrote one header line, and a log has nobody to tell.
+		_ = f.Close()
 		close(p.done)
 	}()
 	return p, nil
@@ -127,15 +129,15 @@ func (p *Process) Kill() {
 	})
 }
 
-// LogTail returns at most the last max bytes of the process log.
-func (p *Process) LogTail(max int64) string {
+// LogTail returns at most the last limit bytes of the process log.
+func (p *Process) LogTail(limit int64) string {
 	f, err := os.Open(p.LogPath)
 	if err != nil {
 		return fmt.Sprintf("(log unavailable: %v)", err)
 	}
-	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > max {
-		_, _ = f.Seek(st.Size()-max, io.SeekStart)
+	defer func() { _ = f.Close() }() // read-only
+	if st, err := f.Stat(); err == nil && st.Size() > limit {
+		_, _ = f.Seek(st.Size()-limit, io.SeekStart)
 	}
 	b, _ := io.ReadAll(f)
 	return string(b)

@@ -279,7 +279,7 @@ func TestPrivateContentNeedsItsOwnProof(t *testing.T) {
 	// B with its own credentials for the same repository: granted, and the
 	// stored bytes are reused (no second upload needed).
 	e.creds.set("team-b", "alice", "pw")
-	g, err = e.authorize(b, lkey, "team/secret")
+	_, err = e.authorize(b, lkey, "team/secret")
 	wantRefused(t, "team-b layer before its manifest proof", err, codes.PermissionDenied, broker.ReasonNoProof)
 	e.clock.add(time.Minute) // past the negative cache
 	if g, err = e.authorize(b, mkey, "team/secret"); err != nil || !g.GetExists() || g.GetAccess() != selfhostv1.Access_ACCESS_NAMESPACE {

@@ -51,11 +51,10 @@ type nodePorts struct {
 func installNodePorts(c *fake.Clientset) *nodePorts {
 	p := &nodePorts{owner: map[int32]string{}, next: 30000}
 	write := func(action k8stesting.Action) (bool, runtime.Object, error) {
+		// Registered for create and update: both actions carry the object
+		// (k8stesting.CreateAction and UpdateAction have one method set).
 		var svc *corev1.Service
-		switch a := action.(type) {
-		case k8stesting.CreateAction:
-			svc, _ = a.GetObject().(*corev1.Service)
-		case k8stesting.UpdateAction:
+		if a, ok := action.(interface{ GetObject() runtime.Object }); ok {
 			svc, _ = a.GetObject().(*corev1.Service)
 		}
 		if svc == nil || svc.Spec.Type != corev1.ServiceTypeNodePort {

@@ -149,11 +149,6 @@ func (c *Controller) idle(namespaces ...string) bool {
 	return true
 }
 
-// objects reads the five objects of ns (nil when missing).
-func (kc *kubeController) objects(ns string) edgeObjects {
-	return objectsOf(kc.t, kc.admin, ns)
-}
-
 func objectsOf(t *testing.T, client kubernetes.Interface, ns string) edgeObjects {
 	t.Helper()
 	ctx := t.Context()

@@ -181,7 +181,12 @@ func TestDebounceTiming(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)
 		go func() { done <- srv.Run(ctx) }()
-		defer func() { cancel(); <-done }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		}()
 		// at sleeps until d after start and returns the publishes so far,
 		// once the debouncer has done all it will do at that instant.
 		at := func(start time.Time, d time.Duration) uint64 {

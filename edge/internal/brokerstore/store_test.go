@@ -79,7 +79,7 @@ type clock struct {
 func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
-func put(t *testing.T, s *Store, ctx context.Context, data []byte) string {
+func put(t *testing.T, ctx context.Context, s *Store, data []byte) string {
 	t.Helper()
 	want := blobtest.ExpectFor(data, "application/octet-stream")
 	key := blob.BlobKey(want.Digest)
@@ -87,7 +87,12 @@ func put(t *testing.T, s *Store, ctx context.Context, data []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Abort(ctx)
+	defer func() {
+		// A no-op after Commit; it discards the bytes after a failed one.
+		if err := w.Abort(ctx); err != nil {
+			t.Errorf("Abort: %v", err)
+		}
+	}()
 	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +102,7 @@ func put(t *testing.T, s *Store, ctx context.Context, data []byte) string {
 	return key
 }
 
-func readAll(t *testing.T, s *Store, ctx context.Context, key string, off, n int64) string {
+func readAll(t *testing.T, ctx context.Context, s *Store, key string, off, n int64) string {
 	t.Helper()
 	rc, err := s.Open(ctx, key, off, n)
 	if err != nil {
@@ -119,14 +124,14 @@ func TestGrantsAreReusedBriefly(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	b, s := startBroker(t, WithClock(clk.now))
 	ctx := blob.WithScope(t.Context(), "test", "org/app")
-	key := put(t, s, ctx, []byte("hello, world"))
+	key := put(t, ctx, s, []byte("hello, world"))
 	if _, err := s.Stat(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, s, ctx, key, 7, 5); got != "world" {
+	if got := readAll(t, ctx, s, key, 7, 5); got != "world" {
 		t.Fatalf("range = %q", got)
 	}
-	if got := readAll(t, s, ctx, key, 0, -1); got != "hello, world" {
+	if got := readAll(t, ctx, s, key, 0, -1); got != "hello, world" {
 		t.Fatalf("whole = %q", got)
 	}
 	if n := b.Authorizes(); n != 1 {
@@ -149,7 +154,7 @@ func TestGrantsAreReusedBriefly(t *testing.T) {
 	if err := s.Put(ctx, tag, []byte(`{"digest":"a"}`), "application/json"); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, s, ctx, tag, 0, -1); got != `{"digest":"a"}` {
+	if got := readAll(t, ctx, s, tag, 0, -1); got != `{"digest":"a"}` {
 		t.Fatalf("record = %q", got)
 	}
 	if err := s.Put(ctx, tag, []byte(`{"digest":"bb"}`), "application/json"); err != nil {
@@ -169,12 +174,12 @@ func TestExpiredURLIsAuthorizedAgain(t *testing.T) {
 	t.Parallel()
 	b, s := startBroker(t)
 	ctx := blob.WithScope(t.Context(), "test", "org/app")
-	key := put(t, s, ctx, []byte("layer"))
-	if got := readAll(t, s, ctx, key, 0, -1); got != "layer" {
+	key := put(t, ctx, s, []byte("layer"))
+	if got := readAll(t, ctx, s, key, 0, -1); got != "layer" {
 		t.Fatalf("read = %q", got)
 	}
 	b.storage.Revoke()
-	if got := readAll(t, s, ctx, key, 1, 3); got != "aye" {
+	if got := readAll(t, ctx, s, key, 1, 3); got != "aye" {
 		t.Fatalf("read after expiry = %q", got)
 	}
 	if n := b.Authorizes(); n != 2 {
@@ -187,7 +192,7 @@ func TestRefusalsAndFaults(t *testing.T) {
 	t.Parallel()
 	b, s := startBroker(t)
 	allowed := blob.WithScope(t.Context(), "test", "org/app")
-	key := put(t, s, allowed, []byte("shared layer"))
+	key := put(t, allowed, s, []byte("shared layer"))
 	b.Deny("test", "org/secret")
 	denied := blob.WithScope(t.Context(), "test", "org/secret")
 
@@ -268,7 +273,7 @@ func TestWriterVerifiesAndCopies(t *testing.T) {
 	if err := w.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := readAll(t, s, ctx, key, 0, -1); got != string(data) {
+	if got := readAll(t, ctx, s, key, 0, -1); got != string(data) {
 		t.Fatal("stored content differs")
 	}
 
@@ -278,7 +283,12 @@ func TestWriterVerifiesAndCopies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Abort(ctx)
+	defer func() {
+		// A no-op after Commit; it discards the bytes after a failed one.
+		if err := w.Abort(ctx); err != nil {
+			t.Errorf("Abort: %v", err)
+		}
+	}()
 	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +308,7 @@ func TestURLNeverInErrors(t *testing.T) {
 	t.Parallel()
 	b, s := startBroker(t)
 	ctx := blob.WithScope(t.Context(), "test", "org/app")
-	key := put(t, s, ctx, []byte("layer"))
+	key := put(t, ctx, s, []byte("layer"))
 	if _, err := s.Stat(ctx, key); err != nil {
 		t.Fatal(err)
 	}

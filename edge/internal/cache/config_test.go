@@ -113,8 +113,8 @@ func TestFillLimiter(t *testing.T) {
 		go func() { got <- l.acquire(context.Background()) }()
 		synctest.Wait()
 		select {
-		case <-got:
-			t.Fatal("acquired beyond the limit")
+		case err := <-got:
+			t.Fatalf("acquired beyond the limit (err %v)", err)
 		default:
 		}
 		l.release()

@@ -19,7 +19,6 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/blobtest"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
 )
 
@@ -189,7 +188,6 @@ func TestApplyReusesUnchangedClients(t *testing.T) {
 	if _, ok := p.set.cur.Load().TagTTL("ghcr"); ok {
 		t.Fatal("TTL for an upstream that set none")
 	}
-	var _ upstream.Fetcher = test2
 }
 
 func TestMetricStats(t *testing.T) {

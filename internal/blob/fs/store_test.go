@@ -179,7 +179,11 @@ func TestListSkipsBookkeeping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Abort(t.Context())
+	defer func() {
+		if err := w.Abort(t.Context()); err != nil {
+			t.Errorf("Abort: %v", err)
+		}
+	}()
 	if _, err := w.Write([]byte("2")); err != nil {
 		t.Fatal(err)
 	}

@@ -80,7 +80,11 @@ func commit(t *testing.T, s blob.Store, key string, data []byte, contentType str
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer w.Abort(t.Context())
+	defer func() {
+		if err := w.Abort(t.Context()); err != nil {
+			t.Errorf("Abort: %v", err)
+		}
+	}()
 	if _, err := w.Write(data); err != nil {
 		t.Fatal(err)
 	}

@@ -54,9 +54,9 @@ func measure(t *testing.T, reps int, warmup bool, cs []*contender) {
 }
 
 // throughputRow compares two contenders' median throughput; edge/base must
-// reach min. A contender that failed makes the row say so (and fails the
+// reach minRatio. A contender that failed makes the row say so (and fails the
 // test unless the baseline is a peer that cannot run here, notAvail).
-func (e *env) throughputRow(id, what, target string, min float64, edge, base *contender, notAvail error) {
+func (e *env) throughputRow(id, what, target string, minRatio float64, edge, base *contender, notAvail error) {
 	switch {
 	case edge.err != nil:
 		e.broken(id, what, edge.err)
@@ -69,7 +69,7 @@ func (e *env) throughputRow(id, what, target string, min float64, edge, base *co
 		return
 	}
 	r := row{ID: id, What: what, Edge: mbps(edge.samples), Base: mbps(base.samples), Target: target}
-	e.tb.add(ratioRow(r, median(edge.samples)/median(base.samples), min))
+	e.tb.add(ratioRow(r, median(edge.samples)/median(base.samples), minRatio))
 }
 
 // warmRows: rows 1, 2, 4a, 4b. Every contender first pulls the blob once

@@ -14,6 +14,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"testing"
 )
 
 // Blobs are written straight into docker-registry's filesystem layout
@@ -46,11 +47,11 @@ func writeRandomBlob(root, repo string, size int64) (layoutBlob, error) {
 	h := sha256.New()
 	bw := bufio.NewWriterSize(io.MultiWriter(tmp, h), 1<<20)
 	if _, err := io.CopyN(bw, mrand.NewChaCha8(seed), size); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the write error is the one to report; the file is removed
 		return layoutBlob{}, fmt.Errorf("write blob: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
-		tmp.Close()
+		_ = tmp.Close() // the write error is the one to report; the file is removed
 		return layoutBlob{}, fmt.Errorf("write blob: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
@@ -137,10 +138,14 @@ func placeBlob(root string, b layoutBlob, tmp string) error {
 	return nil
 }
 
-// removeLayoutBlob deletes a blob's data (the link stays, harmless).
-func removeLayoutBlob(root string, b layoutBlob) error {
+// removeLayoutBlob deletes a blob's data (the link stays, harmless). A
+// failure fails the test: it would leave up to GiBs on the disk.
+func removeLayoutBlob(t testing.TB, root string, b layoutBlob) {
+	t.Helper()
 	hexd := b.Digest[len("sha256:"):]
-	return os.RemoveAll(filepath.Join(root, "docker", "registry", "v2", "blobs", "sha256", hexd[:2], hexd))
+	if err := os.RemoveAll(filepath.Join(root, "docker", "registry", "v2", "blobs", "sha256", hexd[:2], hexd)); err != nil {
+		t.Errorf("remove bench blob %s: %v", b.Digest, err)
+	}
 }
 
 type zeroReader struct{}

@@ -166,7 +166,7 @@ func (e *env) herdRow() {
 	if err != nil {
 		t.Fatalf("herd blob: %v", err)
 	}
-	defer removeLayoutBlob(e.up.Root, b)
+	defer removeLayoutBlob(t, e.up.Root, b)
 
 	counting := func() (*harness.FaultProxy, string) {
 		fp, err := harness.NewFaultProxy(e.up.URL)
@@ -279,7 +279,7 @@ func (e *env) rssRow() {
 	}
 	defer func() {
 		for _, b := range blobs {
-			removeLayoutBlob(e.up.Root, b)
+			removeLayoutBlob(t, e.up.Root, b)
 		}
 	}()
 	if err := e.checkUpstream(blobs[0]); err != nil {
@@ -346,7 +346,7 @@ func (e *env) rssS3Row() {
 	s3c := e.s3.Client()
 	defer func() {
 		for _, b := range blobs {
-			removeLayoutBlob(e.up.Root, b)
+			removeLayoutBlob(t, e.up.Root, b)
 			deleteObject(s3c, e.s3.Bucket, edgeS3Key("edge-rss", b))
 			deleteObject(s3c, regS3Bucket, "rss/"+regDataPath(b))
 		}

@@ -136,10 +136,10 @@ func median(xs []float64) float64 {
 	return (s[m-1] + s[m]) / 2
 }
 
-// ratioRow fills Ratio and Met from a ratio that is good when ≥ min.
-func ratioRow(r row, ratio, min float64) row {
+// ratioRow fills Ratio and Met from a ratio that is good when ≥ minRatio.
+func ratioRow(r row, ratio, minRatio float64) row {
 	r.Ratio = fmt.Sprintf("%.2f", ratio)
-	r.Met = yesNo(ratio >= min)
+	r.Met = yesNo(ratio >= minRatio)
 	return r
 }
 

@@ -18,5 +18,5 @@ tools:
 # layer order of test/archtest: the architecture checks alone, in a minute.
 lint:
 	cd tools/lint && go build -o ../../bin/tools/golangci-lint github.com/golangci/golangci-lint/v2/cmd/golangci-lint
-	bin/tools/golangci-lint run --build-tags bench ./...
+	bin/tools/golangci-lint run --allow-serial-runners --build-tags bench ./...
 	go test -count=1 ./test/archtest

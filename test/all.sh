@@ -270,7 +270,7 @@ run_fuzz() {
 #   - else, on a branch: its merge-base with main, so that every change the
 #     branch brings is checked, not only its last commit;
 #   - else (on main, which is what CI's clean clone checks out, and there is
-#     no release yet): the parent of the last commit that changed proto/, so
+#     no release yet): the parent of the last commit that changed a .proto, so
 #     the latest protocol change (plus any uncommitted edit) is checked even
 #     when later commits did not touch proto/. HEAD~1 would compare nothing
 #     then.
@@ -285,7 +285,7 @@ proto_baseline() {
 	elif [[ $(git rev-parse --abbrev-ref HEAD) != main ]] && git rev-parse -q --verify main >/dev/null &&
 		ref=$(git merge-base HEAD main) && [[ $ref != "$(git rev-parse HEAD)" ]]; then
 		echo "$ref"
-	elif ref=$(git log -1 --format=%H -- proto) && [[ -n $ref ]] && git rev-parse -q --verify "$ref~1" >/dev/null; then
+	elif ref=$(git log -1 --format=%H -- ':(glob)proto/**/*.proto') && [[ -n $ref ]] && git rev-parse -q --verify "$ref~1" >/dev/null; then
 		echo "$ref~1"
 	else
 		echo HEAD
@@ -319,8 +319,10 @@ step "buf lint, breaking, generated code" check_proto
 step "go vet ./..." go vet ./...
 # --build-tags bench: the benchmark programs (test/bench, test/e2e/*_bench_test.go)
 # are linted too; no file is excluded by the tag, so this is a superset.
+# --allow-serial-runners: a second golangci-lint on the same machine (another
+# checkout's run) waits for the first instead of failing this step.
 step "golangci-lint ./... (.golangci.yml: errcheck, staticcheck, revive, import rules)" \
-	bin/tools/golangci-lint run --build-tags bench ./...
+	bin/tools/golangci-lint run --allow-serial-runners --build-tags bench ./...
 step "go test -race ./..." run_tests
 step "fuzz (${FUZZTIME} per target)" run_fuzz
 

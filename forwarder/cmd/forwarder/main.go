@@ -7,6 +7,8 @@
 // (docs/kubernetes.md, "Node access"):
 //
 //	forwarder [--kubeconfig FILE] [--status-listen 127.0.0.1:9095]
+//
+// Every flag can also be set as FORWARDER_<FLAG> (internal/flagenv).
 package main
 
 import (
@@ -26,6 +28,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/forwarder/internal/agent"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/forwarder/internal/relay"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/kubeclient"
 )
 
@@ -41,7 +44,9 @@ type config struct {
 	level         slog.Level
 }
 
-func parseFlags(args []string, stderr io.Writer) (config, error) {
+// parseFlags reads the command line and FORWARDER_<FLAG> variables of
+// environ through the project's one flag parser (internal/flagenv).
+func parseFlags(args, environ []string, stderr io.Writer) (config, flagenv.Result, error) {
 	var c config
 	fs := flag.NewFlagSet("forwarder", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -53,28 +58,29 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", 10*time.Second, "timeout of a connection to an edge Service")
 	fs.DurationVar(&c.shutdownGrace, "shutdown-grace", 20*time.Second, "on SIGTERM, how long open connections may finish before they are cut")
 	fs.TextVar(&c.level, "log-level", slog.LevelInfo, "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		return c, err
+	res, err := flagenv.Parse(fs, args, environ, flagenv.Options{Prefix: "FORWARDER_"})
+	if err != nil {
+		return c, res, err
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+		return c, res, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	a, err := netip.ParseAddr(*host)
 	if err != nil {
-		return c, fmt.Errorf("--listen-host: %w", err)
+		return c, res, fmt.Errorf("--listen-host: %w", err)
 	}
 	if !a.IsLoopback() {
-		return c, fmt.Errorf("--listen-host %s: the forwarder listens on loopback only", a)
+		return c, res, fmt.Errorf("--listen-host %s: the forwarder listens on loopback only", a)
 	}
 	c.host = a
 	if ap, err := netip.ParseAddrPort(c.statusListen); err != nil || !ap.Addr().IsLoopback() {
-		return c, fmt.Errorf("--status-listen %q: want a loopback address:port", c.statusListen)
+		return c, res, fmt.Errorf("--status-listen %q: want a loopback address:port", c.statusListen)
 	}
-	return c, nil
+	return c, res, nil
 }
 
 func main() {
-	c, err := parseFlags(os.Args[1:], os.Stderr)
+	c, env, err := parseFlags(os.Args[1:], os.Environ(), os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
@@ -83,6 +89,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: c.level}))
+	flagenv.LogUnknown(log, env)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, c, log); err != nil {

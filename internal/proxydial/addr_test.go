@@ -42,8 +42,8 @@ func TestAddressForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range []*proxydial.Node{node(t, ssV6), node(t, socks), hostsNode} {
-		d, _ := proxydial.NewDialer("test", []*proxydial.Node{n}, proxydial.WithDialTimeout(5*time.Second))
+	for _, n := range []*clashnode.Node{node(t, ssV6), node(t, socks), hostsNode} {
+		d, _ := proxydial.NewDialer("test", []*clashnode.Node{n}, proxydial.WithDialTimeout(5*time.Second))
 		client := &http.Client{Transport: &http.Transport{DialContext: d.DialContext}, Timeout: 20 * time.Second}
 		for _, url := range []string{v6.URL + "/", v4.URL + "/ip", "http://localhost:" + v4port + "/name"} {
 			resp, err := client.Get(url)

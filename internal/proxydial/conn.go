@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 // errNoFirstByte is the cause recorded when a proxy stays silent.
@@ -35,11 +37,11 @@ type failoverConn struct {
 
 	mu         sync.Mutex
 	cur        net.Conn
-	node       *Node
-	rest       []*Node // nodes still to try, in order
-	buf        []byte  // written since the dial, replayed on a switch
-	written    bool    // something was written (see idleClose)
-	replayable bool    // buf holds everything written (under the replay limit)
+	node       *clashnode.Node
+	rest       []*clashnode.Node // nodes still to try, in order
+	buf        []byte            // written since the dial, replayed on a switch
+	written    bool              // something was written (see idleClose)
+	replayable bool              // buf holds everything written (under the replay limit)
 	timer      *time.Timer
 	closed     bool
 	finalErr   error // why the last switch was impossible
@@ -47,7 +49,7 @@ type failoverConn struct {
 	writeDL    time.Time
 }
 
-func newFailoverConn(d *Dialer, network, addr string, n *Node, conn net.Conn, rest []*Node) *failoverConn {
+func newFailoverConn(d *Dialer, network, addr string, n *clashnode.Node, conn net.Conn, rest []*clashnode.Node) *failoverConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &failoverConn{d: d, network: network, addr: addr, ctx: ctx, cancel: cancel, dialed: time.Now(),
 		cur: conn, node: n, rest: rest, replayable: true}

@@ -39,7 +39,7 @@ func helloServer(t *testing.T, useTLS bool) *httptest.Server {
 
 // node builds a Node from a proxy server's Clash JSON, as the control
 // protocol delivers it.
-func node(t *testing.T, ps *harness.ProxyServer) *proxydial.Node {
+func node(t *testing.T, ps *harness.ProxyServer) *clashnode.Node {
 	t.Helper()
 	n, err := clashnode.FromJSON(ps.Name, ps.NodeJSON())
 	if err != nil {
@@ -89,7 +89,7 @@ func TestGetThroughEachNodeType(t *testing.T) {
 			t.Parallel()
 			ps := start(t, harness.ProxyOptions{})
 			rec := newRecorder()
-			d, err := proxydial.NewDialer("test", []*proxydial.Node{node(t, ps)}, proxydial.WithObserver(rec))
+			d, err := proxydial.NewDialer("test", []*clashnode.Node{node(t, ps)}, proxydial.WithObserver(rec))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func closedAddr(t *testing.T) (string, int) {
 	return "127.0.0.1", sa.(*syscall.SockaddrInet4).Port
 }
 
-func deadSSNode(t *testing.T, name string) *proxydial.Node {
+func deadSSNode(t *testing.T, name string) *clashnode.Node {
 	t.Helper()
 	host, port := closedAddr(t)
 	n, err := clashnode.New(map[string]any{"name": name, "type": "ss", "server": host, "port": port,
@@ -180,7 +180,7 @@ func TestFailoverFromDeadNode(t *testing.T) {
 	dead := deadSSNode(t, "dead")
 	rec := newRecorder()
 	health := proxydial.NewHealth(time.Minute)
-	d, err := proxydial.NewDialer("dockerhub", []*proxydial.Node{dead, node(t, live)},
+	d, err := proxydial.NewDialer("dockerhub", []*clashnode.Node{dead, node(t, live)},
 		proxydial.WithObserver(rec), proxydial.WithHealth(health))
 	if err != nil {
 		t.Fatal(err)
@@ -219,7 +219,7 @@ func TestFailoverFromDeadNode(t *testing.T) {
 func TestAllNodesDead(t *testing.T) {
 	t.Parallel()
 	rec := newRecorder()
-	d, _ := proxydial.NewDialer("test", []*proxydial.Node{deadSSNode(t, "a"), deadSSNode(t, "b")}, proxydial.WithObserver(rec))
+	d, _ := proxydial.NewDialer("test", []*clashnode.Node{deadSSNode(t, "a"), deadSSNode(t, "b")}, proxydial.WithObserver(rec))
 	_, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:80")
 	if !errors.Is(err, proxydial.ErrAllNodesFailed) {
 		t.Fatalf("err = %v, want ErrAllNodesFailed", err)
@@ -246,7 +246,7 @@ func TestDeadDestinationMovesConnection(t *testing.T) {
 		}
 		live := harness.StartShadowsocks(t, harness.ProxyOptions{Name: "live"})
 		rec := newRecorder()
-		d, _ := proxydial.NewDialer("test", []*proxydial.Node{bad, node(t, live)}, proxydial.WithObserver(rec))
+		d, _ := proxydial.NewDialer("test", []*clashnode.Node{bad, node(t, live)}, proxydial.WithObserver(rec))
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		body, _, err := get(ctx, d, srv, "/moved")
 		cancel()
@@ -314,7 +314,7 @@ func TestWrongPassword(t *testing.T) {
 	t.Run("alone", func(t *testing.T) {
 		t.Parallel()
 		rec := newRecorder()
-		d, _ := proxydial.NewDialer("test", []*proxydial.Node{wn}, proxydial.WithObserver(rec),
+		d, _ := proxydial.NewDialer("test", []*clashnode.Node{wn}, proxydial.WithObserver(rec),
 			proxydial.WithDialTimeout(fbt), proxydial.WithFirstByteTimeout(fbt))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -333,7 +333,7 @@ func TestWrongPassword(t *testing.T) {
 	})
 	t.Run("then live", func(t *testing.T) {
 		t.Parallel()
-		d, _ := proxydial.NewDialer("test", []*proxydial.Node{wn, node(t, ss)},
+		d, _ := proxydial.NewDialer("test", []*clashnode.Node{wn, node(t, ss)},
 			proxydial.WithDialTimeout(fbt), proxydial.WithFirstByteTimeout(fbt))
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -350,7 +350,7 @@ func TestTLSUpstreamThroughSS(t *testing.T) {
 	t.Parallel()
 	srv := helloServer(t, true)
 	ss := harness.StartShadowsocks(t, harness.ProxyOptions{})
-	d, _ := proxydial.NewDialer("test", []*proxydial.Node{node(t, ss)})
+	d, _ := proxydial.NewDialer("test", []*clashnode.Node{node(t, ss)})
 	tr := &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{}}
 	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/", nil)
@@ -371,7 +371,7 @@ func TestUnusedConnectionClosedIsNoFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := newRecorder()
-	d, _ := proxydial.NewDialer("test", []*proxydial.Node{n, deadSSNode(t, "next")}, proxydial.WithObserver(rec),
+	d, _ := proxydial.NewDialer("test", []*clashnode.Node{n, deadSSNode(t, "next")}, proxydial.WithObserver(rec),
 		proxydial.WithFirstByteTimeout(50*time.Millisecond))
 	conn, err := d.DialContext(context.Background(), "tcp", "127.0.0.1:80")
 	if err != nil {
@@ -398,7 +398,7 @@ func TestDeadDestinationRealServers(t *testing.T) {
 		harness.StartTrojan(t, harness.ProxyOptions{Name: "trojan"}),
 		harness.StartV2RayVmess(t, harness.ProxyOptions{Name: "vmess"}),
 	}
-	var nodes []*proxydial.Node
+	var nodes []*clashnode.Node
 	for _, ps := range servers {
 		nodes = append(nodes, node(t, ps))
 	}

@@ -39,13 +39,13 @@ const (
 // http.Transport.DialContext.
 type Dialer struct {
 	prefix string
-	nodes  []*Node
+	nodes  []*clashnode.Node
 	o      options
 }
 
 // NewDialer returns a Dialer over nodes in preference order (at least one)
 // for the upstream prefix (used in failure reports and logs).
-func NewDialer(prefix string, nodes []*Node, opts ...Option) (*Dialer, error) {
+func NewDialer(prefix string, nodes []*clashnode.Node, opts ...Option) (*Dialer, error) {
 	if len(nodes) == 0 {
 		return nil, errors.New("proxydial: a dialer needs at least one node")
 	}
@@ -56,11 +56,11 @@ func NewDialer(prefix string, nodes []*Node, opts ...Option) (*Dialer, error) {
 	if o.health == nil {
 		o.health = NewHealth(0)
 	}
-	return &Dialer{prefix: prefix, nodes: append([]*Node(nil), nodes...), o: o}, nil
+	return &Dialer{prefix: prefix, nodes: append([]*clashnode.Node(nil), nodes...), o: o}, nil
 }
 
 // Nodes returns the nodes in preference order.
-func (d *Dialer) Nodes() []*Node { return append([]*Node(nil), d.nodes...) }
+func (d *Dialer) Nodes() []*clashnode.Node { return append([]*clashnode.Node(nil), d.nodes...) }
 
 // DialContext opens a connection to addr through the first node that
 // accepts it, trying the nodes in order (recently failed ones last). The
@@ -91,7 +91,7 @@ func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Con
 // dialNode dials addr through n with the per-node timeout and records the
 // outcome. A dial cut short by ctx is not the node's fault and is not
 // recorded against it.
-func (d *Dialer) dialNode(ctx context.Context, n *Node, network, addr string) (net.Conn, error) {
+func (d *Dialer) dialNode(ctx context.Context, n *clashnode.Node, network, addr string) (net.Conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, d.o.dialTimeout)
 	defer cancel()
 	conn, err := n.DialContext(dctx, network, addr)
@@ -110,7 +110,7 @@ func (d *Dialer) dialNode(ctx context.Context, n *Node, network, addr string) (n
 }
 
 // nodeFailed records and reports one failure of n.
-func (d *Dialer) nodeFailed(n *Node, result string, err error) {
+func (d *Dialer) nodeFailed(n *clashnode.Node, result string, err error) {
 	d.o.health.MarkFailed(n.Name())
 	d.o.observer.Dialed(n.Name(), result)
 	msg := n.Redact(err.Error())
@@ -120,7 +120,7 @@ func (d *Dialer) nodeFailed(n *Node, result string, err error) {
 }
 
 // nodeOK records that n carried a connection.
-func (d *Dialer) nodeOK(n *Node) { d.o.health.MarkOK(n.Name()) }
+func (d *Dialer) nodeOK(n *clashnode.Node) { d.o.health.MarkOK(n.Name()) }
 
 // Option configures a Dialer.
 type Option func(*options)

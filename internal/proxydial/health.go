@@ -3,6 +3,8 @@ package proxydial
 import (
 	"sync"
 	"time"
+
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 // DefaultFailureMemory is how long a failed node is skipped by default.
@@ -61,9 +63,9 @@ func (h *Health) RecentlyFailed(node string) bool {
 // ones moved to the end (keeping their relative order): they are tried only
 // when every other node has failed too, so a request is never refused
 // without a dial.
-func (h *Health) order(nodes []*Node) []*Node {
-	out := make([]*Node, 0, len(nodes))
-	var failed []*Node
+func (h *Health) order(nodes []*clashnode.Node) []*clashnode.Node {
+	out := make([]*clashnode.Node, 0, len(nodes))
+	var failed []*clashnode.Node
 	for _, n := range nodes {
 		if h.RecentlyFailed(n.Name()) {
 			failed = append(failed, n)

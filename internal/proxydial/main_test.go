@@ -5,12 +5,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/test/harness"
 )
 
 func TestMain(m *testing.M) {
-	proxydial.Setup()
+	clashnode.Setup()
 	os.Exit(harness.Main(m))
 }
 

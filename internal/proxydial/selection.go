@@ -11,11 +11,11 @@ import (
 
 // Pool is the proxy part of one EdgeConfig, parsed.
 type Pool struct {
-	byName  map[string]*Node
+	byName  map[string]*clashnode.Node
 	skipped map[string]string // node name → why it is unusable
 	// selection is what upstreams without an override use: the nodes in
 	// preference order, or nil for direct.
-	selection []*Node
+	selection []*clashnode.Node
 }
 
 // ParseSelection builds the nodes of sel as the control plane sends them to
@@ -24,8 +24,8 @@ type Pool struct {
 // skipped and logged (one bad node never takes the others down); two nodes
 // with one name are an error.
 func ParseSelection(sel *selfhostv1.ProxySelection, log *slog.Logger) (*Pool, error) {
-	pool := &Pool{byName: map[string]*Node{}, skipped: map[string]string{}}
-	var ordered []*Node
+	pool := &Pool{byName: map[string]*clashnode.Node{}, skipped: map[string]string{}}
+	var ordered []*clashnode.Node
 	for i, pn := range sel.GetNodes() {
 		field := fmt.Sprintf("proxy.nodes[%d]", i)
 		if pn.GetName() == "" {
@@ -59,7 +59,7 @@ func ParseSelection(sel *selfhostv1.ProxySelection, log *slog.Logger) (*Pool, er
 // "auto" follow the selection, "direct" dials directly, anything else
 // names one node, which is then the only one (no fallback: an operator who
 // pins an upstream to a node wants that path or none).
-func (p *Pool) NodesFor(field, override string) ([]*Node, error) {
+func (p *Pool) NodesFor(field, override string) ([]*clashnode.Node, error) {
 	ov := strings.TrimSpace(override)
 	switch {
 	case ov == "" || strings.EqualFold(ov, "auto"):
@@ -68,7 +68,7 @@ func (p *Pool) NodesFor(field, override string) ([]*Node, error) {
 		return nil, nil
 	}
 	if n, ok := p.byName[ov]; ok {
-		return []*Node{n}, nil
+		return []*clashnode.Node{n}, nil
 	}
 	if why, ok := p.skipped[ov]; ok {
 		return nil, fmt.Errorf("%s.proxy: node %q is not usable: %s", field, ov, why)

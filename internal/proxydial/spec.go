@@ -19,9 +19,9 @@ const maxSpecFile = 1 << 20
 // spaces), a base64-encoded list of links — or "@PATH": any of these read
 // from a file (keeps secrets out of the process list). Unlike a
 // subscription, a flag value is all or nothing: one bad entry is an error.
-// Errors wrap ErrInvalidNode, name the position of the bad entry and never
+// Errors wrap clashnode.ErrInvalid, name the position of the bad entry and never
 // echo the value: it holds passwords.
-func ParseNodes(value string) ([]*Node, error) {
+func ParseNodes(value string) ([]*clashnode.Node, error) {
 	value = strings.TrimSpace(value)
 	if path, ok := strings.CutPrefix(value, "@"); ok {
 		data, err := readSpecFile(path)
@@ -39,10 +39,10 @@ func ParseNodes(value string) ([]*Node, error) {
 			n.Close()
 		}
 		s := list.Skipped[0]
-		return nil, fmt.Errorf("%w: %s: %s", ErrInvalidNode, s.Name, s.Reason)
+		return nil, fmt.Errorf("%w: %s: %s", clashnode.ErrInvalid, s.Name, s.Reason)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidNode, err)
+		return nil, fmt.Errorf("%w: %w", clashnode.ErrInvalid, err)
 	}
 	return list.Nodes, nil
 }
@@ -50,15 +50,15 @@ func ParseNodes(value string) ([]*Node, error) {
 func readSpecFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidNode, err)
+		return nil, fmt.Errorf("%w: %w", clashnode.ErrInvalid, err)
 	}
 	defer func() { _ = f.Close() }() // read-only: the data is already read
 	data, err := io.ReadAll(io.LimitReader(f, maxSpecFile+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: read %s: %w", ErrInvalidNode, path, err)
+		return nil, fmt.Errorf("%w: read %s: %w", clashnode.ErrInvalid, path, err)
 	}
 	if len(data) > maxSpecFile {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrInvalidNode, path, maxSpecFile)
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", clashnode.ErrInvalid, path, maxSpecFile)
 	}
 	return data, nil
 }

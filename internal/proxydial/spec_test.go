@@ -83,8 +83,8 @@ func TestParseNodesErrorsHideSecrets(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			_, err := proxydial.ParseNodes(tt.value)
-			if !errors.Is(err, proxydial.ErrInvalidNode) {
-				t.Fatalf("err = %v, want ErrInvalidNode", err)
+			if !errors.Is(err, clashnode.ErrInvalid) {
+				t.Fatalf("err = %v, want clashnode.ErrInvalid", err)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("err = %q, want it to mention %q", err, tt.want)
@@ -99,7 +99,7 @@ func TestParseNodesErrorsHideSecrets(t *testing.T) {
 func TestDialContextRejectsBadTargets(t *testing.T) {
 	t.Parallel()
 	n, _ := clashnode.FromJSON("n", `{"type":"socks5","server":"127.0.0.1","port":1}`)
-	d, _ := proxydial.NewDialer("test", []*proxydial.Node{n})
+	d, _ := proxydial.NewDialer("test", []*clashnode.Node{n})
 	for _, c := range []struct{ network, addr string }{
 		{"udp", "127.0.0.1:53"}, {"tcp", "no-port"}, {"tcp", "host:0"}, {"tcp", "host:99999"}, {"tcp", ":80"},
 	} {

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/server"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 func TestMain(m *testing.M) {
-	proxydial.Setup()
+	clashnode.Setup()
 	os.Exit(m.Run())
 }
 

@@ -29,13 +29,13 @@ import (
 	"syscall"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/server"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/flagenv"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
 func main() {
 	// mihomo's process-wide set-up, before any proxy node is parsed.
-	proxydial.Setup()
+	clashnode.Setup()
 	cfg, level, env, err := parseFlags(os.Args[1:], os.Environ(), os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

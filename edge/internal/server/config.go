@@ -17,6 +17,7 @@ import (
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/fs"
 	s3store "github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/blob/s3"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 )
 
@@ -174,8 +175,8 @@ func (cfg Config) LoadCredentials() (map[string]Credentials, error) {
 
 // ProxyNodes parses --proxy. The error names the flag and the entry but
 // never echoes a value: node specs hold passwords.
-func (cfg Config) ProxyNodes() ([]*proxydial.Node, error) {
-	var nodes []*proxydial.Node
+func (cfg Config) ProxyNodes() ([]*clashnode.Node, error) {
+	var nodes []*clashnode.Node
 	seen := map[string]bool{}
 	for i, v := range cfg.Proxy {
 		ns, err := proxydial.ParseNodes(v)

@@ -4,10 +4,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 )
 
 func TestMain(m *testing.M) {
-	proxydial.Setup()
+	clashnode.Setup()
 	os.Exit(m.Run())
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/metrics"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
@@ -61,7 +62,7 @@ func newProxies(m *metrics.Metrics, log *slog.Logger, firstByteTimeout time.Dura
 
 // dialOption returns the upstream option that dials through nodes with
 // failover; no option (direct) for an empty list.
-func (p *proxies) dialOption(prefix string, nodes []*proxydial.Node) ([]upstream.Option, error) {
+func (p *proxies) dialOption(prefix string, nodes []*clashnode.Node) ([]upstream.Option, error) {
 	if len(nodes) == 0 {
 		return nil, nil
 	}
@@ -73,7 +74,7 @@ func (p *proxies) dialOption(prefix string, nodes []*proxydial.Node) ([]upstream
 }
 
 // proxyKey identifies a node list for client reuse: "" is direct.
-func proxyKey(nodes []*proxydial.Node) string {
+func proxyKey(nodes []*clashnode.Node) string {
 	parts := make([]string, len(nodes))
 	for i, n := range nodes {
 		parts[i] = n.Name() + "@" + n.Fingerprint()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/testkit"
 	selfhostv1 "github.com/k8s-selfhost-repo/k8s-selfhost-repo/proto/gen/selfhost/v1"
@@ -56,7 +57,7 @@ func TestNodePool(t *testing.T) {
 			pool, err := proxydial.ParseSelection(tt.sel, log)
 			var names []string
 			if err == nil {
-				var nodes []*proxydial.Node
+				var nodes []*clashnode.Node
 				nodes, err = pool.NodesFor("upstreams[0]", tt.override)
 				names = nodeNames(nodes)
 			}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/registry"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/edge/internal/route"
-	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/proxydial"
+	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/clashnode"
 	"github.com/k8s-selfhost-repo/k8s-selfhost-repo/internal/upstream"
 )
 
@@ -72,7 +72,7 @@ type upstreamSpec struct {
 	field string // for errors: "upstreams[2]" or "--upstream dockerhub"
 	route route.Upstream
 	creds Credentials
-	nodes []*proxydial.Node // proxy nodes in order; nil dials directly
+	nodes []*clashnode.Node // proxy nodes in order; nil dials directly
 	// internalRedirects lifts the redirect address-class rule for this
 	// upstream (--allow-internal-redirects).
 	internalRedirects bool
@@ -130,7 +130,7 @@ func retire(old, next *upstreamSnapshot) {
 // flagSnapshot builds the snapshot of the flag defaults: table plus the
 // credentials file, every upstream dialling through nodes (--proxy; nil:
 // directly).
-func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*proxydial.Node, allowInternal map[string]bool, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
+func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*clashnode.Node, allowInternal map[string]bool, px *proxies, log *slog.Logger, opts ...upstream.Option) (*upstreamSnapshot, error) {
 	for p := range creds {
 		if _, ok := t.Lookup(p); !ok {
 			return nil, fmt.Errorf("credentials for unknown upstream prefix %q", p)
@@ -149,7 +149,7 @@ func flagSnapshot(t *route.Table, creds map[string]Credentials, nodes []*proxydi
 }
 
 // nodeNames lists the names of nodes, for logs.
-func nodeNames(nodes []*proxydial.Node) []string {
+func nodeNames(nodes []*clashnode.Node) []string {
 	names := make([]string, len(nodes))
 	for i, n := range nodes {
 		names[i] = n.Name()

@@ -21,21 +21,16 @@ const (
 
 // ReportEvents records an event on each Node whose node access changes,
 // checking every interval until ctx ends; run it on the leader only, so
-// replicas do not repeat each other. The first check is the baseline and
-// reports nothing: at install time every node lacks a forwarder for a few
-// seconds, which is no news (the admission warning and ListNodes say why
-// while it lasts). With ModeNodePort it returns at once.
+// replicas do not repeat each other. With ModeNodePort it returns at once.
 func (g *Gate) ReportEvents(ctx context.Context, rec record.EventRecorder, interval time.Duration) {
 	if g.mode == ModeNodePort {
 		return
 	}
-	var last map[string]bool
+	r := g.NewEventReporter(rec)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if g.HasSynced() {
-			last = g.report(rec, last)
-		}
+		r.Check()
 		select {
 		case <-ctx.Done():
 			return
@@ -44,31 +39,51 @@ func (g *Gate) ReportEvents(ctx context.Context, rec record.EventRecorder, inter
 	}
 }
 
-// report records the changes since last (nil: the first check) and
-// returns the new state: schedulable node → works.
-func (g *Gate) report(rec record.EventRecorder, last map[string]bool) map[string]bool {
-	nodes, err := g.Nodes()
+// EventReporter turns changes of node access into events, one Check at a
+// time. Its first check after the informers synced is the baseline and
+// reports nothing: at install time every node lacks a forwarder for a few
+// seconds, which is no news (the admission warning and ListNodes say why
+// while it lasts).
+type EventReporter struct {
+	g    *Gate
+	rec  record.EventRecorder
+	last map[string]bool // schedulable node → works; nil before the baseline
+}
+
+// NewEventReporter is an EventReporter for g recording to rec.
+func (g *Gate) NewEventReporter(rec record.EventRecorder) *EventReporter {
+	return &EventReporter{g: g, rec: rec}
+}
+
+// Check compares the nodes now with the last check and records the
+// changes: a schedulable node that does not work (new, or no longer) gets
+// a Warning, one that works again a Normal event.
+func (r *EventReporter) Check() {
+	if r.g.mode == ModeNodePort || !r.g.HasSynced() {
+		return
+	}
+	nodes, err := r.g.Nodes()
 	if err != nil {
-		return last
+		return
 	}
 	now := map[string]bool{}
 	for _, n := range nodes {
 		if !n.Schedulable {
 			continue
 		}
-		works := n.Works(g.mode)
+		works := n.Works(r.g.mode)
 		now[n.Name] = works
-		was, seen := last[n.Name]
+		was, seen := r.last[n.Name]
 		ref := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: n.Name, UID: "", Namespace: metav1.NamespaceNone}
 		switch {
-		case last == nil:
+		case r.last == nil:
 		case !works && (!seen || was):
-			rec.Eventf(ref, corev1.EventTypeWarning, EventNoForwarder,
-				"nodeAccess %s: no ready selfhost-forwarder on this node; the injector leaves images untouched until there is", g.mode)
+			r.rec.Eventf(ref, corev1.EventTypeWarning, EventNoForwarder,
+				"nodeAccess %s: no ready selfhost-forwarder on this node; the injector leaves images untouched until there is", r.g.mode)
 		case works && seen && !was:
-			rec.Eventf(ref, corev1.EventTypeNormal, EventForwarderReady,
-				"nodeAccess %s: selfhost-forwarder %s is ready; 127.0.0.1:<nodePort> reaches the edges on this node", g.mode, n.Forwarder)
+			r.rec.Eventf(ref, corev1.EventTypeNormal, EventForwarderReady,
+				"nodeAccess %s: selfhost-forwarder %s is ready; 127.0.0.1:<nodePort> reaches the edges on this node", r.g.mode, n.Forwarder)
 		}
 	}
-	return now
+	r.last = now
 }
